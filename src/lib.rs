@@ -1,6 +1,20 @@
 //! quicpeer: a sans-IO QUIC connection manager for peer-to-peer systems.
+//!
+//! Peers are named by their libp2p [`PeerId`], not by an address, and quicpeer speaks libp2p's
+//! QUIC (`/quic-v1`, ALPN `libp2p`), so it interoperates with libp2p nodes. Its keys survive a
+//! restart: a restarted peer answers the old connection's packets with a stateless reset, and
+//! the [`Manager`] turns that into [`Cause::PeerRestarted`] and a fresh connection at once.
+//!
+//! Layers, from the bottom: [`identity`] (certificates and keys), [`manager`] (the sans-IO core),
+//! [`sim`] (a deterministic network to test and benchmark the core).
 #![deny(missing_docs)]
 
 pub mod identity;
+pub mod manager;
+pub mod sim;
 
 pub use identity::{Identity, Keypair, PeerId};
+pub use manager::{
+    Cause, Config, ConnId, DialError, DialOutcome, Direction, Event, HandshakeFailure, KeyMode,
+    Limits, Manager, ManagerError, Read, ReconnectPolicy, StreamError, StreamId, Transmit,
+};

@@ -1,0 +1,153 @@
+//! Configuration of a [`Manager`](super::Manager).
+
+use std::time::Duration;
+
+use super::RestartKeys;
+
+/// Where the keys that must survive a restart come from.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum KeyMode {
+    /// Derived from the identity (HKDF-SHA256): a restarted node answers packets of its old
+    /// connections with valid stateless resets. The default, and the point of quicpeer.
+    #[default]
+    DerivedFromIdentity,
+    /// Given explicitly, e.g. loaded from a key file for an identity whose secret cannot be
+    /// extracted (RSA).
+    Explicit(RestartKeys),
+    /// Random per process, as quinn does by default: a restarted node drops the old packets
+    /// silently and the other side only notices at its idle timeout. For comparisons.
+    RandomPerProcess,
+}
+
+/// How the manager reconnects to a peer it lost.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReconnectPolicy {
+    /// Redial at once, inside the call that saw the stateless reset, when a peer restarted.
+    pub on_restart: bool,
+    /// Redial with backoff when a connection we dialed dies for another reason (idle timeout,
+    /// transport error). Closes by the peer or by us are never redialed.
+    pub on_other_loss: bool,
+    /// Delay before the second attempt of a failed reconnect; doubles each time.
+    pub backoff_initial: Duration,
+    /// Upper bound of the delay between attempts.
+    pub backoff_max: Duration,
+    /// Fraction of each delay replaced by random jitter, in 0.0..=1.0.
+    pub jitter: f64,
+    /// Attempts after which the manager gives up and reports `DialFailed { gave_up: true }`.
+    pub max_attempts: u32,
+}
+
+impl Default for ReconnectPolicy {
+    fn default() -> Self {
+        Self {
+            on_restart: true,
+            on_other_loss: true,
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(10),
+            jitter: 0.5,
+            max_attempts: 8,
+        }
+    }
+}
+
+impl ReconnectPolicy {
+    /// Never reconnect by itself.
+    pub fn never() -> Self {
+        Self { on_restart: false, on_other_loss: false, ..Self::default() }
+    }
+}
+
+/// Bounds on what the manager holds. A slot is freed in the call in which its connection dies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections of any state, all peers together.
+    pub max_connections: usize,
+    /// Established connections to one peer (a replacement in flight may exceed it by one).
+    pub max_connections_per_peer: usize,
+    /// Dials (to distinct peers) in progress at once.
+    pub max_pending_dials: usize,
+    /// Inbound handshakes in flight at once.
+    pub max_inbound_handshakes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 16_384,
+            max_connections_per_peer: 2,
+            max_pending_dials: 1024,
+            max_inbound_handshakes: 1024,
+        }
+    }
+}
+
+/// A token bucket for stateless responses (resets, version negotiation, refusals).
+///
+/// quinn paces stateless resets to one per 20 ms per endpoint: a node restarting under a
+/// thousand stale peers would need 20 s to reset them all. quicpeer turns quinn's pacing off and
+/// polices all stateless responses with this bucket instead. Loops cannot form either way: a
+/// stateless reset is always smaller than the packet that caused it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResponseRate {
+    /// Responses that may be sent back to back.
+    pub burst: u32,
+    /// Sustained responses per second.
+    pub per_second: u32,
+}
+
+impl Default for ResponseRate {
+    fn default() -> Self {
+        // A restarted node under a thousand stale peers answers them all at once; a reset costs
+        // two HMACs, so even the sustained rate is a small share of one core.
+        Self { burst: 1024, per_second: 20_000 }
+    }
+}
+
+/// Configuration of a [`Manager`](super::Manager). `Config::default()` suits most uses.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Config {
+    /// Where the restart keys come from.
+    pub keys: KeyMode,
+    /// Interval of keep-alive PINGs on idle connections; also bounds how long an idle dialer
+    /// takes to notice a restarted peer.
+    pub keep_alive: Option<Duration>,
+    /// Idle timeout negotiated with the peer.
+    pub idle_timeout: Duration,
+    /// A handshake not complete after this long fails with `HandshakeFailed(TimedOut)`.
+    pub handshake_timeout: Duration,
+    /// Reconnection behaviour.
+    pub reconnect: ReconnectPolicy,
+    /// Connection and handshake limits.
+    pub limits: Limits,
+    /// Pacing of stateless resets and other stateless responses.
+    pub stateless_responses: ResponseRate,
+    /// When a second connection to a peer completes, the first is probed with a PING; it is
+    /// considered stale if nothing comes back within this many RTTs (and at least `probe_min`).
+    pub probe_rtts: u32,
+    /// Lower bound of the probe's wait.
+    pub probe_min: Duration,
+    /// Delay before the next address of a dial is tried while earlier attempts are in flight.
+    pub dial_stagger: Duration,
+    /// Largest UDP payload the manager sends.
+    pub max_udp_payload: u16,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            keys: KeyMode::default(),
+            keep_alive: Some(Duration::from_secs(5)),
+            idle_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(5),
+            reconnect: ReconnectPolicy::default(),
+            limits: Limits::default(),
+            stateless_responses: ResponseRate::default(),
+            probe_rtts: 3,
+            probe_min: Duration::from_millis(10),
+            dial_stagger: Duration::from_millis(250),
+            max_udp_payload: 1452,
+        }
+    }
+}

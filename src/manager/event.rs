@@ -1,0 +1,291 @@
+//! What the manager tells its user: handles, events, and why connections die.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use libp2p_identity::PeerId;
+
+use crate::identity::CertificateError;
+
+/// An opaque handle of one QUIC connection. Never reused within a manager's lifetime, so an old
+/// handle can never name a new connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConnId(pub(crate) u64);
+
+impl fmt::Display for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "c{}", self.0)
+    }
+}
+
+/// An opaque handle of one stream on one connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct StreamId {
+    pub(crate) conn: ConnId,
+    pub(crate) id: quinn_proto::StreamId,
+}
+
+impl StreamId {
+    /// The connection the stream belongs to.
+    pub fn conn(&self) -> ConnId {
+        self.conn
+    }
+
+    /// Whether the stream carries data both ways.
+    pub fn is_bidirectional(&self) -> bool {
+        self.id.dir() == quinn_proto::Dir::Bi
+    }
+}
+
+impl fmt::Display for StreamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/s{}", self.conn, self.id.index())
+    }
+}
+
+/// Who opened a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// We dialed.
+    Outbound,
+    /// The peer dialed us.
+    Inbound,
+}
+
+/// Why a handshake did not complete.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HandshakeFailure {
+    /// No complete handshake within `Config::handshake_timeout` (or the idle timeout).
+    #[error("handshake timed out")]
+    TimedOut,
+    /// We rejected the peer's certificate.
+    #[error("peer certificate rejected: {0}")]
+    Certificate(CertificateError),
+    /// The peer aborted the handshake (for instance it rejected our certificate); `code` is the
+    /// QUIC transport error code (0x100 + TLS alert for crypto errors).
+    #[error("rejected by peer: code {code:#x} {reason}")]
+    RejectedByPeer {
+        /// QUIC transport error code.
+        code: u64,
+        /// The peer's reason phrase.
+        reason: String,
+    },
+    /// The peer refused the connection (`CONNECTION_REFUSED`), typically at a limit.
+    #[error("refused by peer")]
+    Refused,
+    /// The peer speaks no QUIC version we do.
+    #[error("no common QUIC version")]
+    VersionMismatch,
+}
+
+/// Why a connection ended or a dial attempt failed. Match on it to decide what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Cause {
+    /// The peer answered with a valid stateless reset: it restarted and lost the connection's
+    /// state. The manager redials at once when `ReconnectPolicy::on_restart` is set.
+    #[error("peer restarted (stateless reset)")]
+    PeerRestarted,
+    /// Nothing was heard from the peer for the idle timeout.
+    #[error("idle timeout")]
+    IdleTimeout,
+    /// The peer's application closed the connection.
+    #[error("closed by peer: code {code} {reason:?}")]
+    ClosedByPeer {
+        /// Application error code.
+        code: u64,
+        /// The peer's reason phrase.
+        reason: String,
+    },
+    /// We closed it (`Manager::close`, or shutdown).
+    #[error("closed locally")]
+    ClosedLocally,
+    /// The handshake failed.
+    #[error("handshake failed: {0}")]
+    HandshakeFailed(HandshakeFailure),
+    /// The peer proved an identity other than the one dialed.
+    #[error("peer id mismatch: expected {expected}, got {actual}")]
+    PeerIdMismatch {
+        /// The PeerId dialed.
+        expected: PeerId,
+        /// The PeerId the peer's certificate proves.
+        actual: PeerId,
+    },
+    /// A QUIC protocol violation, detected by us or reported by the peer.
+    #[error("transport error {code:#x}: {reason}")]
+    TransportError {
+        /// QUIC transport error code.
+        code: u64,
+        /// Reason phrase.
+        reason: String,
+    },
+    /// Replaced by a newer connection to the same peer (make-before-break, simultaneous dial).
+    #[error("superseded by {by:?}")]
+    Superseded {
+        /// The connection that took over, when known on this side.
+        by: Option<ConnId>,
+    },
+    /// Closed to stay within `Config::limits`.
+    #[error("connection limit reached")]
+    LimitReached,
+}
+
+/// Something the manager has to tell its user. Drain with `Manager::poll_event`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A connection completed its handshake and the peer's identity is verified.
+    Connected {
+        /// The verified peer.
+        peer: PeerId,
+        /// The new connection.
+        conn: ConnId,
+        /// The peer's address on this connection.
+        addr: SocketAddr,
+        /// Who dialed.
+        direction: Direction,
+        /// The connection this one takes over from (a reconnect after a loss, or a replacement).
+        replaced: Option<ConnId>,
+    },
+    /// An established connection ended. Its slot is already free.
+    ConnectionLost {
+        /// The peer.
+        peer: PeerId,
+        /// The connection; it will never carry another byte.
+        conn: ConnId,
+        /// The peer's address on this connection.
+        addr: SocketAddr,
+        /// Why.
+        cause: Cause,
+        /// Streams that were still open: what the application may need to resend.
+        unfinished_streams: Vec<StreamId>,
+    },
+    /// The manager started a fresh connection to a peer it lost.
+    Reconnecting {
+        /// The peer.
+        peer: PeerId,
+        /// The connection that was lost.
+        lost: ConnId,
+        /// Attempt number, from 1.
+        attempt: u32,
+    },
+    /// Every address of a dial failed.
+    DialFailed {
+        /// The peer.
+        peer: PeerId,
+        /// Each address tried, with its own error.
+        errors: Vec<(SocketAddr, Cause)>,
+        /// When a reconnect will try again, if it will.
+        retry_at: Option<Instant>,
+    },
+    /// The peer opened a stream.
+    StreamOpened {
+        /// The peer.
+        peer: PeerId,
+        /// The new stream.
+        stream: StreamId,
+    },
+    /// A stream has data (or its end, or a reset) to read.
+    StreamReadable {
+        /// The stream.
+        stream: StreamId,
+    },
+    /// A stream that was blocked on flow control can take more data.
+    StreamWritable {
+        /// The stream.
+        stream: StreamId,
+    },
+    /// All data written on a finished stream was acknowledged.
+    StreamFinished {
+        /// The stream.
+        stream: StreamId,
+    },
+    /// The peer asked us to stop sending on a stream.
+    StreamStopped {
+        /// The stream.
+        stream: StreamId,
+        /// The peer's error code.
+        code: u64,
+    },
+}
+
+/// A datagram to send. Its payload is in the buffer given to `Manager::poll_transmit`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// Where to send it.
+    pub destination: SocketAddr,
+    /// Payload length in the buffer.
+    pub size: usize,
+    /// With segmentation offload: the size of each datagram in the payload.
+    pub segment_size: Option<usize>,
+    /// The local IP to send from, when it matters.
+    pub src_ip: Option<std::net::IpAddr>,
+    /// ECN codepoint bits to set (RFC 3168), if any.
+    pub ecn: Option<u8>,
+    /// The connection it belongs to; `None` for stateless responses such as resets.
+    pub conn: Option<ConnId>,
+}
+
+/// Why a dial could not be started.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DialError {
+    /// No address given, and none known for the peer.
+    #[error("no address to dial")]
+    NoAddresses,
+    /// `Limits::max_pending_dials` dials are already in progress.
+    #[error("too many pending dials")]
+    TooManyPendingDials,
+    /// `Limits::max_connections` connections exist already.
+    #[error("connection limit reached")]
+    ConnectionLimit,
+    /// A peer cannot dial itself.
+    #[error("cannot dial our own PeerId")]
+    SelfDial,
+}
+
+/// How a dial request was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DialOutcome {
+    /// A new dial started.
+    Started,
+    /// A dial to this peer was in progress; its addresses were merged in.
+    Joined,
+    /// The peer is connected already; nothing was started.
+    AlreadyConnected(ConnId),
+}
+
+/// Errors of stream operations.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StreamError {
+    /// The connection is unknown or no longer established.
+    #[error("no such connection")]
+    UnknownConnection,
+    /// The peer is not connected.
+    #[error("peer not connected")]
+    NotConnected,
+    /// The stream is closed or was never open.
+    #[error("stream closed")]
+    Closed,
+    /// The peer's stream limit is reached; wait for a `StreamOpened`-style credit.
+    #[error("stream limit reached")]
+    Limit,
+    /// Flow control: try again after `StreamWritable` / `StreamReadable`.
+    #[error("blocked")]
+    Blocked,
+    /// The peer stopped the stream (on write) or reset it (on read) with this code.
+    #[error("stopped or reset by peer with code {0}")]
+    Reset(u64),
+}
+
+/// What a read returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Read {
+    /// Bytes, in order.
+    Data(bytes::Bytes),
+    /// The peer finished the stream; nothing more will come.
+    Finished,
+}

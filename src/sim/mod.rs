@@ -1,0 +1,459 @@
+//! A deterministic network for [`Manager`]s: virtual clock, seeded loss, reordering,
+//! duplication and latency per link, and restarts of a node with its identity kept.
+//!
+//! It exists so that every behaviour of the manager can be tested, fuzzed and benchmarked
+//! without sockets or sleeps: a run is a pure function of its seed. Nodes live at fixed
+//! addresses (from the documentation range 192.0.2.0/24; nothing ever leaves the process).
+//! [`Network::restart`] drops a node's manager and builds a new one from the same identity on
+//! the same address, exactly what a crashed-and-restarted process looks like from outside.
+//!
+//! ```
+//! use std::time::Duration;
+//! use quicpeer::sim::Network;
+//! use quicpeer::{Config, Event, Identity};
+//!
+//! let mut net = Network::new(1);
+//! let a = net.add_node("a", Identity::from_ed25519_seed([1; 32]), Config::default());
+//! let b = net.add_node("b", Identity::from_ed25519_seed([2; 32]), Config::default());
+//! net.dial(a, b);
+//! net.run_for(Duration::from_millis(100));
+//! assert!(net.events(a).iter().any(|(_, e)| matches!(e, Event::Connected { .. })));
+//! ```
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant, SystemTime};
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+use tracing::{info_span, Span};
+
+use crate::{Config, ConnId, Event, Identity, Manager, PeerId};
+
+/// Index of a node in a [`Network`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NodeId(pub usize);
+
+/// Properties of the path from one node to another.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Link {
+    /// One-way delay.
+    pub latency: Duration,
+    /// Extra delay drawn uniformly from `0..jitter` per packet.
+    pub jitter: Duration,
+    /// Probability that a packet is lost.
+    pub loss: f64,
+    /// Probability that a packet is delivered twice.
+    pub duplicate: f64,
+    /// Probability that a packet is held back by up to one more latency, overtaken by later ones.
+    pub reorder: f64,
+    /// Whether packets pass at all.
+    pub up: bool,
+}
+
+impl Default for Link {
+    fn default() -> Self {
+        Self {
+            latency: Duration::from_millis(5),
+            jitter: Duration::ZERO,
+            loss: 0.0,
+            duplicate: 0.0,
+            reorder: 0.0,
+            up: true,
+        }
+    }
+}
+
+/// One datagram a node sent, as recorded by the network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sent {
+    /// When it was sent.
+    pub at: Instant,
+    /// The connection it belongs to (`None`: a stateless response such as a reset).
+    pub conn: Option<ConnId>,
+    /// Where it went.
+    pub to: SocketAddr,
+    /// Its size.
+    pub size: usize,
+}
+
+/// A simulated node: one manager at one address.
+pub struct Node {
+    /// Name used in logs.
+    pub name: String,
+    identity: Identity,
+    config: Config,
+    addr: SocketAddr,
+    manager: Option<Manager>,
+    events: Vec<(Instant, Event)>,
+    sent: Vec<Sent>,
+    next_timeout: Option<Instant>,
+    generation: u32,
+    span: Span,
+}
+
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct InFlight {
+    deliver_at: Instant,
+    seq: u64,
+    from: SocketAddr,
+    to: SocketAddr,
+    data: Vec<u8>,
+}
+
+/// Steps taken at one instant after which the network declares the loop spinning.
+const SPIN_LIMIT: u32 = 100_000;
+
+/// The simulated network. See the [module documentation](self).
+pub struct Network {
+    seed: u64,
+    start: Instant,
+    now: Instant,
+    wall_epoch: SystemTime,
+    nodes: Vec<Node>,
+    by_addr: HashMap<SocketAddr, NodeId>,
+    queue: BinaryHeap<Reverse<InFlight>>,
+    seq: u64,
+    rng: ChaCha20Rng,
+    default_link: Link,
+    links: HashMap<(NodeId, NodeId), Link>,
+    buf: Vec<u8>,
+    steps_at_now: u32,
+    steps: u64,
+    /// Whether to record every datagram sent (see [`Network::sent`]).
+    pub record_sent: bool,
+}
+
+impl Network {
+    /// An empty network whose randomness comes from `seed`. Its clock starts at an arbitrary
+    /// instant; the wall clock nodes see starts at 2026-01-01T00:00:00Z.
+    pub fn new(seed: u64) -> Self {
+        // The origin of the virtual clock; only differences from it matter.
+        let start = Instant::now();
+        Self {
+            seed,
+            start,
+            now: start,
+            wall_epoch: SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_225_600),
+            nodes: Vec::new(),
+            by_addr: HashMap::new(),
+            queue: BinaryHeap::new(),
+            seq: 0,
+            rng: ChaCha20Rng::seed_from_u64(seed),
+            default_link: Link::default(),
+            links: HashMap::new(),
+            buf: Vec::new(),
+            steps_at_now: 0,
+            steps: 0,
+            record_sent: true,
+        }
+    }
+
+    /// The current virtual time.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// Virtual time elapsed since the network was created.
+    pub fn elapsed(&self) -> Duration {
+        self.now - self.start
+    }
+
+    /// Sets the link used between nodes that have no link of their own.
+    pub fn set_default_link(&mut self, link: Link) {
+        self.default_link = link;
+    }
+
+    /// Sets the link from `a` to `b` and from `b` to `a`.
+    pub fn set_link(&mut self, a: NodeId, b: NodeId, link: Link) {
+        self.links.insert((a, b), link);
+        self.links.insert((b, a), link);
+    }
+
+    /// The link from `a` to `b`.
+    pub fn link(&self, a: NodeId, b: NodeId) -> Link {
+        self.links.get(&(a, b)).copied().unwrap_or(self.default_link)
+    }
+
+    /// Adds a node listening at the next free address.
+    pub fn add_node(&mut self, name: &str, identity: Identity, config: Config) -> NodeId {
+        let index = self.nodes.len();
+        let ip = Ipv4Addr::new(192, 0, 2, 1 + (index % 250) as u8);
+        let addr = SocketAddr::new(IpAddr::V4(ip), 4001 + (index / 250) as u16);
+        let id = NodeId(index);
+        let span = info_span!("node", name);
+        self.nodes.push(Node {
+            name: name.to_owned(),
+            identity,
+            config,
+            addr,
+            manager: None,
+            events: Vec::new(),
+            sent: Vec::new(),
+            next_timeout: None,
+            generation: 0,
+            span,
+        });
+        self.by_addr.insert(addr, id);
+        self.start(id);
+        id
+    }
+
+    /// The node's address.
+    pub fn addr(&self, node: NodeId) -> SocketAddr {
+        self.nodes[node.0].addr
+    }
+
+    /// The node's PeerId.
+    pub fn peer_id(&self, node: NodeId) -> PeerId {
+        self.nodes[node.0].identity.peer_id()
+    }
+
+    /// The node's manager, for commands. `None` while the node is down.
+    pub fn manager(&mut self, node: NodeId) -> Option<&mut Manager> {
+        let n = &mut self.nodes[node.0];
+        // Anything may change the node's timers: re-read them after the next step.
+        n.next_timeout = Some(self.now);
+        n.manager.as_mut()
+    }
+
+    /// `a` dials `b` at `b`'s address. Panics if `a` is down or the dial is refused.
+    pub fn dial(&mut self, a: NodeId, b: NodeId) {
+        let (peer, addr, now) = (self.peer_id(b), self.addr(b), self.now);
+        let span = self.nodes[a.0].span.clone();
+        let _entered = span.enter();
+        let manager = self.manager(a).expect("dialing node is down");
+        manager.dial(peer, [addr], now).expect("dial refused");
+    }
+
+    /// Everything the node's managers reported, with the time, across restarts.
+    pub fn events(&self, node: NodeId) -> &[(Instant, Event)] {
+        &self.nodes[node.0].events
+    }
+
+    /// Takes the node's events, leaving none.
+    pub fn take_events(&mut self, node: NodeId) -> Vec<(Instant, Event)> {
+        std::mem::take(&mut self.nodes[node.0].events)
+    }
+
+    /// Every datagram the node sent (when `record_sent` is on).
+    pub fn sent(&self, node: NodeId) -> &[Sent] {
+        &self.nodes[node.0].sent
+    }
+
+    /// How many times the node was restarted.
+    pub fn generation(&self, node: NodeId) -> u32 {
+        self.nodes[node.0].generation
+    }
+
+    /// Replaces a node's configuration; it takes effect at the next (re)start.
+    pub fn set_config(&mut self, node: NodeId, config: Config) {
+        self.nodes[node.0].config = config;
+    }
+
+    /// Takes a node down: its state is gone and packets to it are dropped.
+    pub fn stop(&mut self, node: NodeId) {
+        self.nodes[node.0].manager = None;
+        self.nodes[node.0].next_timeout = None;
+    }
+
+    /// Brings a node up with a fresh manager (same identity, same address).
+    pub fn start(&mut self, node: NodeId) {
+        let now = self.now;
+        let wall = self.wall_epoch + now.saturating_duration_since(self.start);
+        let n = &mut self.nodes[node.0];
+        let mut seed = [0u8; 32];
+        seed[..8].copy_from_slice(&self.seed.to_le_bytes());
+        seed[8..16].copy_from_slice(&(node.0 as u64).to_le_bytes());
+        seed[16..20].copy_from_slice(&n.generation.to_le_bytes());
+        let _entered = n.span.enter();
+        let manager = Manager::new(n.identity.clone(), n.config.clone(), seed, now, wall)
+            .expect("manager construction failed");
+        n.manager = Some(manager);
+        n.next_timeout = None;
+    }
+
+    /// Restarts a node: drops its state, rebuilds it from the same identity on the same address.
+    pub fn restart(&mut self, node: NodeId) {
+        self.stop(node);
+        self.nodes[node.0].generation += 1;
+        self.start(node);
+    }
+
+    /// Restarts a node on a new port; its old address goes dark.
+    pub fn restart_on_new_port(&mut self, node: NodeId) -> SocketAddr {
+        self.stop(node);
+        let old = self.nodes[node.0].addr;
+        self.by_addr.remove(&old);
+        let mut addr = old;
+        addr.set_port(old.port().wrapping_add(1000));
+        while self.by_addr.contains_key(&addr) {
+            addr.set_port(addr.port().wrapping_add(1));
+        }
+        self.nodes[node.0].addr = addr;
+        self.by_addr.insert(addr, node);
+        self.nodes[node.0].generation += 1;
+        self.start(node);
+        addr
+    }
+
+    /// Advances to the next thing that happens (a delivery or a timer) and processes
+    /// everything due then. Returns `false` when nothing is left to happen.
+    ///
+    /// Panics if the loop spins: more than a bound of steps without the clock moving.
+    pub fn step(&mut self) -> bool {
+        self.flush();
+        let Some(next) = self.next_event_time() else { return false };
+        self.advance_to(next);
+        true
+    }
+
+    /// Runs for `duration` of virtual time.
+    pub fn run_for(&mut self, duration: Duration) {
+        let deadline = self.now + duration;
+        self.run_until_time(deadline);
+    }
+
+    /// Runs until `deadline`; the clock ends there.
+    pub fn run_until_time(&mut self, deadline: Instant) {
+        loop {
+            self.flush();
+            match self.next_event_time() {
+                Some(next) if next <= deadline => self.advance_to(next),
+                _ => break,
+            }
+        }
+        self.now = self.now.max(deadline);
+        self.steps_at_now = 0;
+    }
+
+    /// Runs until `done` holds or `limit` of virtual time has passed; returns whether it held.
+    pub fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&Network) -> bool) -> bool {
+        let deadline = self.now + limit;
+        loop {
+            if done(self) {
+                return true;
+            }
+            self.flush();
+            match self.next_event_time() {
+                Some(next) if next <= deadline => self.advance_to(next),
+                _ => {
+                    self.now = self.now.max(deadline);
+                    return done(self);
+                }
+            }
+        }
+    }
+
+    fn next_event_time(&mut self) -> Option<Instant> {
+        let delivery = self.queue.peek().map(|Reverse(p)| p.deliver_at);
+        let timer = self.nodes.iter().filter_map(|n| n.next_timeout).min();
+        match (delivery, timer) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Steps taken so far: a bound on it proves an idle network does not spin.
+    pub fn steps(&self) -> u64 {
+        self.steps
+    }
+
+    fn advance_to(&mut self, next: Instant) {
+        self.steps += 1;
+        if next <= self.now {
+            self.steps_at_now += 1;
+            assert!(
+                self.steps_at_now < SPIN_LIMIT,
+                "the loop spins: {SPIN_LIMIT} steps without the clock moving"
+            );
+        } else {
+            self.now = next;
+            self.steps_at_now = 0;
+        }
+        let now = self.now;
+        while self.queue.peek().is_some_and(|Reverse(p)| p.deliver_at <= now) {
+            let Some(Reverse(packet)) = self.queue.pop() else { break };
+            let Some(&to) = self.by_addr.get(&packet.to) else { continue };
+            let node = &mut self.nodes[to.0];
+            let Some(manager) = node.manager.as_mut() else { continue };
+            let _entered = node.span.enter();
+            manager.handle_datagram(now, packet.from, Some(packet.to.ip()), &packet.data);
+            node.next_timeout = Some(now);
+        }
+        for node in &mut self.nodes {
+            if node.next_timeout.is_some_and(|t| t <= now) {
+                if let Some(manager) = node.manager.as_mut() {
+                    let _entered = node.span.enter();
+                    if manager.poll_timeout().is_some_and(|t| t <= now) {
+                        manager.handle_timeout(now);
+                    }
+                }
+            }
+        }
+        self.flush();
+    }
+
+    /// Collects what every touched node has to send and to say.
+    fn flush(&mut self) {
+        let now = self.now;
+        for index in 0..self.nodes.len() {
+            let node = &mut self.nodes[index];
+            if node.next_timeout.is_none_or(|t| t > now) {
+                continue;
+            }
+            let Some(manager) = node.manager.as_mut() else { continue };
+            let _entered = node.span.enter();
+            let from = node.addr;
+            let mut outgoing = Vec::new();
+            while let Some(transmit) = manager.poll_transmit(now, &mut self.buf) {
+                let data = self.buf.get(..transmit.size).unwrap_or(&self.buf);
+                let segment = transmit.segment_size.unwrap_or(data.len()).max(1);
+                for datagram in data.chunks(segment) {
+                    outgoing.push((transmit.destination, transmit.conn, datagram.to_vec()));
+                }
+            }
+            while let Some(event) = manager.poll_event() {
+                node.events.push((now, event));
+            }
+            node.next_timeout = manager.poll_timeout();
+            drop(_entered);
+            for (to, conn, data) in outgoing {
+                if self.record_sent {
+                    self.nodes[index].sent.push(Sent { at: now, conn, to, size: data.len() });
+                }
+                self.send(NodeId(index), from, to, data);
+            }
+        }
+    }
+
+    fn send(&mut self, from_node: NodeId, from: SocketAddr, to: SocketAddr, data: Vec<u8>) {
+        let link = match self.by_addr.get(&to) {
+            Some(&to_node) => self.link(from_node, to_node),
+            None => self.default_link,
+        };
+        if !link.up || self.rng.random_bool(link.loss.clamp(0.0, 1.0)) {
+            return;
+        }
+        let copies = if self.rng.random_bool(link.duplicate.clamp(0.0, 1.0)) { 2 } else { 1 };
+        for _ in 0..copies {
+            let mut delay = link.latency;
+            if !link.jitter.is_zero() {
+                delay += link.jitter.mul_f64(self.rng.random::<f64>());
+            }
+            if self.rng.random_bool(link.reorder.clamp(0.0, 1.0)) {
+                delay += link.latency.mul_f64(self.rng.random::<f64>());
+            }
+            self.seq += 1;
+            self.queue.push(Reverse(InFlight {
+                deliver_at: self.now + delay,
+                seq: self.seq,
+                from,
+                to,
+                data: data.clone(),
+            }));
+        }
+    }
+}
+

@@ -1,0 +1,192 @@
+//! Manager behaviour other than restarts: dial errors, closes, streams, hostile datagrams.
+
+mod support;
+
+use std::time::Duration;
+
+use quicpeer::sim::{Link, Network};
+use quicpeer::{Cause, Config, Event, HandshakeFailure, Read, StreamError};
+use support::*;
+
+#[test]
+fn dialing_the_wrong_peer_id_fails_with_a_typed_mismatch() {
+    let mut net = Network::new(1);
+    let a = net.add_node("a", identity(1), Config::default());
+    let b = net.add_node("b", identity(2), Config::default());
+    let impostor_expected = identity(3).peer_id();
+    let (addr_b, now) = (net.addr(b), net.now());
+    net.manager(a).expect("up").dial(impostor_expected, [addr_b], now).expect("dial started");
+    net.run_for(Duration::from_millis(200));
+    let failed = find(&net, a, now, |e| match e {
+        Event::DialFailed { peer, errors, retry_at } => Some((*peer, errors.clone(), *retry_at)),
+        _ => None,
+    });
+    let (_, (peer, errors, retry_at)) = failed.expect("dial failed");
+    assert_eq!(peer, impostor_expected);
+    assert_eq!(retry_at, None);
+    assert_eq!(
+        errors,
+        vec![(addr_b, Cause::PeerIdMismatch { expected: impostor_expected, actual: net.peer_id(b) })]
+    );
+    assert!(net.events(a).iter().all(|(_, e)| !matches!(e, Event::Connected { .. })));
+}
+
+#[test]
+fn dialing_a_dead_address_times_out_the_handshake() {
+    let mut net = Network::new(2);
+    let a = net.add_node("a", identity(1), Config::default());
+    let b = net.add_node("b", identity(2), Config::default());
+    net.stop(b);
+    let now = net.now();
+    net.dial(a, b);
+    net.run_for(Duration::from_secs(10));
+    let (at, errors) = find(&net, a, now, |e| match e {
+        Event::DialFailed { errors, .. } => Some(errors.clone()),
+        _ => None,
+    })
+    .expect("dial failed");
+    assert_eq!(errors, vec![(net.addr(b), Cause::HandshakeFailed(HandshakeFailure::TimedOut))]);
+    assert_eq!(at - now, Config::default().handshake_timeout);
+    let peer_b = net.peer_id(b);
+    assert!(!net.manager(a).expect("up").is_dialing(&peer_b));
+}
+
+#[test]
+fn a_dial_joins_one_in_progress_and_a_connected_peer_is_not_redialed() {
+    let mut net = Network::new(3);
+    let a = net.add_node("a", identity(1), Config::default());
+    let b = net.add_node("b", identity(2), Config::default());
+    let (peer_b, addr_b, now) = (net.peer_id(b), net.addr(b), net.now());
+    let m = net.manager(a).expect("up");
+    assert_eq!(m.dial(peer_b, [addr_b], now), Ok(quicpeer::DialOutcome::Started));
+    assert_eq!(m.dial(peer_b, [addr_b], now), Ok(quicpeer::DialOutcome::Joined));
+    assert_eq!(m.dial(m.local_peer_id(), [addr_b], now), Err(quicpeer::DialError::SelfDial));
+    net.run_for(Duration::from_millis(100));
+    let conn = net.manager(a).and_then(|m| m.connection(&peer_b)).expect("connected");
+    let now = net.now();
+    assert_eq!(
+        net.manager(a).expect("up").dial(peer_b, [], now),
+        Ok(quicpeer::DialOutcome::AlreadyConnected(conn))
+    );
+    let connects = net.events(a).iter().filter(|(_, e)| matches!(e, Event::Connected { .. })).count();
+    assert_eq!(connects, 1);
+}
+
+#[test]
+fn closing_frees_the_slot_at_once_and_tells_the_peer() {
+    let mut net = Network::new(4);
+    let a = net.add_node("a", identity(1), Config::default());
+    let b = net.add_node("b", identity(2), Config::default());
+    let conn = connect(&mut net, a, b);
+    let (peer_a, peer_b) = (net.peer_id(a), net.peer_id(b));
+    let now = net.now();
+    let m = net.manager(a).expect("up");
+    m.close(conn, now);
+    // Freed in the same call, before any packet moved.
+    assert_eq!(m.connection(&peer_b), None);
+    assert!(m.connected_peers().is_empty());
+    net.run_for(Duration::from_millis(50));
+    assert_eq!(lost(&net, a, conn, now).map(|(_, c)| c), Some(Cause::ClosedLocally));
+    let on_b = find(&net, b, now, |e| match e {
+        Event::ConnectionLost { peer, cause, .. } if *peer == peer_a => Some(cause.clone()),
+        _ => None,
+    });
+    assert_eq!(on_b.map(|(_, c)| c), Some(Cause::ClosedByPeer { code: 0, reason: String::new() }));
+    // Nobody redials a peer that closed on purpose.
+    net.run_for(Duration::from_secs(5));
+    assert!(net.events(a).iter().all(|(at, e)| *at <= now || !matches!(e, Event::Reconnecting { .. })));
+    assert!(net.events(b).iter().all(|(at, e)| *at <= now || !matches!(e, Event::Reconnecting { .. })));
+    // Once drained, nothing is held.
+    net.run_for(Duration::from_secs(5));
+    assert_eq!(net.manager(a).map(|m| m.connection_count()), Some(0));
+    assert_eq!(net.manager(b).map(|m| m.connection_count()), Some(0));
+}
+
+#[test]
+fn streams_carry_data_and_unfinished_ones_are_reported_on_loss() {
+    let mut net = Network::new(5);
+    let a = net.add_node("a", identity(1), Config::default());
+    let b = net.add_node("b", identity(2), Config::default());
+    let conn = connect(&mut net, a, b);
+    let m = net.manager(a).expect("up");
+    let done = m.open_stream(conn).expect("stream");
+    assert_eq!(m.stream_write(done, b"complete message"), Ok(16));
+    m.stream_finish(done).expect("finish");
+    let open = m.open_stream(conn).expect("stream");
+    assert_eq!(m.stream_write(open, b"half"), Ok(4));
+    net.run_for(Duration::from_millis(50));
+
+    // The listener reads the finished stream to its end.
+    let opened: Vec<_> = net
+        .events(b)
+        .iter()
+        .filter_map(|(_, e)| match e {
+            Event::StreamOpened { stream, .. } => Some(*stream),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(opened.len(), 2);
+    let mb = net.manager(b).expect("up");
+    let mut received = Vec::new();
+    loop {
+        match mb.stream_read(opened[0], 4) {
+            Ok(Read::Data(bytes)) => received.extend_from_slice(&bytes),
+            Ok(Read::Finished) => break,
+            Err(e) => panic!("read failed: {e}"),
+        }
+    }
+    assert_eq!(received, b"complete message");
+    assert_eq!(mb.stream_read(opened[1], 100), Ok(Read::Data(bytes::Bytes::from_static(b"half"))));
+    assert_eq!(mb.stream_read(opened[1], 100), Err(StreamError::Blocked));
+    // Replying on the finished stream completes it on both sides.
+    mb.stream_finish(opened[0]).expect("finish reply");
+    net.run_for(Duration::from_millis(50));
+    let m = net.manager(a).expect("up");
+    assert_eq!(m.stream_read(done, 100), Ok(Read::Finished));
+
+    net.restart(b);
+    let restarted = net.now();
+    let m = net.manager(a).expect("up");
+    let _ = m.stream_write(open, b" more");
+    net.run_for(Duration::from_millis(50));
+    let unfinished = find(&net, a, restarted, |e| match e {
+        Event::ConnectionLost { unfinished_streams, cause, .. } => Some((cause.clone(), unfinished_streams.clone())),
+        _ => None,
+    });
+    assert_eq!(unfinished.map(|(_, u)| u), Some((Cause::PeerRestarted, vec![open])));
+    let m = net.manager(a).expect("up");
+    assert_eq!(m.stream_write(open, b"x"), Err(StreamError::UnknownConnection));
+}
+
+#[test]
+fn garbage_datagrams_never_panic_and_never_get_an_answer_larger_than_themselves() {
+    let mut net = Network::new(6);
+    let a = net.add_node("a", identity(1), Config::default());
+    let b = net.add_node("b", identity(2), Config::default());
+    connect(&mut net, a, b);
+    let from = net.addr(b);
+    let mut state = 0x9e3779b97f4a7c15u64;
+    let mut buf = Vec::new();
+    for len in (0..1500).step_by(7) {
+        let datagram: Vec<u8> = (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        let now = net.now();
+        let m = net.manager(a).expect("up");
+        m.handle_datagram(now, from, None, &datagram);
+        while let Some(t) = m.poll_transmit(now, &mut buf) {
+            if t.conn.is_none() {
+                assert!(t.size < datagram.len().max(1), "answered {len} bytes with {}", t.size);
+            }
+        }
+    }
+    // The real connection is unharmed.
+    net.run_for(Duration::from_millis(100));
+    assert_eq!(net.manager(a).map(|m| m.connected_peers().len()), Some(1));
+    let _ = Link::default();
+}

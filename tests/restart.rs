@@ -1,0 +1,342 @@
+//! Restart detection and fresh reconnects, in the deterministic simulation.
+//!
+//! Each test builds a small `sim::Network`, restarts a node (its state dropped, its identity
+//! and address kept) and asserts when and how the other side noticed and recovered. The
+//! figures each test prints are simulated time, so they are the same on every machine.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use quicpeer::sim::{Link, Network, NodeId};
+use quicpeer::{Cause, ConnId, Event, KeyMode};
+use support::*;
+
+const LATENCY: Duration = Duration::from_millis(5);
+const RTT: Duration = Duration::from_millis(10);
+
+fn pair(seed: u64, keep_alive: Duration, idle: Duration) -> (Network, NodeId, NodeId) {
+    init_tracing();
+    let mut net = Network::new(seed);
+    let a = net.add_node("dialer", identity(1), config(keep_alive, idle));
+    let b = net.add_node("listener", identity(2), config(keep_alive, idle));
+    (net, a, b)
+}
+
+/// Sends a message on `conn` every 20 ms until it is lost, for at most `limit`.
+fn send_until_lost(net: &mut Network, a: NodeId, conn: ConnId, since: Instant, limit: Duration) {
+    let deadline = net.now() + limit;
+    while net.now() < deadline && lost(net, a, conn, since).is_none() {
+        send_message(net, a, conn, b"hello");
+        net.run_for(Duration::from_millis(20));
+    }
+}
+
+fn wait_reconnected(net: &mut Network, a: NodeId, b: NodeId, old: ConnId, since: Instant) -> (Instant, ConnId) {
+    let peer = net.peer_id(b);
+    let found = net.run_until(Duration::from_secs(30), |n| {
+        connected(n, a, peer, since).is_some_and(|(_, (_, replaced))| replaced == Some(old))
+    });
+    assert!(found, "no reconnect replacing {old}");
+    let (at, (conn, _)) = connected(net, a, peer, since).expect("reconnected");
+    (at, conn)
+}
+
+#[test]
+fn restart_while_sending_is_detected_within_one_rtt_and_reconnected_within_one_handshake() {
+    let (mut net, a, b) = pair(1, Duration::from_secs(5), Duration::from_secs(10));
+    let old = connect(&mut net, a, b);
+    for _ in 0..3 {
+        send_message(&mut net, a, old, b"before");
+        net.run_for(Duration::from_millis(20));
+    }
+
+    net.restart(b);
+    let restarted = net.now();
+    send_until_lost(&mut net, a, old, restarted, Duration::from_secs(1));
+
+    let (detected, cause) = lost(&net, a, old, restarted).expect("the stale connection was lost");
+    assert_eq!(cause, Cause::PeerRestarted);
+    let first_send = net
+        .sent(a)
+        .iter()
+        .find(|s| s.at >= restarted && s.conn == Some(old))
+        .map(|s| s.at)
+        .expect("the dialer sent on the old connection after the restart");
+    let detection = detected - first_send;
+    assert!(detection <= RTT, "detected {} after the first packet, RTT is {}", ms(detection), ms(RTT));
+
+    // The fresh connection starts in the same call that saw the reset.
+    let reconnecting = find(&net, a, restarted, |e| match e {
+        Event::Reconnecting { lost, attempt, .. } if *lost == old => Some(*attempt),
+        _ => None,
+    });
+    assert_eq!(reconnecting, Some((detected, 1)));
+
+    let (reconnected, new) = wait_reconnected(&mut net, a, b, old, restarted);
+    assert_ne!(new, old);
+    let handshake = reconnected - detected;
+    assert!(handshake <= RTT + Duration::from_millis(1), "reconnect took {}", ms(handshake));
+
+    // The stale connection never carried another byte once the reset arrived.
+    assert!(net.sent(a).iter().all(|s| s.conn != Some(old) || s.at < detected));
+
+    // And the new one works: the listener sees a stream from the dialer on it.
+    let since = net.now();
+    send_message(&mut net, a, new, b"after");
+    net.run_for(Duration::from_millis(50));
+    let peer_a = net.peer_id(a);
+    assert!(find(&net, b, since, |e| match e {
+        Event::StreamOpened { peer, .. } if *peer == peer_a => Some(()),
+        _ => None,
+    })
+    .is_some());
+    println!(
+        "restart while sending: detected {} after the first stale packet, reconnected {} later (RTT {})",
+        ms(detection),
+        ms(handshake),
+        ms(RTT)
+    );
+}
+
+#[test]
+fn restart_while_idle_is_detected_at_the_next_keep_alive() {
+    for keep_alive in [Duration::from_millis(300), Duration::from_secs(2)] {
+        let (mut net, a, b) = pair(2, keep_alive, Duration::from_secs(10));
+        let old = connect(&mut net, a, b);
+        net.run_for(Duration::from_millis(100));
+        net.restart(b);
+        let restarted = net.now();
+        net.run_until(keep_alive * 3, |n| lost(n, a, old, restarted).is_some());
+        let (detected, cause) = lost(&net, a, old, restarted).expect("the restart was detected");
+        assert_eq!(cause, Cause::PeerRestarted);
+        let detection = detected - restarted;
+        assert!(detection <= keep_alive + RTT, "keep-alive {}: detected after {}", ms(keep_alive), ms(detection));
+        let (reconnected, _) = wait_reconnected(&mut net, a, b, old, restarted);
+        println!(
+            "idle restart, keep-alive {}: detected after {}, reconnected after {}",
+            ms(keep_alive),
+            ms(detection),
+            ms(reconnected - restarted)
+        );
+    }
+}
+
+#[test]
+fn with_quinns_default_keys_there_is_no_reset_and_recovery_waits_for_the_idle_timeout() {
+    let keep_alive = Duration::from_secs(1);
+    let idle = Duration::from_secs(10);
+    let (mut net, a, b) = pair(3, keep_alive, idle);
+    for node in [a, b] {
+        let mut config = config(keep_alive, idle);
+        config.keys = KeyMode::RandomPerProcess;
+        net.set_config(node, config);
+        net.restart(node);
+    }
+    let old = connect(&mut net, a, b);
+    net.run_for(Duration::from_millis(100));
+    net.restart(b);
+    let restarted = net.now();
+    net.run_until(idle * 2, |n| lost(n, a, old, restarted).is_some());
+
+    let (detected, cause) = lost(&net, a, old, restarted).expect("the connection died eventually");
+    assert_eq!(cause, Cause::IdleTimeout);
+    assert!(detected - restarted >= idle - keep_alive, "lost after {}", ms(detected - restarted));
+    // The restarted node could not recognise the old connection IDs: it sent no reset.
+    assert!(net.sent(b).iter().all(|s| s.at < restarted || s.conn.is_some()));
+    let (reconnected, _) = wait_reconnected(&mut net, a, b, old, restarted);
+    println!(
+        "default keys: lost after {} (idle timeout), reconnected after {}",
+        ms(detected - restarted),
+        ms(reconnected - restarted)
+    );
+
+    // Same scenario with derived keys: the restarted node does send a reset.
+    let (mut net, a, b) = pair(3, keep_alive, idle);
+    let old = connect(&mut net, a, b);
+    net.restart(b);
+    let restarted = net.now();
+    net.run_until(keep_alive * 2, |n| lost(n, a, old, restarted).is_some());
+    assert_eq!(lost(&net, a, old, restarted).map(|(_, c)| c), Some(Cause::PeerRestarted));
+    assert!(net.sent(b).iter().any(|s| s.at >= restarted && s.conn.is_none()));
+}
+
+#[test]
+fn restart_mid_handshake_recovers() {
+    for offset_ms in [2, 5, 7, 10, 12, 14] {
+        let (mut net, a, b) = pair(4 + offset_ms, Duration::from_millis(500), Duration::from_secs(10));
+        let start = net.now();
+        net.dial(a, b);
+        net.run_for(Duration::from_millis(offset_ms));
+        net.restart(b);
+        let peer_a = net.peer_id(a);
+        let peer_b = net.peer_id(b);
+        // Recovered: both sides hold one connection to each other, and data flows on it.
+        let ok = net.run_until(Duration::from_secs(10), |n| {
+            connected(n, b, peer_a, start).is_some() && n.generation(b) == 1
+        });
+        assert!(ok, "restart at {offset_ms} ms: the listener never saw the dialer again");
+        net.run_for(Duration::from_millis(100));
+        let conn = net.manager(a).and_then(|m| m.connection(&peer_b)).expect("dialer connected");
+        let since = net.now();
+        send_message(&mut net, a, conn, b"ping");
+        net.run_for(Duration::from_millis(50));
+        assert!(
+            find(&net, b, since, |e| matches!(e, Event::StreamOpened { .. }).then_some(())).is_some(),
+            "restart at {offset_ms} ms: data does not flow"
+        );
+        println!("restart {offset_ms} ms into the handshake: working after {}", ms(since - start));
+    }
+}
+
+#[test]
+fn two_restarts_in_a_row() {
+    let (mut net, a, b) = pair(5, Duration::from_millis(200), Duration::from_secs(10));
+    let mut conn = connect(&mut net, a, b);
+    // Two restarts far apart, then two in quick succession (the second during the reconnect).
+    for gap in [None, None, Some(Duration::from_millis(3))] {
+        net.restart(b);
+        let restarted = net.now();
+        if let Some(gap) = gap {
+            send_message(&mut net, a, conn, b"x");
+            net.run_for(gap + RTT);
+            net.restart(b);
+        }
+        send_until_lost(&mut net, a, conn, restarted, Duration::from_secs(2));
+        assert_eq!(lost(&net, a, conn, restarted).map(|(_, c)| c), Some(Cause::PeerRestarted));
+        let peer_b = net.peer_id(b);
+        assert!(net.run_until(Duration::from_secs(5), |n| {
+            let m = n.events(a).iter().rev().find_map(|(_, e)| match e {
+                Event::Connected { peer, conn, .. } if *peer == peer_b => Some(*conn),
+                _ => None,
+            });
+            m.is_some_and(|c| c != conn)
+        }));
+        net.run_for(Duration::from_millis(300));
+        conn = net.manager(a).and_then(|m| m.connection(&peer_b)).expect("connected again");
+        let since = net.now();
+        send_message(&mut net, a, conn, b"alive?");
+        net.run_for(Duration::from_millis(50));
+        assert!(find(&net, b, since, |e| matches!(e, Event::StreamOpened { .. }).then_some(())).is_some());
+    }
+    let restarts = net
+        .events(a)
+        .iter()
+        .filter(|(_, e)| matches!(e, Event::ConnectionLost { cause: Cause::PeerRestarted, .. }))
+        .count();
+    assert!(restarts >= 3, "saw {restarts} restarts");
+}
+
+#[test]
+fn restart_under_loss_reorder_and_duplication() {
+    let (mut net, a, b) = pair(6, Duration::from_millis(500), Duration::from_secs(10));
+    net.set_default_link(Link {
+        latency: LATENCY,
+        jitter: Duration::from_millis(2),
+        loss: 0.2,
+        duplicate: 0.1,
+        reorder: 0.1,
+        up: true,
+    });
+    let since = net.now();
+    let peer_b = net.peer_id(b);
+    net.dial(a, b);
+    assert!(net.run_until(Duration::from_secs(10), |n| connected(n, a, peer_b, since).is_some()));
+    let (_, (old, _)) = connected(&net, a, peer_b, since).expect("connected");
+    net.run_for(Duration::from_millis(200));
+
+    net.restart(b);
+    let restarted = net.now();
+    send_until_lost(&mut net, a, old, restarted, Duration::from_secs(5));
+    let (detected, cause) = lost(&net, a, old, restarted).expect("restart detected");
+    assert_eq!(cause, Cause::PeerRestarted);
+    let (reconnected, _) = wait_reconnected(&mut net, a, b, old, restarted);
+    assert!(reconnected - restarted < Duration::from_secs(3));
+    println!(
+        "20% loss: detected after {}, reconnected after {}",
+        ms(detected - restarted),
+        ms(reconnected - restarted)
+    );
+}
+
+/// The restarted node is the dialer: the listener sees a handshake from a PeerId it holds a
+/// (stale) connection to, probes the old one, and keeps only the new one.
+#[test]
+fn restarted_node_dials_first() {
+    for keys in [KeyMode::DerivedFromIdentity, KeyMode::RandomPerProcess] {
+        let (mut net, a, b) = pair(7, Duration::from_secs(5), Duration::from_secs(10));
+        let mut config = config(Duration::from_secs(5), Duration::from_secs(10));
+        config.keys = keys.clone();
+        net.set_config(a, config);
+        net.restart(a);
+        let old = {
+            let since = net.now();
+            let peer_a = net.peer_id(a);
+            connect(&mut net, a, b);
+            connected(&net, b, peer_a, since).expect("listener saw the dialer").1 .0
+        };
+        net.restart(a);
+        let restarted = net.now();
+        net.dial(a, b);
+        let peer_a = net.peer_id(a);
+        net.run_until(Duration::from_secs(1), |n| lost(n, b, old, restarted).is_some());
+        let (gone, cause) = lost(&net, b, old, restarted).expect("the stale connection was dropped");
+        let expected_cause = match keys {
+            KeyMode::DerivedFromIdentity => Cause::PeerRestarted,
+            _ => {
+                let new = connected(&net, b, peer_a, restarted).map(|(_, (c, _))| c);
+                Cause::Superseded { by: new }
+            }
+        };
+        assert_eq!(cause, expected_cause);
+        assert!(gone - restarted < Duration::from_millis(100), "took {}", ms(gone - restarted));
+        net.run_for(Duration::from_millis(200));
+        let manager = net.manager(b).expect("up");
+        assert_eq!(manager.connections(&peer_a).len(), 1);
+        assert_ne!(manager.connection(&peer_a), Some(old));
+        // The listener does not dial the restarted dialer itself: it never had its address.
+        assert!(!manager.is_dialing(&peer_a));
+        println!("restarted dialer with {keys:?}: stale connection dropped after {} ({cause})", ms(gone - restarted));
+    }
+}
+
+#[test]
+fn simultaneous_dial_ends_with_one_connection_both_sides_agree_on() {
+    for (seed, delay_ms) in [(8, 0), (9, 1), (10, 4)] {
+        let (mut net, a, b) = pair(seed, Duration::from_secs(5), Duration::from_secs(10));
+        net.dial(a, b);
+        net.run_for(Duration::from_millis(delay_ms));
+        net.dial(b, a);
+        net.run_for(Duration::from_secs(1));
+        let (peer_a, peer_b) = (net.peer_id(a), net.peer_id(b));
+        let direction = |net: &mut Network, node: NodeId, peer| {
+            let manager = net.manager(node).expect("up");
+            let conns = manager.connections(&peer);
+            assert_eq!(conns.len(), 1, "delay {delay_ms} ms: {conns:?}");
+            assert_eq!(manager.connection(&peer), Some(conns[0]));
+            let conn = conns[0];
+            net.events(node)
+                .iter()
+                .find_map(|(_, e)| match e {
+                    Event::Connected { conn: c, direction, .. } if *c == conn => Some(*direction),
+                    _ => None,
+                })
+                .expect("announced")
+        };
+        let on_a = direction(&mut net, a, peer_b);
+        let on_b = direction(&mut net, b, peer_a);
+        assert_ne!(on_a, on_b, "delay {delay_ms} ms: both sides must keep the same connection");
+    }
+}
+
+#[test]
+fn an_idle_network_does_not_spin() {
+    let (mut net, a, b) = pair(11, Duration::from_secs(1), Duration::from_secs(10));
+    connect(&mut net, a, b);
+    let steps = net.steps();
+    net.run_for(Duration::from_secs(60));
+    let taken = net.steps() - steps;
+    // One keep-alive a second each way and its acknowledgement, give or take timers.
+    assert!(taken <= 60 * 8, "{taken} steps for a quiet minute");
+    println!("quiet minute: {taken} steps");
+}
