@@ -10,10 +10,12 @@
 #![deny(missing_docs)]
 
 pub mod identity;
+pub mod machine;
 pub mod manager;
 pub mod sim;
 
 pub use identity::{Identity, Keypair, PeerId};
+pub use machine::SansIo;
 pub use manager::{
     Cause, Config, ConnId, DialError, DialOutcome, Direction, Event, HandshakeFailure, KeyMode,
     Limits, Manager, ManagerError, Read, ReconnectPolicy, StreamError, StreamId, Transmit,

@@ -15,10 +15,17 @@ fn dialing_the_wrong_peer_id_fails_with_a_typed_mismatch() {
     let b = net.add_node("b", identity(2), Config::default());
     let impostor_expected = identity(3).peer_id();
     let (addr_b, now) = (net.addr(b), net.now());
-    net.manager(a).expect("up").dial(impostor_expected, [addr_b], now).expect("dial started");
+    net.manager(a)
+        .expect("up")
+        .dial(impostor_expected, [addr_b], now)
+        .expect("dial started");
     net.run_for(Duration::from_millis(200));
     let failed = find(&net, a, now, |e| match e {
-        Event::DialFailed { peer, errors, retry_at } => Some((*peer, errors.clone(), *retry_at)),
+        Event::DialFailed {
+            peer,
+            errors,
+            retry_at,
+        } => Some((*peer, errors.clone(), *retry_at)),
         _ => None,
     });
     let (_, (peer, errors, retry_at)) = failed.expect("dial failed");
@@ -26,9 +33,18 @@ fn dialing_the_wrong_peer_id_fails_with_a_typed_mismatch() {
     assert_eq!(retry_at, None);
     assert_eq!(
         errors,
-        vec![(addr_b, Cause::PeerIdMismatch { expected: impostor_expected, actual: net.peer_id(b) })]
+        vec![(
+            addr_b,
+            Cause::PeerIdMismatch {
+                expected: impostor_expected,
+                actual: net.peer_id(b)
+            }
+        )]
     );
-    assert!(net.events(a).iter().all(|(_, e)| !matches!(e, Event::Connected { .. })));
+    assert!(net
+        .events(a)
+        .iter()
+        .all(|(_, e)| !matches!(e, Event::Connected { .. })));
 }
 
 #[test]
@@ -45,7 +61,13 @@ fn dialing_a_dead_address_times_out_the_handshake() {
         _ => None,
     })
     .expect("dial failed");
-    assert_eq!(errors, vec![(net.addr(b), Cause::HandshakeFailed(HandshakeFailure::TimedOut))]);
+    assert_eq!(
+        errors,
+        vec![(
+            net.addr(b),
+            Cause::HandshakeFailed(HandshakeFailure::TimedOut)
+        )]
+    );
     assert_eq!(at - now, Config::default().handshake_timeout);
     let peer_b = net.peer_id(b);
     assert!(!net.manager(a).expect("up").is_dialing(&peer_b));
@@ -58,17 +80,33 @@ fn a_dial_joins_one_in_progress_and_a_connected_peer_is_not_redialed() {
     let b = net.add_node("b", identity(2), Config::default());
     let (peer_b, addr_b, now) = (net.peer_id(b), net.addr(b), net.now());
     let m = net.manager(a).expect("up");
-    assert_eq!(m.dial(peer_b, [addr_b], now), Ok(quicpeer::DialOutcome::Started));
-    assert_eq!(m.dial(peer_b, [addr_b], now), Ok(quicpeer::DialOutcome::Joined));
-    assert_eq!(m.dial(m.local_peer_id(), [addr_b], now), Err(quicpeer::DialError::SelfDial));
+    assert_eq!(
+        m.dial(peer_b, [addr_b], now),
+        Ok(quicpeer::DialOutcome::Started)
+    );
+    assert_eq!(
+        m.dial(peer_b, [addr_b], now),
+        Ok(quicpeer::DialOutcome::Joined)
+    );
+    assert_eq!(
+        m.dial(m.local_peer_id(), [addr_b], now),
+        Err(quicpeer::DialError::SelfDial)
+    );
     net.run_for(Duration::from_millis(100));
-    let conn = net.manager(a).and_then(|m| m.connection(&peer_b)).expect("connected");
+    let conn = net
+        .manager(a)
+        .and_then(|m| m.connection(&peer_b))
+        .expect("connected");
     let now = net.now();
     assert_eq!(
         net.manager(a).expect("up").dial(peer_b, [], now),
         Ok(quicpeer::DialOutcome::AlreadyConnected(conn))
     );
-    let connects = net.events(a).iter().filter(|(_, e)| matches!(e, Event::Connected { .. })).count();
+    let connects = net
+        .events(a)
+        .iter()
+        .filter(|(_, e)| matches!(e, Event::Connected { .. }))
+        .count();
     assert_eq!(connects, 1);
 }
 
@@ -86,16 +124,31 @@ fn closing_frees_the_slot_at_once_and_tells_the_peer() {
     assert_eq!(m.connection(&peer_b), None);
     assert!(m.connected_peers().is_empty());
     net.run_for(Duration::from_millis(50));
-    assert_eq!(lost(&net, a, conn, now).map(|(_, c)| c), Some(Cause::ClosedLocally));
+    assert_eq!(
+        lost(&net, a, conn, now).map(|(_, c)| c),
+        Some(Cause::ClosedLocally)
+    );
     let on_b = find(&net, b, now, |e| match e {
         Event::ConnectionLost { peer, cause, .. } if *peer == peer_a => Some(cause.clone()),
         _ => None,
     });
-    assert_eq!(on_b.map(|(_, c)| c), Some(Cause::ClosedByPeer { code: 0, reason: String::new() }));
+    assert_eq!(
+        on_b.map(|(_, c)| c),
+        Some(Cause::ClosedByPeer {
+            code: 0,
+            reason: String::new()
+        })
+    );
     // Nobody redials a peer that closed on purpose.
     net.run_for(Duration::from_secs(5));
-    assert!(net.events(a).iter().all(|(at, e)| *at <= now || !matches!(e, Event::Reconnecting { .. })));
-    assert!(net.events(b).iter().all(|(at, e)| *at <= now || !matches!(e, Event::Reconnecting { .. })));
+    assert!(net
+        .events(a)
+        .iter()
+        .all(|(at, e)| *at <= now || !matches!(e, Event::Reconnecting { .. })));
+    assert!(net
+        .events(b)
+        .iter()
+        .all(|(at, e)| *at <= now || !matches!(e, Event::Reconnecting { .. })));
     // Once drained, nothing is held.
     net.run_for(Duration::from_secs(5));
     assert_eq!(net.manager(a).map(|m| m.connection_count()), Some(0));
@@ -136,7 +189,10 @@ fn streams_carry_data_and_unfinished_ones_are_reported_on_loss() {
         }
     }
     assert_eq!(received, b"complete message");
-    assert_eq!(mb.stream_read(opened[1], 100), Ok(Read::Data(bytes::Bytes::from_static(b"half"))));
+    assert_eq!(
+        mb.stream_read(opened[1], 100),
+        Ok(Read::Data(bytes::Bytes::from_static(b"half")))
+    );
     assert_eq!(mb.stream_read(opened[1], 100), Err(StreamError::Blocked));
     // Replying on the finished stream completes it on both sides.
     mb.stream_finish(opened[0]).expect("finish reply");
@@ -150,12 +206,22 @@ fn streams_carry_data_and_unfinished_ones_are_reported_on_loss() {
     let _ = m.stream_write(open, b" more");
     net.run_for(Duration::from_millis(50));
     let unfinished = find(&net, a, restarted, |e| match e {
-        Event::ConnectionLost { unfinished_streams, cause, .. } => Some((cause.clone(), unfinished_streams.clone())),
+        Event::ConnectionLost {
+            unfinished_streams,
+            cause,
+            ..
+        } => Some((cause.clone(), unfinished_streams.clone())),
         _ => None,
     });
-    assert_eq!(unfinished.map(|(_, u)| u), Some((Cause::PeerRestarted, vec![open])));
+    assert_eq!(
+        unfinished.map(|(_, u)| u),
+        Some((Cause::PeerRestarted, vec![open]))
+    );
     let m = net.manager(a).expect("up");
-    assert_eq!(m.stream_write(open, b"x"), Err(StreamError::UnknownConnection));
+    assert_eq!(
+        m.stream_write(open, b"x"),
+        Err(StreamError::UnknownConnection)
+    );
 }
 
 #[test]
@@ -181,7 +247,11 @@ fn garbage_datagrams_never_panic_and_never_get_an_answer_larger_than_themselves(
         m.handle_datagram(now, from, None, &datagram);
         while let Some(t) = m.poll_transmit(now, &mut buf) {
             if t.conn.is_none() {
-                assert!(t.size < datagram.len().max(1), "answered {len} bytes with {}", t.size);
+                assert!(
+                    t.size < datagram.len().max(1),
+                    "answered {len} bytes with {}",
+                    t.size
+                );
             }
         }
     }

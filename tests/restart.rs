@@ -32,7 +32,13 @@ fn send_until_lost(net: &mut Network, a: NodeId, conn: ConnId, since: Instant, l
     }
 }
 
-fn wait_reconnected(net: &mut Network, a: NodeId, b: NodeId, old: ConnId, since: Instant) -> (Instant, ConnId) {
+fn wait_reconnected(
+    net: &mut Network,
+    a: NodeId,
+    b: NodeId,
+    old: ConnId,
+    since: Instant,
+) -> (Instant, ConnId) {
     let peer = net.peer_id(b);
     let found = net.run_until(Duration::from_secs(30), |n| {
         connected(n, a, peer, since).is_some_and(|(_, (_, replaced))| replaced == Some(old))
@@ -64,7 +70,12 @@ fn restart_while_sending_is_detected_within_one_rtt_and_reconnected_within_one_h
         .map(|s| s.at)
         .expect("the dialer sent on the old connection after the restart");
     let detection = detected - first_send;
-    assert!(detection <= RTT, "detected {} after the first packet, RTT is {}", ms(detection), ms(RTT));
+    assert!(
+        detection <= RTT,
+        "detected {} after the first packet, RTT is {}",
+        ms(detection),
+        ms(RTT)
+    );
 
     // The fresh connection starts in the same call that saw the reset.
     let reconnecting = find(&net, a, restarted, |e| match e {
@@ -76,10 +87,17 @@ fn restart_while_sending_is_detected_within_one_rtt_and_reconnected_within_one_h
     let (reconnected, new) = wait_reconnected(&mut net, a, b, old, restarted);
     assert_ne!(new, old);
     let handshake = reconnected - detected;
-    assert!(handshake <= RTT + Duration::from_millis(1), "reconnect took {}", ms(handshake));
+    assert!(
+        handshake <= RTT + Duration::from_millis(1),
+        "reconnect took {}",
+        ms(handshake)
+    );
 
     // The stale connection never carried another byte once the reset arrived.
-    assert!(net.sent(a).iter().all(|s| s.conn != Some(old) || s.at < detected));
+    assert!(net
+        .sent(a)
+        .iter()
+        .all(|s| s.conn != Some(old) || s.at < detected));
 
     // And the new one works: the listener sees a stream from the dialer on it.
     let since = net.now();
@@ -111,7 +129,12 @@ fn restart_while_idle_is_detected_at_the_next_keep_alive() {
         let (detected, cause) = lost(&net, a, old, restarted).expect("the restart was detected");
         assert_eq!(cause, Cause::PeerRestarted);
         let detection = detected - restarted;
-        assert!(detection <= keep_alive + RTT, "keep-alive {}: detected after {}", ms(keep_alive), ms(detection));
+        assert!(
+            detection <= keep_alive + RTT,
+            "keep-alive {}: detected after {}",
+            ms(keep_alive),
+            ms(detection)
+        );
         let (reconnected, _) = wait_reconnected(&mut net, a, b, old, restarted);
         println!(
             "idle restart, keep-alive {}: detected after {}, reconnected after {}",
@@ -141,9 +164,16 @@ fn with_quinns_default_keys_there_is_no_reset_and_recovery_waits_for_the_idle_ti
 
     let (detected, cause) = lost(&net, a, old, restarted).expect("the connection died eventually");
     assert_eq!(cause, Cause::IdleTimeout);
-    assert!(detected - restarted >= idle - keep_alive, "lost after {}", ms(detected - restarted));
+    assert!(
+        detected - restarted >= idle - keep_alive,
+        "lost after {}",
+        ms(detected - restarted)
+    );
     // The restarted node could not recognise the old connection IDs: it sent no reset.
-    assert!(net.sent(b).iter().all(|s| s.at < restarted || s.conn.is_some()));
+    assert!(net
+        .sent(b)
+        .iter()
+        .all(|s| s.at < restarted || s.conn.is_some()));
     let (reconnected, _) = wait_reconnected(&mut net, a, b, old, restarted);
     println!(
         "default keys: lost after {} (idle timeout), reconnected after {}",
@@ -157,14 +187,24 @@ fn with_quinns_default_keys_there_is_no_reset_and_recovery_waits_for_the_idle_ti
     net.restart(b);
     let restarted = net.now();
     net.run_until(keep_alive * 2, |n| lost(n, a, old, restarted).is_some());
-    assert_eq!(lost(&net, a, old, restarted).map(|(_, c)| c), Some(Cause::PeerRestarted));
-    assert!(net.sent(b).iter().any(|s| s.at >= restarted && s.conn.is_none()));
+    assert_eq!(
+        lost(&net, a, old, restarted).map(|(_, c)| c),
+        Some(Cause::PeerRestarted)
+    );
+    assert!(net
+        .sent(b)
+        .iter()
+        .any(|s| s.at >= restarted && s.conn.is_none()));
 }
 
 #[test]
 fn restart_mid_handshake_recovers() {
     for offset_ms in [2, 5, 7, 10, 12, 14] {
-        let (mut net, a, b) = pair(4 + offset_ms, Duration::from_millis(500), Duration::from_secs(10));
+        let (mut net, a, b) = pair(
+            4 + offset_ms,
+            Duration::from_millis(500),
+            Duration::from_secs(10),
+        );
         let start = net.now();
         net.dial(a, b);
         net.run_for(Duration::from_millis(offset_ms));
@@ -175,17 +215,28 @@ fn restart_mid_handshake_recovers() {
         let ok = net.run_until(Duration::from_secs(10), |n| {
             connected(n, b, peer_a, start).is_some() && n.generation(b) == 1
         });
-        assert!(ok, "restart at {offset_ms} ms: the listener never saw the dialer again");
+        assert!(
+            ok,
+            "restart at {offset_ms} ms: the listener never saw the dialer again"
+        );
         net.run_for(Duration::from_millis(100));
-        let conn = net.manager(a).and_then(|m| m.connection(&peer_b)).expect("dialer connected");
+        let conn = net
+            .manager(a)
+            .and_then(|m| m.connection(&peer_b))
+            .expect("dialer connected");
         let since = net.now();
         send_message(&mut net, a, conn, b"ping");
         net.run_for(Duration::from_millis(50));
         assert!(
-            find(&net, b, since, |e| matches!(e, Event::StreamOpened { .. }).then_some(())).is_some(),
+            find(&net, b, since, |e| matches!(e, Event::StreamOpened { .. })
+                .then_some(()))
+            .is_some(),
             "restart at {offset_ms} ms: data does not flow"
         );
-        println!("restart {offset_ms} ms into the handshake: working after {}", ms(since - start));
+        println!(
+            "restart {offset_ms} ms into the handshake: working after {}",
+            ms(since - start)
+        );
     }
 }
 
@@ -203,7 +254,10 @@ fn two_restarts_in_a_row() {
             net.restart(b);
         }
         send_until_lost(&mut net, a, conn, restarted, Duration::from_secs(2));
-        assert_eq!(lost(&net, a, conn, restarted).map(|(_, c)| c), Some(Cause::PeerRestarted));
+        assert_eq!(
+            lost(&net, a, conn, restarted).map(|(_, c)| c),
+            Some(Cause::PeerRestarted)
+        );
         let peer_b = net.peer_id(b);
         assert!(net.run_until(Duration::from_secs(5), |n| {
             let m = n.events(a).iter().rev().find_map(|(_, e)| match e {
@@ -213,16 +267,31 @@ fn two_restarts_in_a_row() {
             m.is_some_and(|c| c != conn)
         }));
         net.run_for(Duration::from_millis(300));
-        conn = net.manager(a).and_then(|m| m.connection(&peer_b)).expect("connected again");
+        conn = net
+            .manager(a)
+            .and_then(|m| m.connection(&peer_b))
+            .expect("connected again");
         let since = net.now();
         send_message(&mut net, a, conn, b"alive?");
         net.run_for(Duration::from_millis(50));
-        assert!(find(&net, b, since, |e| matches!(e, Event::StreamOpened { .. }).then_some(())).is_some());
+        assert!(
+            find(&net, b, since, |e| matches!(e, Event::StreamOpened { .. })
+                .then_some(()))
+            .is_some()
+        );
     }
     let restarts = net
         .events(a)
         .iter()
-        .filter(|(_, e)| matches!(e, Event::ConnectionLost { cause: Cause::PeerRestarted, .. }))
+        .filter(|(_, e)| {
+            matches!(
+                e,
+                Event::ConnectionLost {
+                    cause: Cause::PeerRestarted,
+                    ..
+                }
+            )
+        })
         .count();
     assert!(restarts >= 3, "saw {restarts} restarts");
 }
@@ -241,7 +310,10 @@ fn restart_under_loss_reorder_and_duplication() {
     let since = net.now();
     let peer_b = net.peer_id(b);
     net.dial(a, b);
-    assert!(net.run_until(Duration::from_secs(10), |n| connected(n, a, peer_b, since).is_some()));
+    assert!(
+        net.run_until(Duration::from_secs(10), |n| connected(n, a, peer_b, since)
+            .is_some())
+    );
     let (_, (old, _)) = connected(&net, a, peer_b, since).expect("connected");
     net.run_for(Duration::from_millis(200));
 
@@ -273,14 +345,20 @@ fn restarted_node_dials_first() {
             let since = net.now();
             let peer_a = net.peer_id(a);
             connect(&mut net, a, b);
-            connected(&net, b, peer_a, since).expect("listener saw the dialer").1 .0
+            connected(&net, b, peer_a, since)
+                .expect("listener saw the dialer")
+                .1
+                 .0
         };
         net.restart(a);
         let restarted = net.now();
         net.dial(a, b);
         let peer_a = net.peer_id(a);
-        net.run_until(Duration::from_secs(1), |n| lost(n, b, old, restarted).is_some());
-        let (gone, cause) = lost(&net, b, old, restarted).expect("the stale connection was dropped");
+        net.run_until(Duration::from_secs(1), |n| {
+            lost(n, b, old, restarted).is_some()
+        });
+        let (gone, cause) =
+            lost(&net, b, old, restarted).expect("the stale connection was dropped");
         let expected_cause = match keys {
             KeyMode::DerivedFromIdentity => Cause::PeerRestarted,
             _ => {
@@ -289,14 +367,21 @@ fn restarted_node_dials_first() {
             }
         };
         assert_eq!(cause, expected_cause);
-        assert!(gone - restarted < Duration::from_millis(100), "took {}", ms(gone - restarted));
+        assert!(
+            gone - restarted < Duration::from_millis(100),
+            "took {}",
+            ms(gone - restarted)
+        );
         net.run_for(Duration::from_millis(200));
         let manager = net.manager(b).expect("up");
         assert_eq!(manager.connections(&peer_a).len(), 1);
         assert_ne!(manager.connection(&peer_a), Some(old));
         // The listener does not dial the restarted dialer itself: it never had its address.
         assert!(!manager.is_dialing(&peer_a));
-        println!("restarted dialer with {keys:?}: stale connection dropped after {} ({cause})", ms(gone - restarted));
+        println!(
+            "restarted dialer with {keys:?}: stale connection dropped after {} ({cause})",
+            ms(gone - restarted)
+        );
     }
 }
 
@@ -318,14 +403,19 @@ fn simultaneous_dial_ends_with_one_connection_both_sides_agree_on() {
             net.events(node)
                 .iter()
                 .find_map(|(_, e)| match e {
-                    Event::Connected { conn: c, direction, .. } if *c == conn => Some(*direction),
+                    Event::Connected {
+                        conn: c, direction, ..
+                    } if *c == conn => Some(*direction),
                     _ => None,
                 })
                 .expect("announced")
         };
         let on_a = direction(&mut net, a, peer_b);
         let on_b = direction(&mut net, b, peer_a);
-        assert_ne!(on_a, on_b, "delay {delay_ms} ms: both sides must keep the same connection");
+        assert_ne!(
+            on_a, on_b,
+            "delay {delay_ms} ms: both sides must keep the same connection"
+        );
     }
 }
 

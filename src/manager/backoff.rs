@@ -19,13 +19,20 @@ impl Backoff {
     }
 
     /// Records a failure; returns the delay before the next attempt, or `None` to give up.
-    pub(crate) fn fail(&mut self, policy: &ReconnectPolicy, rng: &mut impl Rng) -> Option<Duration> {
+    pub(crate) fn fail(
+        &mut self,
+        policy: &ReconnectPolicy,
+        rng: &mut impl Rng,
+    ) -> Option<Duration> {
         self.failures += 1;
         if self.failures >= policy.max_attempts {
             return None;
         }
         let exponent = (self.failures - 1).min(20);
-        let base = policy.backoff_initial.saturating_mul(1 << exponent).min(policy.backoff_max);
+        let base = policy
+            .backoff_initial
+            .saturating_mul(1 << exponent)
+            .min(policy.backoff_max);
         let jitter = policy.jitter.clamp(0.0, 1.0);
         // Keep (1 - jitter) of the delay and draw the rest uniformly.
         let fixed = base.mul_f64(1.0 - jitter);
@@ -58,7 +65,10 @@ mod tests {
 
     #[test]
     fn jitter_stays_within_the_delay() {
-        let policy = ReconnectPolicy { jitter: 0.5, ..ReconnectPolicy::default() };
+        let policy = ReconnectPolicy {
+            jitter: 0.5,
+            ..ReconnectPolicy::default()
+        };
         let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(2);
         for _ in 0..100 {
             let delay = Backoff::default().fail(&policy, &mut rng);

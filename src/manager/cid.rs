@@ -31,7 +31,10 @@ pub struct KeyedCidGenerator {
 impl KeyedCidGenerator {
     /// A generator tagging with `key` and drawing the random part from a stream seeded by `seed`.
     pub fn new(key: &[u8; 32], seed: [u8; 32]) -> Self {
-        Self { key: hmac::Key::new(hmac::HMAC_SHA256, key), rng: ChaCha20Rng::from_seed(seed) }
+        Self {
+            key: hmac::Key::new(hmac::HMAC_SHA256, key),
+            rng: ChaCha20Rng::from_seed(seed),
+        }
     }
 
     fn tag(&self, random: &[u8]) -> [u8; TAG_LEN] {
@@ -94,7 +97,9 @@ mod tests {
     fn other_keys_and_lengths_are_rejected() {
         let mut ours = KeyedCidGenerator::new(&[7u8; 32], [1; 32]);
         let theirs = KeyedCidGenerator::new(&[8u8; 32], [1; 32]);
-        let rejected = (0..100).filter(|_| theirs.validate(&ours.generate_cid()).is_err()).count();
+        let rejected = (0..100)
+            .filter(|_| theirs.validate(&ours.generate_cid()).is_err())
+            .count();
         // A 32-bit tag collides with probability 2^-32 per CID.
         assert_eq!(rejected, 100);
         assert!(ours.validate(&ConnectionId::new(&[0u8; 8])).is_err());

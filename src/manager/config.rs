@@ -54,7 +54,11 @@ impl Default for ReconnectPolicy {
 impl ReconnectPolicy {
     /// Never reconnect by itself.
     pub fn never() -> Self {
-        Self { on_restart: false, on_other_loss: false, ..Self::default() }
+        Self {
+            on_restart: false,
+            on_other_loss: false,
+            ..Self::default()
+        }
     }
 }
 
@@ -100,7 +104,10 @@ impl Default for ResponseRate {
     fn default() -> Self {
         // A restarted node under a thousand stale peers answers them all at once; a reset costs
         // two HMACs, so even the sustained rate is a small share of one core.
-        Self { burst: 1024, per_second: 20_000 }
+        Self {
+            burst: 1024,
+            per_second: 20_000,
+        }
     }
 }
 

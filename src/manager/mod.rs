@@ -101,7 +101,9 @@ pub enum ManagerError {
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
-    Handshaking { deadline: Instant },
+    Handshaking {
+        deadline: Instant,
+    },
     Established,
     /// Lost and reported; kept until quinn has drained it.
     Closed,
@@ -179,14 +181,18 @@ struct TokenBucket {
 
 impl TokenBucket {
     fn new(rate: ResponseRate, now: Instant) -> Self {
-        Self { rate, tokens: f64::from(rate.burst), last: now }
+        Self {
+            rate,
+            tokens: f64::from(rate.burst),
+            last: now,
+        }
     }
 
     fn take(&mut self, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = self.last.max(now);
-        self.tokens =
-            (self.tokens + elapsed * f64::from(self.rate.per_second)).min(f64::from(self.rate.burst));
+        self.tokens = (self.tokens + elapsed * f64::from(self.rate.per_second))
+            .min(f64::from(self.rate.burst));
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             true
@@ -265,7 +271,8 @@ impl Manager {
                 .cid_generator(move || Box::new(KeyedCidGenerator::new(&cid_key, cid_seed)));
         } else {
             let key = rng.next_u64();
-            endpoint_config.cid_generator(move || Box::new(HashedConnectionIdGenerator::from_key(key)));
+            endpoint_config
+                .cid_generator(move || Box::new(HashedConnectionIdGenerator::from_key(key)));
         }
         // Stateless responses are policed by our own token bucket (see `ResponseRate`).
         endpoint_config.min_reset_interval(Duration::ZERO);
@@ -335,17 +342,26 @@ impl Manager {
 
     /// Every established connection to `peer`.
     pub fn connections(&self, peer: &PeerId) -> Vec<ConnId> {
-        self.peers.get(peer).map(|p| p.established.iter().copied().collect()).unwrap_or_default()
+        self.peers
+            .get(peer)
+            .map(|p| p.established.iter().copied().collect())
+            .unwrap_or_default()
     }
 
     /// Peers with at least one established connection.
     pub fn connected_peers(&self) -> Vec<PeerId> {
-        self.peers.iter().filter(|(_, p)| p.preferred.is_some()).map(|(id, _)| *id).collect()
+        self.peers
+            .iter()
+            .filter(|(_, p)| p.preferred.is_some())
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     /// Whether a dial or a scheduled reconnect to `peer` is under way.
     pub fn is_dialing(&self, peer: &PeerId) -> bool {
-        self.peers.get(peer).is_some_and(|p| p.dial.is_some() || p.retry.is_some())
+        self.peers
+            .get(peer)
+            .is_some_and(|p| p.dial.is_some() || p.retry.is_some())
     }
 
     /// Connections of any state held now (handshaking, established, draining).
@@ -355,12 +371,18 @@ impl Manager {
 
     /// The peer of a connection.
     pub fn peer_of(&self, conn: ConnId) -> Option<PeerId> {
-        self.conns.get(&conn).filter(|c| c.phase == Phase::Established).and_then(|c| c.peer)
+        self.conns
+            .get(&conn)
+            .filter(|c| c.phase == Phase::Established)
+            .and_then(|c| c.peer)
     }
 
     /// The smoothed RTT of an established connection.
     pub fn rtt(&self, conn: ConnId) -> Option<Duration> {
-        self.conns.get(&conn).filter(|c| c.phase == Phase::Established).map(|c| c.inner.rtt())
+        self.conns
+            .get(&conn)
+            .filter(|c| c.phase == Phase::Established)
+            .map(|c| c.inner.rtt())
     }
 
     /// quinn's statistics of a connection (packets, bytes, losses, path).
@@ -383,7 +405,9 @@ impl Manager {
         self.set_time(now);
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
-        let event = self.endpoint.handle(now, from, local_ip, None, BytesMut::from(data), &mut buf);
+        let event = self
+            .endpoint
+            .handle(now, from, local_ip, None, BytesMut::from(data), &mut buf);
         match event {
             Some(DatagramEvent::ConnectionEvent(handle, event)) => {
                 if let Some(&id) = self.by_handle.get(&handle) {
@@ -440,7 +464,12 @@ impl Manager {
         let mut staggered = Vec::new();
         let mut retries = Vec::new();
         for (peer_id, peer) in &self.peers {
-            if peer.dial.as_ref().and_then(|d| d.next_at).is_some_and(|t| t <= now) {
+            if peer
+                .dial
+                .as_ref()
+                .and_then(|d| d.next_at)
+                .is_some_and(|t| t <= now)
+            {
                 staggered.push(*peer_id);
             }
             if let Some((at, lost)) = peer.retry.filter(|(at, _)| *at <= now) {
@@ -567,11 +596,15 @@ impl Manager {
     /// Writes as much of `data` as flow control allows; returns how much was taken.
     pub fn stream_write(&mut self, stream: StreamId, data: &[u8]) -> Result<usize, StreamError> {
         let c = self.established_mut(stream.conn)?;
-        let written = c.inner.send_stream(stream.id).write(data).map_err(|e| match e {
-            quinn_proto::WriteError::Blocked => StreamError::Blocked,
-            quinn_proto::WriteError::Stopped(code) => StreamError::Reset(code.into_inner()),
-            quinn_proto::WriteError::ClosedStream => StreamError::Closed,
-        })?;
+        let written = c
+            .inner
+            .send_stream(stream.id)
+            .write(data)
+            .map_err(|e| match e {
+                quinn_proto::WriteError::Blocked => StreamError::Blocked,
+                quinn_proto::WriteError::Stopped(code) => StreamError::Reset(code.into_inner()),
+                quinn_proto::WriteError::ClosedStream => StreamError::Closed,
+            })?;
         self.dirty.insert(stream.conn);
         Ok(written)
     }
@@ -579,10 +612,13 @@ impl Manager {
     /// Finishes the sending half of a stream.
     pub fn stream_finish(&mut self, stream: StreamId) -> Result<(), StreamError> {
         let c = self.established_mut(stream.conn)?;
-        c.inner.send_stream(stream.id).finish().map_err(|e| match e {
-            quinn_proto::FinishError::Stopped(code) => StreamError::Reset(code.into_inner()),
-            quinn_proto::FinishError::ClosedStream => StreamError::Closed,
-        })?;
+        c.inner
+            .send_stream(stream.id)
+            .finish()
+            .map_err(|e| match e {
+                quinn_proto::FinishError::Stopped(code) => StreamError::Reset(code.into_inner()),
+                quinn_proto::FinishError::ClosedStream => StreamError::Closed,
+            })?;
         self.dirty.insert(stream.conn);
         Ok(())
     }
@@ -710,7 +746,10 @@ impl Manager {
     }
 
     fn policy(&self, peer: &PeerId) -> &ReconnectPolicy {
-        self.peers.get(peer).and_then(|p| p.policy.as_ref()).unwrap_or(&self.config.reconnect)
+        self.peers
+            .get(peer)
+            .and_then(|p| p.policy.as_ref())
+            .unwrap_or(&self.config.reconnect)
     }
 
     fn forget_if_idle(&mut self, peer: PeerId) {
@@ -808,7 +847,9 @@ impl Manager {
                 direction,
                 addr,
                 peer,
-                phase: Phase::Handshaking { deadline: now + self.config.handshake_timeout },
+                phase: Phase::Handshaking {
+                    deadline: now + self.config.handshake_timeout,
+                },
                 announced: false,
                 send_open: BTreeSet::new(),
                 recv_open: BTreeSet::new(),
@@ -821,7 +862,9 @@ impl Manager {
 
     /// Starts a dial of `peer` over its known addresses.
     fn start_dial(&mut self, peer: PeerId, replaces: Option<ConnId>, now: Instant) {
-        let Some(entry) = self.peers.get_mut(&peer) else { return };
+        let Some(entry) = self.peers.get_mut(&peer) else {
+            return;
+        };
         entry.dial = Some(Dial {
             pending: entry.addrs.iter().copied().collect(),
             replaces,
@@ -833,9 +876,13 @@ impl Manager {
     /// Starts the next pending address of `peer`'s dial, and schedules the one after.
     fn start_next_attempt(&mut self, peer: PeerId, now: Instant) {
         let stagger = self.config.dial_stagger;
-        let Some(dial) = self.peers.get_mut(&peer).and_then(|p| p.dial.as_mut()) else { return };
+        let Some(dial) = self.peers.get_mut(&peer).and_then(|p| p.dial.as_mut()) else {
+            return;
+        };
         dial.next_at = None;
-        let Some(addr) = dial.pending.pop_front() else { return };
+        let Some(addr) = dial.pending.pop_front() else {
+            return;
+        };
         if !dial.pending.is_empty() {
             dial.next_at = Some(now + stagger);
         }
@@ -845,7 +892,9 @@ impl Manager {
             .and_then(|crypto| {
                 let mut config = quinn_proto::ClientConfig::new(Arc::new(crypto));
                 config.transport_config(self.transport.clone());
-                self.endpoint.connect(now, config, addr, SERVER_NAME).map_err(|e| e.to_string())
+                self.endpoint
+                    .connect(now, config, addr, SERVER_NAME)
+                    .map_err(|e| e.to_string())
             });
         match result {
             Ok((handle, inner)) => {
@@ -853,12 +902,22 @@ impl Manager {
                 if let Some(dial) = self.peers.get_mut(&peer).and_then(|p| p.dial.as_mut()) {
                     dial.in_flight.insert(id);
                 }
-                self.insert_conn(id, handle, inner, slot, Direction::Outbound, addr, Some(peer), now);
+                self.insert_conn(
+                    id,
+                    handle,
+                    inner,
+                    slot,
+                    Direction::Outbound,
+                    addr,
+                    Some(peer),
+                    now,
+                );
             }
             Err(reason) => {
                 debug!(%peer, %addr, "cannot start dial: {reason}");
                 if let Some(dial) = self.peers.get_mut(&peer).and_then(|p| p.dial.as_mut()) {
-                    dial.errors.push((addr, Cause::TransportError { code: 0, reason }));
+                    dial.errors
+                        .push((addr, Cause::TransportError { code: 0, reason }));
                 }
                 self.after_attempt_failed(peer, now);
             }
@@ -867,7 +926,9 @@ impl Manager {
 
     /// After an attempt failed: start the next address at once, or fail the dial.
     fn after_attempt_failed(&mut self, peer: PeerId, now: Instant) {
-        let Some(dial) = self.peers.get_mut(&peer).and_then(|p| p.dial.as_mut()) else { return };
+        let Some(dial) = self.peers.get_mut(&peer).and_then(|p| p.dial.as_mut()) else {
+            return;
+        };
         if !dial.pending.is_empty() {
             self.start_next_attempt(peer, now);
         } else if dial.in_flight.is_empty() {
@@ -877,8 +938,12 @@ impl Manager {
 
     fn fail_dial(&mut self, peer: PeerId, now: Instant) {
         let policy = self.policy(&peer).clone();
-        let Some(entry) = self.peers.get_mut(&peer) else { return };
-        let Some(dial) = entry.dial.take() else { return };
+        let Some(entry) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        let Some(dial) = entry.dial.take() else {
+            return;
+        };
         let mut retry_at = None;
         if let Some(lost) = dial.replaces {
             match entry.backoff.fail(&policy, &mut self.rng) {
@@ -890,7 +955,11 @@ impl Manager {
             }
         }
         info!(%peer, errors = ?dial.errors, ?retry_at, "dial failed");
-        self.events.push_back(Event::DialFailed { peer, errors: dial.errors, retry_at });
+        self.events.push_back(Event::DialFailed {
+            peer,
+            errors: dial.errors,
+            retry_at,
+        });
         if retry_at.is_none() {
             if let Some(entry) = self.peers.get_mut(&peer) {
                 entry.backoff = Backoff::default();
@@ -900,13 +969,19 @@ impl Manager {
     }
 
     fn start_reconnect(&mut self, peer: PeerId, lost: ConnId, now: Instant) {
-        let Some(entry) = self.peers.get_mut(&peer) else { return };
+        let Some(entry) = self.peers.get_mut(&peer) else {
+            return;
+        };
         if entry.addrs.is_empty() || entry.dial.is_some() || entry.preferred.is_some() {
             return;
         }
         let attempt = entry.backoff.failures() + 1;
         info!(%peer, %lost, attempt, "reconnecting");
-        self.events.push_back(Event::Reconnecting { peer, lost, attempt });
+        self.events.push_back(Event::Reconnecting {
+            peer,
+            lost,
+            attempt,
+        });
         self.start_dial(peer, Some(lost), now);
     }
 
@@ -914,7 +989,9 @@ impl Manager {
     fn drive(&mut self, id: ConnId, now: Instant) {
         let mut drained = false;
         loop {
-            let Some(conn) = self.conns.get_mut(&id) else { return };
+            let Some(conn) = self.conns.get_mut(&id) else {
+                return;
+            };
             while let Some(event) = conn.inner.poll_endpoint_events() {
                 drained |= event.is_drained();
                 if let Some(event) = self.endpoint.handle_event(conn.handle, event) {
@@ -943,7 +1020,11 @@ impl Manager {
         }
         self.dirty.insert(id);
         if drained {
-            if self.conns.get(&id).is_some_and(|c| c.phase != Phase::Closed) {
+            if self
+                .conns
+                .get(&id)
+                .is_some_and(|c| c.phase != Phase::Closed)
+            {
                 // Drained without a ConnectionLost (should not happen): account for it.
                 self.on_lost(id, Cause::ClosedLocally, now);
             }
@@ -969,7 +1050,9 @@ impl Manager {
                 self.on_lost(id, cause, now);
             }
             E::Stream(event) => {
-                let Some(conn) = self.conns.get_mut(&id) else { return };
+                let Some(conn) = self.conns.get_mut(&id) else {
+                    return;
+                };
                 let Some(peer) = conn.peer.filter(|_| conn.phase == Phase::Established) else {
                     return;
                 };
@@ -985,13 +1068,22 @@ impl Manager {
                         }
                         return;
                     }
-                    S::Readable { id: sid } => Event::StreamReadable { stream: StreamId { conn: id, id: sid } },
-                    S::Writable { id: sid } => Event::StreamWritable { stream: StreamId { conn: id, id: sid } },
+                    S::Readable { id: sid } => Event::StreamReadable {
+                        stream: StreamId { conn: id, id: sid },
+                    },
+                    S::Writable { id: sid } => Event::StreamWritable {
+                        stream: StreamId { conn: id, id: sid },
+                    },
                     S::Finished { id: sid } => {
                         conn.send_open.remove(&sid);
-                        Event::StreamFinished { stream: StreamId { conn: id, id: sid } }
+                        Event::StreamFinished {
+                            stream: StreamId { conn: id, id: sid },
+                        }
                     }
-                    S::Stopped { id: sid, error_code } => {
+                    S::Stopped {
+                        id: sid,
+                        error_code,
+                    } => {
                         conn.send_open.remove(&sid);
                         Event::StreamStopped {
                             stream: StreamId { conn: id, id: sid },
@@ -1007,7 +1099,9 @@ impl Manager {
 
     /// Turns quinn's reason into ours, using what the verifier recorded for handshake failures.
     fn classify(&self, id: ConnId, reason: ConnectionError) -> Cause {
-        let Some(conn) = self.conns.get(&id) else { return Cause::ClosedLocally };
+        let Some(conn) = self.conns.get(&id) else {
+            return Cause::ClosedLocally;
+        };
         let established = conn.phase == Phase::Established;
         let verdict = conn.slot.outcome();
         match reason {
@@ -1039,20 +1133,26 @@ impl Manager {
                     Cause::PeerIdMismatch { expected, actual }
                 }
                 Some(Err(error)) => Cause::HandshakeFailed(HandshakeFailure::Certificate(error)),
-                _ => Cause::TransportError { code: u64::from(error.code), reason: error.reason },
+                _ => Cause::TransportError {
+                    code: u64::from(error.code),
+                    reason: error.reason,
+                },
             },
             ConnectionError::VersionMismatch => {
                 Cause::HandshakeFailed(HandshakeFailure::VersionMismatch)
             }
             ConnectionError::LocallyClosed => Cause::ClosedLocally,
-            ConnectionError::CidsExhausted => {
-                Cause::TransportError { code: 0x1, reason: "connection IDs exhausted".into() }
-            }
+            ConnectionError::CidsExhausted => Cause::TransportError {
+                code: 0x1,
+                reason: "connection IDs exhausted".into(),
+            },
         }
     }
 
     fn on_connected(&mut self, id: ConnId, now: Instant) {
-        let Some(conn) = self.conns.get_mut(&id) else { return };
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
         let direction = conn.direction;
         let addr = conn.addr;
         let peer = match conn.slot.outcome() {
@@ -1063,7 +1163,9 @@ impl Manager {
                 self.close_conn(
                     id,
                     now,
-                    Cause::HandshakeFailed(HandshakeFailure::Certificate(CertificateError::NoCertificate)),
+                    Cause::HandshakeFailed(HandshakeFailure::Certificate(
+                        CertificateError::NoCertificate,
+                    )),
                 );
                 return;
             }
@@ -1080,7 +1182,11 @@ impl Manager {
         // Was this the winning attempt of a dial?
         let mut replaced = None;
         let mut losers = Vec::new();
-        if entry.dial.as_ref().is_some_and(|d| d.in_flight.contains(&id)) {
+        if entry
+            .dial
+            .as_ref()
+            .is_some_and(|d| d.in_flight.contains(&id))
+        {
             if let Some(dial) = entry.dial.take() {
                 losers.extend(dial.in_flight.into_iter().filter(|c| *c != id));
                 replaced = dial.replaces;
@@ -1106,7 +1212,13 @@ impl Manager {
             conn.announced = true;
             conn.span.in_scope(|| info!(?replaced, "connected"));
         }
-        self.events.push_back(Event::Connected { peer, conn: id, addr, direction, replaced });
+        self.events.push_back(Event::Connected {
+            peer,
+            conn: id,
+            addr,
+            direction,
+            replaced,
+        });
         for loser in losers {
             self.close_conn(loser, now, Cause::Superseded { by: Some(id) });
         }
@@ -1118,7 +1230,9 @@ impl Manager {
     /// A second connection to a peer completed while `old` is preferred: is `old` still alive?
     fn start_probe(&mut self, old: ConnId, challenger: ConnId, now: Instant) {
         let (probe_rtts, probe_min) = (self.config.probe_rtts, self.config.probe_min);
-        let Some(conn) = self.conns.get_mut(&old) else { return };
+        let Some(conn) = self.conns.get_mut(&old) else {
+            return;
+        };
         if conn.probe.is_some() {
             // Already probing for another challenger: the newest one competes next time.
             return;
@@ -1130,17 +1244,22 @@ impl Manager {
             deadline: now + wait,
             rx_before: conn.inner.stats().udp_rx.datagrams,
         });
-        conn.span.in_scope(|| debug!(%challenger, ?wait, "probing the older connection"));
+        conn.span
+            .in_scope(|| debug!(%challenger, ?wait, "probing the older connection"));
         self.dirty.insert(old);
     }
 
     /// Ends a probe: if `old` heard back it is alive and one of the two goes by tie-break;
     /// otherwise `old` is stale and the challenger takes over.
     fn resolve_probe(&mut self, old: ConnId, probe: Probe, now: Instant) {
-        let Some(conn) = self.conns.get_mut(&old) else { return };
+        let Some(conn) = self.conns.get_mut(&old) else {
+            return;
+        };
         conn.probe = None;
         let alive = conn.inner.stats().udp_rx.datagrams > probe.rx_before;
-        let Some(challenger) = self.conns.get(&probe.challenger) else { return };
+        let Some(challenger) = self.conns.get(&probe.challenger) else {
+            return;
+        };
         if challenger.phase != Phase::Established {
             return;
         }
@@ -1176,7 +1295,9 @@ impl Manager {
 
     /// Closes a connection we decided to end, and accounts for it at once.
     fn close_conn(&mut self, id: ConnId, now: Instant, cause: Cause) {
-        let Some(conn) = self.conns.get_mut(&id) else { return };
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
         if conn.phase == Phase::Closed {
             return;
         }
@@ -1185,14 +1306,17 @@ impl Manager {
             Cause::LimitReached => (CLOSE_LIMIT, b"connection limit"),
             _ => (CLOSE_NORMAL, b""),
         };
-        conn.inner.close(now, VarInt::from_u32(code), Bytes::from_static(reason));
+        conn.inner
+            .close(now, VarInt::from_u32(code), Bytes::from_static(reason));
         self.on_lost(id, cause, now);
         self.drive(id, now);
     }
 
     /// A connection ended: report it, free its slot, and decide what comes next for the peer.
     fn on_lost(&mut self, id: ConnId, cause: Cause, now: Instant) {
-        let Some(conn) = self.conns.get_mut(&id) else { return };
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
         if conn.phase == Phase::Closed {
             return;
         }
@@ -1221,7 +1345,9 @@ impl Manager {
                 unfinished_streams: unfinished,
             });
         }
-        let Some(entry) = self.peers.get_mut(&peer) else { return };
+        let Some(entry) = self.peers.get_mut(&peer) else {
+            return;
+        };
         entry.established.remove(&id);
         if entry.preferred == Some(id) {
             // The newest remaining connection takes over.
@@ -1246,7 +1372,9 @@ impl Manager {
             Cause::IdleTimeout | Cause::TransportError { .. } => policy.on_other_loss,
             _ => false,
         };
-        let Some(entry) = self.peers.get(&peer) else { return };
+        let Some(entry) = self.peers.get(&peer) else {
+            return;
+        };
         if announced && wanted && entry.preferred.is_none() && entry.dial.is_none() {
             if entry.addrs.is_empty() {
                 debug!(%peer, "lost, but no address known to reconnect to");
@@ -1259,7 +1387,10 @@ impl Manager {
 }
 
 fn random_keys(rng: &mut ChaCha20Rng) -> RestartKeys {
-    let mut keys = RestartKeys { reset_key: [0; 32], cid_key: [0; 32] };
+    let mut keys = RestartKeys {
+        reset_key: [0; 32],
+        cid_key: [0; 32],
+    };
     rng.fill(&mut keys.reset_key);
     rng.fill(&mut keys.cid_key);
     keys

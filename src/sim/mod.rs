@@ -173,7 +173,10 @@ impl Network {
 
     /// The link from `a` to `b`.
     pub fn link(&self, a: NodeId, b: NodeId) -> Link {
-        self.links.get(&(a, b)).copied().unwrap_or(self.default_link)
+        self.links
+            .get(&(a, b))
+            .copied()
+            .unwrap_or(self.default_link)
     }
 
     /// Adds a node listening at the next free address.
@@ -304,7 +307,9 @@ impl Network {
     /// Panics if the loop spins: more than a bound of steps without the clock moving.
     pub fn step(&mut self) -> bool {
         self.flush();
-        let Some(next) = self.next_event_time() else { return false };
+        let Some(next) = self.next_event_time() else {
+            return false;
+        };
         self.advance_to(next);
         true
     }
@@ -373,11 +378,21 @@ impl Network {
             self.steps_at_now = 0;
         }
         let now = self.now;
-        while self.queue.peek().is_some_and(|Reverse(p)| p.deliver_at <= now) {
-            let Some(Reverse(packet)) = self.queue.pop() else { break };
-            let Some(&to) = self.by_addr.get(&packet.to) else { continue };
+        while self
+            .queue
+            .peek()
+            .is_some_and(|Reverse(p)| p.deliver_at <= now)
+        {
+            let Some(Reverse(packet)) = self.queue.pop() else {
+                break;
+            };
+            let Some(&to) = self.by_addr.get(&packet.to) else {
+                continue;
+            };
             let node = &mut self.nodes[to.0];
-            let Some(manager) = node.manager.as_mut() else { continue };
+            let Some(manager) = node.manager.as_mut() else {
+                continue;
+            };
             let _entered = node.span.enter();
             manager.handle_datagram(now, packet.from, Some(packet.to.ip()), &packet.data);
             node.next_timeout = Some(now);
@@ -403,7 +418,9 @@ impl Network {
             if node.next_timeout.is_none_or(|t| t > now) {
                 continue;
             }
-            let Some(manager) = node.manager.as_mut() else { continue };
+            let Some(manager) = node.manager.as_mut() else {
+                continue;
+            };
             let _entered = node.span.enter();
             let from = node.addr;
             let mut outgoing = Vec::new();
@@ -421,7 +438,12 @@ impl Network {
             drop(_entered);
             for (to, conn, data) in outgoing {
                 if self.record_sent {
-                    self.nodes[index].sent.push(Sent { at: now, conn, to, size: data.len() });
+                    self.nodes[index].sent.push(Sent {
+                        at: now,
+                        conn,
+                        to,
+                        size: data.len(),
+                    });
                 }
                 self.send(NodeId(index), from, to, data);
             }
@@ -436,7 +458,11 @@ impl Network {
         if !link.up || self.rng.random_bool(link.loss.clamp(0.0, 1.0)) {
             return;
         }
-        let copies = if self.rng.random_bool(link.duplicate.clamp(0.0, 1.0)) { 2 } else { 1 };
+        let copies = if self.rng.random_bool(link.duplicate.clamp(0.0, 1.0)) {
+            2
+        } else {
+            1
+        };
         for _ in 0..copies {
             let mut delay = link.latency;
             if !link.jitter.is_zero() {
@@ -456,4 +482,3 @@ impl Network {
         }
     }
 }
-

@@ -35,7 +35,10 @@ pub fn find<T>(
     since: Instant,
     mut pick: impl FnMut(&Event) -> Option<T>,
 ) -> Option<(Instant, T)> {
-    net.events(node).iter().filter(|(at, _)| *at >= since).find_map(|(at, e)| pick(e).map(|t| (*at, t)))
+    net.events(node)
+        .iter()
+        .filter(|(at, _)| *at >= since)
+        .find_map(|(at, e)| pick(e).map(|t| (*at, t)))
 }
 
 /// The connection `Connected` to `peer` after `since`, with its `replaced` field.
@@ -46,7 +49,12 @@ pub fn connected(
     since: Instant,
 ) -> Option<(Instant, (ConnId, Option<ConnId>))> {
     find(net, node, since, |e| match e {
-        Event::Connected { peer: p, conn, replaced, .. } if *p == peer => Some((*conn, *replaced)),
+        Event::Connected {
+            peer: p,
+            conn,
+            replaced,
+            ..
+        } if *p == peer => Some((*conn, *replaced)),
         _ => None,
     })
 }
@@ -65,7 +73,8 @@ pub fn connect(net: &mut Network, a: NodeId, b: NodeId) -> ConnId {
     let peer = net.peer_id(b);
     net.dial(a, b);
     assert!(
-        net.run_until(Duration::from_secs(1), |n| connected(n, a, peer, since).is_some()),
+        net.run_until(Duration::from_secs(1), |n| connected(n, a, peer, since)
+            .is_some()),
         "no connection within 1 s"
     );
     let (_, (conn, _)) = connected(net, a, peer, since).expect("connected");

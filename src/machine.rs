@@ -1,0 +1,67 @@
+//! The one loop shape every sans-IO state machine of quicpeer shares.
+//!
+//! A driver (the mio one in `driver`, a simulator, a fuzzer, an application's own runtime)
+//! needs five calls from the state machine it hosts and nothing else. [`Manager`] implements it,
+//! and so does every layer stacked on top of the manager, so one driver serves them all.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use crate::{Event, Manager, Transmit};
+
+/// A sans-IO state machine fed with datagrams and time.
+///
+/// Call order: after any `handle_*` call or command, drain [`SansIo::poll_transmit`] until
+/// `None` and [`SansIo::poll_event`] until `None`, then wait until [`SansIo::poll_timeout`] or
+/// the next datagram. `now` never goes backwards.
+pub trait SansIo {
+    /// What the machine reports to its application.
+    type Event;
+
+    /// Feeds one received UDP datagram.
+    fn handle_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        local_ip: Option<IpAddr>,
+        data: &[u8],
+    );
+    /// Runs the timers due at `now`.
+    fn handle_timeout(&mut self, now: Instant);
+    /// The next datagram to send, its payload written into `buf`.
+    fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit>;
+    /// The next event for the application.
+    fn poll_event(&mut self) -> Option<Self::Event>;
+    /// When `handle_timeout` must be called next.
+    fn poll_timeout(&mut self) -> Option<Instant>;
+}
+
+impl SansIo for Manager {
+    type Event = Event;
+
+    fn handle_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        local_ip: Option<IpAddr>,
+        data: &[u8],
+    ) {
+        Manager::handle_datagram(self, now, from, local_ip, data)
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        Manager::handle_timeout(self, now)
+    }
+
+    fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        Manager::poll_transmit(self, now, buf)
+    }
+
+    fn poll_event(&mut self) -> Option<Event> {
+        Manager::poll_event(self)
+    }
+
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        Manager::poll_timeout(self)
+    }
+}
