@@ -153,6 +153,8 @@ fn with_quinns_default_keys_there_is_no_reset_and_recovery_waits_for_the_idle_ti
     for node in [a, b] {
         let mut config = config(keep_alive, idle);
         config.keys = KeyMode::RandomPerProcess;
+        // Bare quinn behaviour: no suspicion redial (tests/dialing.rs covers that recovery).
+        config.suspicion_ptos = None;
         net.set_config(node, config);
         net.restart(node);
     }
