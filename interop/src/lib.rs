@@ -1,0 +1,16 @@
+//! Interop between quicpeer and real libp2p nodes: rust-libp2p (in process, or as the
+//! `libp2p-peer` binary) and js-libp2p (`js/peer.mjs`, a Node.js child process).
+//!
+//! Every comparison peer reports the same [`PeerEvent`]s (printed as JSON lines when it runs as
+//! a process), so the tests in `tests/` wait on them the same way: [`EventLog::wait_for`], each
+//! wait bounded by a deadline. See `docs/interop.md` for what is tested and what was measured.
+#![deny(missing_docs)]
+
+pub mod events;
+pub mod js;
+pub mod libp2p_peer;
+pub mod process;
+
+pub use events::{EventLog, PeerEvent, Stamped};
+pub use libp2p_peer::{Libp2pConfig, Libp2pPeer};
+pub use process::ChildPeer;
