@@ -6,12 +6,16 @@
 //! the [`Manager`] turns that into [`Cause::PeerRestarted`] and a fresh connection at once.
 //!
 //! Layers, from the bottom: [`identity`] (certificates and keys), [`manager`] (the sans-IO core),
-//! [`sim`] (a deterministic network to test and benchmark the core).
+//! [`protocols`] (multistream-select and ping, for the manager's streams),
+//! [`address`] (libp2p QUIC multiaddrs to and from socket addresses), and [`sim`] (a
+//! deterministic network to test and benchmark any of these machines).
 #![deny(missing_docs)]
 
+pub mod address;
 pub mod identity;
 pub mod machine;
 pub mod manager;
+pub mod protocols;
 pub mod sim;
 
 pub use identity::{Identity, Keypair, PeerId};
