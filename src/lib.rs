@@ -6,7 +6,7 @@
 //! the [`Manager`] turns that into [`Cause::PeerRestarted`] and a fresh connection at once.
 //!
 //! Layers, from the bottom: [`identity`] (certificates and keys), [`manager`] (the sans-IO core),
-//! [`protocols`] (multistream-select and ping, for the manager's streams),
+//! [`protocols`] (multistream-select and ping on the manager's streams, as [`Host`]),
 //! [`address`] (libp2p QUIC multiaddrs to and from socket addresses), and [`sim`] (a
 //! deterministic network to test and benchmark any of these machines).
 #![deny(missing_docs)]
@@ -24,3 +24,4 @@ pub use manager::{
     Cause, Config, ConnId, DialError, DialOutcome, Direction, Event, HandshakeFailure, KeyMode,
     Limits, Manager, ManagerError, Read, ReconnectPolicy, StreamError, StreamId, Transmit,
 };
+pub use protocols::{Host, HostConfig, HostEvent};
