@@ -25,3 +25,8 @@ pub use manager::{
     Limits, Manager, ManagerError, Read, ReconnectPolicy, StreamError, StreamId, Transmit,
 };
 pub use protocols::{Host, HostConfig, HostEvent};
+
+/// The README's examples, compiled and run as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -609,3 +609,28 @@ fn random_bytes_on_inbound_streams_never_break_the_host() {
     assert_eq!(host(&mut net, b).stream_count(), 0);
     assert!(ping(&mut net, a, b, Duration::from_secs(1)).1.is_ok());
 }
+
+#[test]
+fn manager_events_pass_through_including_icmp_driven_dial_failures() {
+    let (mut net, a, b) = hosts(14);
+    net.icmp_unreachable = true;
+    net.stop(b);
+    let (peer_b, addr_b, now) = (net.peer_id(b), net.addr(b), net.now());
+    host(&mut net, a)
+        .dial_addrs(&[to_multiaddr(addr_b, Some(peer_b))], now)
+        .expect("dial");
+    net.run_for(Duration::from_millis(100));
+    let errors = find(&net, a, 0, |e| match e {
+        HostEvent::Manager(Event::DialFailed { peer, errors, .. }) if *peer == peer_b => {
+            Some(errors.clone())
+        }
+        _ => None,
+    });
+    assert_eq!(
+        errors,
+        Some(vec![(
+            addr_b,
+            Cause::HandshakeFailed(quicpeer::HandshakeFailure::Unreachable)
+        )])
+    );
+}

@@ -51,6 +51,10 @@ pub trait Simulated: SansIo + Sized {
 
     /// The manager inside, for commands.
     fn manager_mut(&mut self) -> &mut Manager;
+
+    /// Feeds an ICMP "unreachable" about a datagram sent to `addr` (see
+    /// [`Manager::handle_unreachable`]).
+    fn handle_unreachable(&mut self, now: Instant, addr: SocketAddr);
 }
 
 impl Simulated for Manager {
@@ -68,6 +72,10 @@ impl Simulated for Manager {
 
     fn manager_mut(&mut self) -> &mut Manager {
         self
+    }
+
+    fn handle_unreachable(&mut self, now: Instant, addr: SocketAddr) {
+        Manager::handle_unreachable(self, now, addr)
     }
 }
 
@@ -89,6 +97,10 @@ impl Simulated for Host {
 
     fn manager_mut(&mut self) -> &mut Manager {
         Host::manager_mut(self)
+    }
+
+    fn handle_unreachable(&mut self, now: Instant, addr: SocketAddr) {
+        Host::handle_unreachable(self, now, addr)
     }
 }
 
@@ -160,7 +172,8 @@ struct InFlight {
     seq: u64,
     from: SocketAddr,
     to: SocketAddr,
-    data: Vec<u8>,
+    /// `None`: an ICMP "port unreachable" about a datagram `to` sent to `from`.
+    data: Option<Vec<u8>>,
 }
 
 /// Steps taken at one instant after which the network declares the loop spinning.
@@ -184,6 +197,10 @@ pub struct Network<M: Simulated = Manager> {
     steps: u64,
     /// Whether to record every datagram sent (see [`Network::sent`]).
     pub record_sent: bool,
+    /// Whether a datagram to an address where no node is up comes back as an ICMP "port
+    /// unreachable" (fed to the sender's `Manager::handle_unreachable`), as a closed port on a
+    /// reachable host does. Off by default: such datagrams vanish, as behind a firewall.
+    pub icmp_unreachable: bool,
 }
 
 impl Network {
@@ -215,6 +232,7 @@ impl<M: Simulated> Network<M> {
             steps_at_now: 0,
             steps: 0,
             record_sent: true,
+            icmp_unreachable: false,
         }
     }
 
@@ -460,14 +478,19 @@ impl<M: Simulated> Network<M> {
                 break;
             };
             let Some(&to) = self.by_addr.get(&packet.to) else {
+                self.bounce(packet);
                 continue;
             };
             let node = &mut self.nodes[to.0];
             let Some(machine) = node.machine.as_mut() else {
+                self.bounce(packet);
                 continue;
             };
             let _entered = node.span.enter();
-            machine.handle_datagram(now, packet.from, Some(packet.to.ip()), &packet.data);
+            match &packet.data {
+                Some(data) => machine.handle_datagram(now, packet.from, Some(packet.to.ip()), data),
+                None => machine.handle_unreachable(now, packet.from),
+            }
             node.next_timeout = Some(now);
         }
         for node in &mut self.nodes {
@@ -523,6 +546,25 @@ impl<M: Simulated> Network<M> {
         }
     }
 
+    /// A datagram found no one at its address: maybe an ICMP error goes back.
+    fn bounce(&mut self, packet: InFlight) {
+        if !self.icmp_unreachable || packet.data.is_none() {
+            return;
+        }
+        let Some(&sender) = self.by_addr.get(&packet.from) else {
+            return;
+        };
+        let delay = self.link(sender, sender).latency;
+        self.seq += 1;
+        self.queue.push(Reverse(InFlight {
+            deliver_at: self.now + delay,
+            seq: self.seq,
+            from: packet.to,
+            to: packet.from,
+            data: None,
+        }));
+    }
+
     fn send(&mut self, from_node: NodeId, from: SocketAddr, to: SocketAddr, data: Vec<u8>) {
         let link = match self.by_addr.get(&to) {
             Some(&to_node) => self.link(from_node, to_node),
@@ -550,7 +592,7 @@ impl<M: Simulated> Network<M> {
                 seq: self.seq,
                 from,
                 to,
-                data: data.clone(),
+                data: Some(data.clone()),
             }));
         }
     }

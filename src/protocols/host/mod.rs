@@ -152,6 +152,16 @@ impl Host {
         self.conns.values().map(|c| c.streams.len()).sum()
     }
 
+    // ---- input ----
+
+    /// Feeds an ICMP "unreachable" about a datagram sent to `addr`, as
+    /// [`Manager::handle_unreachable`] does; a driver that sees ICMP errors calls it.
+    pub fn handle_unreachable(&mut self, now: Instant, addr: SocketAddr) {
+        self.now = now;
+        self.manager.handle_unreachable(now, addr);
+        self.pump(now);
+    }
+
     // ---- commands ----
 
     /// Accepts inbound streams of `protocol` from now on; they arrive as
