@@ -6,9 +6,12 @@
 //! the [`Manager`] turns that into [`Cause::PeerRestarted`] and a fresh connection at once.
 //!
 //! Layers, from the bottom: [`identity`] (certificates and keys), [`manager`] (the sans-IO core),
-//! [`sim`] (a deterministic network to test and benchmark the core).
+//! [`sim`] (a deterministic network to test and benchmark the core), and `driver` (the core on
+//! real UDP sockets with mio; the default `mio` feature).
 #![deny(missing_docs)]
 
+#[cfg(feature = "mio")]
+pub mod driver;
 pub mod identity;
 pub mod machine;
 pub mod manager;

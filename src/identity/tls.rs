@@ -43,7 +43,9 @@ impl WallClock {
 
     /// Moves the clock to `now` (millisecond resolution; times before 1970 read as 1970).
     pub fn set(&self, now: SystemTime) {
-        let millis = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let millis = now
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
         self.0.store(millis, Ordering::Relaxed);
     }
 
