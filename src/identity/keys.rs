@@ -39,3 +39,32 @@ impl std::fmt::Debug for RestartKeys {
         f.write_str("RestartKeys { .. }")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Identity;
+
+    #[test]
+    fn reset_key_known_answer() {
+        let seed: [u8; 32] = std::array::from_fn(|i| i as u8);
+        let identity = Identity::from_ed25519_seed(seed);
+        assert_eq!(
+            identity.peer_id().to_string(),
+            "12D3KooWA4Xop1JaT3MHxwYMkCepYsv4iPVopMXwCz5iHYdBfeSB"
+        );
+        let keys = RestartKeys::derive(identity.keypair()).expect("Ed25519 keys derive");
+        assert_eq!(
+            hex::encode(keys.reset_key),
+            "0ed5df63d247dfb8a4e0324469e4351b76992b557054a9f334d5fa56c7b911f3"
+        );
+        assert_ne!(keys.reset_key, keys.cid_key);
+    }
+
+    #[test]
+    fn rsa_keys_cannot_be_derived() {
+        let mut pkcs8 = include_bytes!("../../tests/data/rsa-2048.pk8").to_vec();
+        let keypair = Keypair::rsa_from_pkcs8(&mut pkcs8).expect("test RSA key");
+        assert!(RestartKeys::derive(&keypair).is_none());
+    }
+}

@@ -1,15 +1,38 @@
 //! rustls configurations for libp2p's QUIC: TLS 1.3 only, ALPN `libp2p`, mutual authentication
 //! with self-signed libp2p certificates, no SNI, no session resumption.
 //!
-//! STUB: interface agreed between the identity and manager work; bodies to be written.
+//! rustls' stock verifiers want a certificate authority and reject unknown critical extensions;
+//! libp2p has neither CAs nor a fixed extension criticality. So this module supplies its own
+//! verifiers, which run [`verify_certificate_chain`] at the time of the core's [`WallClock`],
+//! check the TLS 1.3 CertificateVerify with the certificate's key, and leave the verdict in a
+//! per-connection [`VerificationSlot`] for the connection manager. Resumption is off on both sides:
+//! a resumed session would skip certificate verification, and with it the PeerId check.
 
+use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use libp2p_identity::PeerId;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::{ResolvesClientCert, Resumption};
+use rustls::crypto::{verify_tls13_signature_with_raw_key, WebPkiSupportedAlgorithms};
+use rustls::pki_types::{
+    CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, SubjectPublicKeyInfoDer,
+    UnixTime,
+};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ClientHello, NoServerSessionStorage, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::time_provider::TimeProvider;
+use rustls::{
+    ClientConfig, ConfigBuilder, DigitallySignedStruct, DistinguishedName, OtherError,
+    PeerIncompatible, ServerConfig, SignatureScheme, WantsVerifier,
+};
+use tracing::debug;
 
-use super::{CertificateError, Identity};
+use super::certificate::{verify_certificate_chain, VerifiedPeer};
+use super::{generate_certificate, CertificateError, Identity};
 
 /// The ALPN protocol of libp2p's QUIC.
 pub const ALPN: &[u8] = b"libp2p";
@@ -55,34 +78,89 @@ impl WallClock {
     }
 }
 
+/// quinn's server reads the wall clock for its address-validation tokens; hand it this clock
+/// (`quinn_proto::ServerConfig::time_source`) so the core stays free of the system clock.
+impl quinn_proto::TimeSource for WallClock {
+    fn now(&self) -> SystemTime {
+        self.get()
+    }
+}
+
+impl TimeProvider for WallClock {
+    fn current_time(&self) -> Option<UnixTime> {
+        self.get()
+            .duration_since(UNIX_EPOCH)
+            .ok()
+            .map(UnixTime::since_unix_epoch)
+    }
+}
+
 /// Where a verifier leaves its verdict on the peer's certificate, for one connection.
 ///
 /// The certificate is parsed once, in the verifier, at handshake time; the connection's owner
-/// reads the PeerId (or the typed reason for rejection) from here afterwards.
+/// reads the PeerId (or the typed reason for rejection) from here afterwards. `Some(Ok(peer))`
+/// appears only once the peer has also proven, with its CertificateVerify signature, that it
+/// holds the certificate's key; `Some(Err(_))` as soon as anything is rejected.
 #[derive(Debug, Clone, Default)]
 pub struct VerificationSlot(Arc<Mutex<Option<Result<PeerId, CertificateError>>>>);
 
 impl VerificationSlot {
     /// The verdict, once the verifier has run.
     pub fn outcome(&self) -> Option<Result<PeerId, CertificateError>> {
-        match self.0.lock() {
-            Ok(guard) => guard.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        lock(&self.0).clone()
     }
+
+    /// Records the verdict.
+    pub(crate) fn set(&self, outcome: Result<PeerId, CertificateError>) {
+        *lock(&self.0) = Some(outcome);
+    }
+}
+
+/// Locks `mutex`, ignoring poison: the data is a plain value that is always consistent.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The certificate and key of one identity, and the rustls configurations built on them.
 pub struct TlsContext {
-    _identity: Identity,
-    _clock: WallClock,
+    certificate: Arc<OwnCertificate>,
+    algorithms: WebPkiSupportedAlgorithms,
+    client: ConfigBuilder<ClientConfig, WantsVerifier>,
+    server: ConfigBuilder<ServerConfig, WantsVerifier>,
 }
 
 impl TlsContext {
     /// Generates the certificate for `identity`; verifiers read the time from `clock`.
     pub fn new(identity: &Identity, clock: WallClock) -> Result<Self, TlsError> {
-        let _ = (identity, clock);
-        todo!()
+        let (certificate, key) = generate_certificate(identity.keypair())?;
+        Self::with_certificate(certificate, key, clock)
+    }
+
+    /// A context presenting `certificate` (signed by `key`) instead of a generated one; for tests
+    /// that need a peer with a particular certificate.
+    #[doc(hidden)]
+    pub fn with_certificate(
+        certificate: CertificateDer<'static>,
+        key: PrivatePkcs8KeyDer<'static>,
+        clock: WallClock,
+    ) -> Result<Self, TlsError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        // Built directly: `with_single_cert` would parse our certificate with webpki, which
+        // rejects the (allowed) critical libp2p extension.
+        let signing_key = provider
+            .key_provider
+            .load_private_key(PrivateKeyDer::Pkcs8(key))?;
+        let certified_key = CertifiedKey::new(vec![certificate], signing_key);
+        let clock: Arc<dyn TimeProvider> = Arc::new(clock);
+        let versions = &[&rustls::version::TLS13];
+        Ok(Self {
+            certificate: Arc::new(OwnCertificate(Arc::new(certified_key))),
+            algorithms: provider.signature_verification_algorithms,
+            client: ClientConfig::builder_with_details(provider.clone(), clock.clone())
+                .with_protocol_versions(versions)?,
+            server: ServerConfig::builder_with_details(provider, clock)
+                .with_protocol_versions(versions)?,
+        })
     }
 
     /// A client configuration for one dial; `expected` pins the remote PeerId.
@@ -90,12 +168,291 @@ impl TlsContext {
         &self,
         expected: Option<PeerId>,
     ) -> (Arc<rustls::ClientConfig>, VerificationSlot) {
-        let _ = expected;
-        todo!()
+        let (verifier, slot) = PeerVerifier::new(expected, self.algorithms);
+        let mut config = self
+            .client
+            .clone()
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_client_cert_resolver(self.certificate.clone());
+        config.alpn_protocols = vec![ALPN.to_vec()];
+        config.enable_sni = false;
+        config.resumption = Resumption::disabled();
+        (Arc::new(config), slot)
     }
 
     /// A server configuration for one inbound connection.
     pub fn server_config(&self) -> (Arc<rustls::ServerConfig>, VerificationSlot) {
-        todo!()
+        let (verifier, slot) = PeerVerifier::new(None, self.algorithms);
+        let mut config = self
+            .server
+            .clone()
+            .with_client_cert_verifier(verifier)
+            .with_cert_resolver(self.certificate.clone());
+        config.alpn_protocols = vec![ALPN.to_vec()];
+        config.session_storage = Arc::new(NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
+        // No 0-RTT: there is nothing to resume. (QUIC allows only 0 or u32::MAX here.)
+        config.max_early_data_size = 0;
+        (Arc::new(config), slot)
+    }
+}
+
+impl fmt::Debug for TlsContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsContext").finish_non_exhaustive()
+    }
+}
+
+/// Serves our one certificate to every peer, on both sides of the handshake.
+#[derive(Debug)]
+struct OwnCertificate(Arc<CertifiedKey>);
+
+impl ResolvesClientCert for OwnCertificate {
+    fn resolve(&self, _hints: &[&[u8]], _schemes: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+impl ResolvesServerCert for OwnCertificate {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}
+
+/// Verifies the peer's certificate for one connection, on either side.
+#[derive(Debug)]
+struct PeerVerifier {
+    /// The PeerId the dialer wants; `None` on the server side.
+    expected: Option<PeerId>,
+    slot: VerificationSlot,
+    /// The certificate that passed, until its CertificateVerify signature has been checked.
+    verified: Mutex<Option<VerifiedPeer>>,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl PeerVerifier {
+    fn new(
+        expected: Option<PeerId>,
+        algorithms: WebPkiSupportedAlgorithms,
+    ) -> (Arc<Self>, VerificationSlot) {
+        let slot = VerificationSlot::default();
+        let verifier = Self {
+            expected,
+            slot: slot.clone(),
+            verified: Mutex::new(None),
+            algorithms,
+        };
+        (Arc::new(verifier), slot)
+    }
+
+    /// Checks the certificate at `now` (the [`WallClock`]'s time: rustls reads it from the
+    /// configuration's time provider).
+    fn verify_certificate(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<(), rustls::Error> {
+        let now = UNIX_EPOCH + Duration::from_secs(now.as_secs());
+        let verified = verify_certificate_chain(end_entity, intermediates, now)
+            .and_then(|peer| match self.expected {
+                Some(expected) if expected != peer.peer_id => {
+                    let actual = peer.peer_id;
+                    debug!(%expected, %actual, "peer certificate names another peer");
+                    Err(CertificateError::PeerIdMismatch { expected, actual })
+                }
+                _ => Ok(peer),
+            })
+            .map_err(|error| self.reject(error))?;
+        *lock(&self.verified) = Some(verified);
+        Ok(())
+    }
+
+    /// Checks the CertificateVerify signature with the key of the certificate that passed.
+    fn verify_signature(
+        &self,
+        message: &[u8],
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        let Some(peer) = lock(&self.verified).take() else {
+            return Err(rustls::Error::General(
+                "CertificateVerify before a verified certificate".into(),
+            ));
+        };
+        let spki = SubjectPublicKeyInfoDer::from(peer.certificate_key_spki.as_slice());
+        match verify_tls13_signature_with_raw_key(message, &spki, dss, &self.algorithms) {
+            Ok(valid) => {
+                debug!(peer = %peer.peer_id, "peer certificate verified");
+                self.slot.set(Ok(peer.peer_id));
+                Ok(valid)
+            }
+            Err(error) => {
+                debug!(%error, "handshake signature rejected");
+                self.slot.set(Err(CertificateError::BadHandshakeSignature));
+                Err(error)
+            }
+        }
+    }
+
+    /// Records `error` in the slot and wraps it for rustls (which answers with an alert).
+    fn reject(&self, error: CertificateError) -> rustls::Error {
+        self.slot.set(Err(error.clone()));
+        rustls::Error::InvalidCertificate(rustls::CertificateError::Other(OtherError(Arc::new(
+            error,
+        ))))
+    }
+
+    fn supported_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// libp2p is TLS 1.3 only; rustls never negotiates 1.2 with these configurations, and a TLS 1.2
+/// signature is refused should it ever be asked for.
+fn refuse_tls12() -> Result<HandshakeSignatureValid, rustls::Error> {
+    Err(rustls::Error::PeerIncompatible(
+        PeerIncompatible::Tls12NotOffered,
+    ))
+}
+
+impl ServerCertVerifier for PeerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.verify_certificate(end_entity, intermediates, now)
+            .map(|()| ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        refuse_tls12()
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        _cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.verify_signature(message, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.supported_schemes()
+    }
+}
+
+impl ClientCertVerifier for PeerVerifier {
+    fn client_auth_mandatory(&self) -> bool {
+        true
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.verify_certificate(end_entity, intermediates, now)
+            .map(|()| ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        refuse_tls12()
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        _cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.verify_signature(message, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quinn_proto::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+
+    fn context() -> TlsContext {
+        let identity = Identity::from_ed25519_seed([7; 32]);
+        TlsContext::new(
+            &identity,
+            WallClock::new(UNIX_EPOCH + Duration::from_secs(1_767_225_600)),
+        )
+        .expect("context")
+    }
+
+    #[test]
+    fn configs_are_accepted_by_quinn() {
+        let tls = context();
+        let (client, _) = tls.client_config(None);
+        let (server, _) = tls.server_config();
+        QuicClientConfig::try_from(client).expect("quinn accepts the client config");
+        QuicServerConfig::try_from(server).expect("quinn accepts the server config");
+    }
+
+    #[test]
+    fn configs_are_tls13_only_without_sni_or_resumption() {
+        let tls = context();
+        let (client, _) = tls.client_config(None);
+        assert!(!client.enable_sni);
+        assert_eq!(client.alpn_protocols, vec![ALPN.to_vec()]);
+        assert!(!client.enable_early_data);
+
+        let (server, _) = tls.server_config();
+        assert_eq!(server.alpn_protocols, vec![ALPN.to_vec()]);
+        assert_eq!(server.send_tls13_tickets, 0);
+        assert!(!server.session_storage.can_cache());
+        assert!(!server.ticketer.enabled());
+    }
+
+    #[test]
+    fn each_connection_gets_its_own_slot() {
+        let tls = context();
+        let (_, first) = tls.client_config(None);
+        let (_, second) = tls.client_config(None);
+        first.set(Err(CertificateError::NoCertificate));
+        assert_eq!(first.outcome(), Some(Err(CertificateError::NoCertificate)));
+        assert_eq!(second.outcome(), None);
+    }
+
+    #[test]
+    fn wall_clock_is_the_time_provider() {
+        let at = UNIX_EPOCH + Duration::from_secs(42);
+        let clock = WallClock::new(at);
+        assert_eq!(
+            clock.current_time(),
+            Some(UnixTime::since_unix_epoch(Duration::from_secs(42)))
+        );
     }
 }

@@ -92,7 +92,7 @@ const MAX_QUEUED_RESPONSES: usize = 1024;
 pub enum ManagerError {
     /// The TLS context could not be built.
     #[error(transparent)]
-    Tls(#[from] TlsError),
+    Tls(Box<TlsError>),
     /// A configuration value is out of range.
     #[error("invalid configuration: {0}")]
     Config(&'static str),
@@ -242,7 +242,8 @@ impl Manager {
         let span = debug_span!("manager", local = %identity.peer_id());
         let mut rng = ChaCha20Rng::from_seed(seed);
         let clock = WallClock::new(wall_now);
-        let tls = TlsContext::new(&identity, clock.clone())?;
+        let tls = TlsContext::new(&identity, clock.clone())
+            .map_err(|e| ManagerError::Tls(Box::new(e)))?;
 
         let (keys, derived) = match &config.keys {
             KeyMode::DerivedFromIdentity => match RestartKeys::derive(identity.keypair()) {
@@ -292,7 +293,7 @@ impl Manager {
         let mut endpoint_seed = [0u8; 32];
         rng.fill_bytes(&mut endpoint_seed);
         let (server, _) = tls.server_config();
-        let server = server_config(server, &transport)?;
+        let server = server_config(server, &transport, &clock)?;
         let endpoint = quinn_proto::Endpoint::new(
             Arc::new(endpoint_config),
             Some(server),
@@ -796,7 +797,7 @@ impl Manager {
             return;
         }
         let (server, slot) = self.tls.server_config();
-        let config = match server_config(server, &self.transport) {
+        let config = match server_config(server, &self.transport, &self.clock) {
             Ok(config) => config,
             Err(e) => {
                 warn!(%from, "cannot build server config: {e}");
@@ -1399,10 +1400,14 @@ fn random_keys(rng: &mut ChaCha20Rng) -> RestartKeys {
 fn server_config(
     crypto: Arc<rustls::ServerConfig>,
     transport: &Arc<TransportConfig>,
+    clock: &WallClock,
 ) -> Result<Arc<quinn_proto::ServerConfig>, ManagerError> {
     let crypto = QuicServerConfig::try_from(crypto)
         .map_err(|_| ManagerError::Config("TLS configuration lacks a QUIC initial cipher suite"))?;
     let mut config = quinn_proto::ServerConfig::with_crypto(Arc::new(crypto));
     config.transport_config(transport.clone());
+    // Retry and validation tokens carry timestamps: they must come from the time we were given,
+    // not from the system clock quinn would read by default.
+    config.time_source(Arc::new(clock.clone()));
     Ok(Arc::new(config))
 }
