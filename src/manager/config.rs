@@ -73,6 +73,13 @@ pub struct Limits {
     pub max_pending_dials: usize,
     /// Inbound handshakes in flight at once.
     pub max_inbound_handshakes: usize,
+    /// Above this many inbound handshakes in flight, new clients must first prove their address
+    /// with a stateless Retry (one more round trip, no state kept for them). `None`: never.
+    pub retry_above: Option<usize>,
+    /// A peer whose connections died twice within this period is flapping: its new connections
+    /// are refused, and reconnects to it wait, until the period has passed since the last death.
+    /// A single restart is never penalised.
+    pub flap_grace: Duration,
 }
 
 impl Default for Limits {
@@ -82,6 +89,8 @@ impl Default for Limits {
             max_connections_per_peer: 2,
             max_pending_dials: 1024,
             max_inbound_handshakes: 1024,
+            retry_above: None,
+            flap_grace: Duration::from_secs(1),
         }
     }
 }
@@ -137,6 +146,11 @@ pub struct Config {
     pub probe_min: Duration,
     /// Delay before the next address of a dial is tried while earlier attempts are in flight.
     pub dial_stagger: Duration,
+    /// Suspicion redial, for peers that restart without sending stateless resets: when an
+    /// established connection we dialed has had no answer for this many probe timeouts
+    /// (estimated as `3 × RTT + 25 ms` each), a fresh dial races it; if the dial wins, the old
+    /// connection ends as `Superseded`, and if it fails, the old one stays. `None`: off.
+    pub suspicion_ptos: Option<u32>,
     /// Largest UDP payload the manager sends.
     pub max_udp_payload: u16,
 }
@@ -154,6 +168,7 @@ impl Default for Config {
             probe_rtts: 3,
             probe_min: Duration::from_millis(10),
             dial_stagger: Duration::from_millis(250),
+            suspicion_ptos: Some(3),
             max_udp_payload: 1452,
         }
     }

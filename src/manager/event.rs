@@ -72,6 +72,10 @@ pub enum HandshakeFailure {
         /// The peer's reason phrase.
         reason: String,
     },
+    /// The network reported the address unreachable (an ICMP error), so the attempt failed
+    /// without waiting for the handshake timeout.
+    #[error("address unreachable")]
+    Unreachable,
     /// The peer refused the connection (`CONNECTION_REFUSED`), typically at a limit.
     #[error("refused by peer")]
     Refused,
@@ -171,6 +175,17 @@ pub enum Event {
         /// Attempt number, from 1.
         attempt: u32,
     },
+    /// An established connection has had no answer for the suspicion period: the peer may have
+    /// restarted without resetting it. A fresh dial now races it; if it wins, `Connected` with
+    /// `replaced: Some(conn)` follows and this connection ends as `Superseded`.
+    Unresponsive {
+        /// The peer.
+        peer: PeerId,
+        /// The silent connection, still in use until its successor is verified.
+        conn: ConnId,
+        /// Since when our ack-eliciting packets went unanswered.
+        since: Instant,
+    },
     /// Every address of a dial failed.
     DialFailed {
         /// The peer.
@@ -244,6 +259,9 @@ pub enum DialError {
     /// A peer cannot dial itself.
     #[error("cannot dial our own PeerId")]
     SelfDial,
+    /// `redial` needs a connected peer.
+    #[error("peer not connected")]
+    NotConnected,
 }
 
 /// How a dial request was taken.

@@ -134,6 +134,12 @@ struct Conn {
     /// Streams whose receiving half has not reached its end or a reset.
     recv_open: BTreeSet<quinn_proto::StreamId>,
     probe: Option<Probe>,
+    /// Since when our ack-eliciting packets have gone unanswered (cleared by any datagram in).
+    unanswered_since: Option<Instant>,
+    /// Suspicion already acted on for the current silence.
+    suspected: bool,
+    /// Ack-eliciting frames sent so far, to tell which transmits expect an answer.
+    eliciting_sent: u64,
     span: Span,
 }
 
@@ -160,15 +166,26 @@ struct Peer {
     /// A reconnect is scheduled: when, and for which lost connection.
     retry: Option<(Instant, ConnId)>,
     policy: Option<ReconnectPolicy>,
+    /// When a connection to the peer last died (for flap detection).
+    last_loss: Option<Instant>,
+    /// The peer is flapping: refuse its connections and hold reconnects until then.
+    refuse_until: Option<Instant>,
 }
 
 impl Peer {
-    fn is_idle(&self) -> bool {
+    /// Nothing worth keeping: no connection, dial, policy, address or recent loss.
+    fn is_idle(&self, now: Instant, grace: Duration) -> bool {
         self.established.is_empty()
             && self.dial.is_none()
             && self.retry.is_none()
             && self.policy.is_none()
             && self.addrs.is_empty()
+            && self.last_loss.is_none_or(|t| now >= t + grace)
+            && self.refuse_until.is_none_or(|t| now >= t)
+    }
+
+    fn is_flapping(&self, now: Instant) -> bool {
+        self.refuse_until.is_some_and(|t| now < t)
     }
 }
 
@@ -222,6 +239,11 @@ pub struct Manager {
     rng: ChaCha20Rng,
     bucket: TokenBucket,
     inbound_handshakes: usize,
+    /// Connections handshaking or established: what the connection limit counts. A connection
+    /// leaves the count the moment it dies, not when quinn has drained it.
+    live: usize,
+    /// When idle peer entries are next swept away.
+    next_sweep: Instant,
     buf: Vec<u8>,
     span: Span,
 }
@@ -319,6 +341,8 @@ impl Manager {
             rng,
             bucket,
             inbound_handshakes: 0,
+            live: 0,
+            next_sweep: now,
             buf: Vec::new(),
             span,
         })
@@ -370,6 +394,11 @@ impl Manager {
         self.conns.len()
     }
 
+    /// Connections that hold a slot: handshaking or established.
+    pub fn live_connections(&self) -> usize {
+        self.live
+    }
+
     /// The peer of a connection.
     pub fn peer_of(&self, conn: ConnId) -> Option<PeerId> {
         self.conns
@@ -414,6 +443,9 @@ impl Manager {
                 if let Some(&id) = self.by_handle.get(&handle) {
                     if let Some(conn) = self.conns.get_mut(&id) {
                         conn.inner.handle_event(event);
+                        // The peer still has this connection (or at least its CIDs).
+                        conn.unanswered_since = None;
+                        conn.suspected = false;
                     }
                     self.drive(id, now);
                 }
@@ -460,6 +492,24 @@ impl Manager {
             .collect();
         for (id, probe) in probes {
             self.resolve_probe(id, probe, now);
+        }
+
+        if let Some(ptos) = self.config.suspicion_ptos {
+            let suspects: Vec<ConnId> = self
+                .conns
+                .iter()
+                .filter(|(_, c)| suspicion_deadline(c, ptos).is_some_and(|t| t <= now))
+                .map(|(id, _)| *id)
+                .collect();
+            for id in suspects {
+                self.suspect(id, now);
+            }
+        }
+
+        if now >= self.next_sweep {
+            let grace = self.config.limits.flap_grace;
+            self.peers.retain(|_, p| !p.is_idle(now, grace));
+            self.next_sweep = now + Duration::from_secs(1);
         }
 
         let mut staggered = Vec::new();
@@ -522,13 +572,13 @@ impl Manager {
             return Ok(DialOutcome::Joined);
         }
         if entry.addrs.is_empty() {
-            self.forget_if_idle(peer);
+            self.forget_if_idle(peer, now);
             return Err(DialError::NoAddresses);
         }
         if pending >= self.config.limits.max_pending_dials {
             return Err(DialError::TooManyPendingDials);
         }
-        if self.conns.len() >= self.config.limits.max_connections {
+        if self.live >= self.config.limits.max_connections {
             return Err(DialError::ConnectionLimit);
         }
         entry.retry = None;
@@ -536,11 +586,53 @@ impl Manager {
         Ok(DialOutcome::Started)
     }
 
+    /// Replaces the connection to a connected peer with a fresh one, make-before-break: the
+    /// current connection stays in use until the new one is verified, and stays if the new one
+    /// fails.
+    pub fn redial(&mut self, peer: PeerId, now: Instant) -> Result<DialOutcome, DialError> {
+        let _span = self.span.clone().entered();
+        self.set_time(now);
+        let entry = self.peers.get(&peer).ok_or(DialError::NotConnected)?;
+        let current = entry.preferred.ok_or(DialError::NotConnected)?;
+        if entry.dial.is_some() {
+            return Ok(DialOutcome::Joined);
+        }
+        if entry.addrs.is_empty() {
+            return Err(DialError::NoAddresses);
+        }
+        self.start_dial(peer, Some(current), now);
+        Ok(DialOutcome::Started)
+    }
+
+    /// Reports that the network declared `addr` unreachable (an ICMP error the driver read).
+    /// Handshakes in flight to it fail at once and their dials move on to the next address;
+    /// established connections are left to QUIC's own loss detection, since such errors can be
+    /// forged.
+    pub fn handle_unreachable(&mut self, now: Instant, addr: SocketAddr) {
+        let _span = self.span.clone().entered();
+        self.set_time(now);
+        let failed: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| {
+                c.addr == addr
+                    && c.direction == Direction::Outbound
+                    && matches!(c.phase, Phase::Handshaking { .. })
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in failed {
+            self.close_conn(
+                id,
+                now,
+                Cause::HandshakeFailed(HandshakeFailure::Unreachable),
+            );
+        }
+    }
+
     /// Sets the reconnect policy of one peer, overriding `Config::reconnect`.
     pub fn set_reconnect_policy(&mut self, peer: PeerId, policy: Option<ReconnectPolicy>) {
-        let entry = self.peers.entry(peer).or_default();
-        entry.policy = policy;
-        self.forget_if_idle(peer);
+        self.peers.entry(peer).or_default().policy = policy;
     }
 
     /// Closes one connection (`ConnectionLost { cause: ClosedLocally }` follows).
@@ -563,7 +655,7 @@ impl Manager {
                 self.close_conn(id, now, Cause::ClosedLocally);
             }
         }
-        self.forget_if_idle(peer);
+        self.forget_if_idle(peer, now);
     }
 
     /// Closes every connection and cancels every dial, for a graceful shutdown. Keep driving the
@@ -686,6 +778,11 @@ impl Manager {
             match conn.inner.poll_transmit(now, 1, buf) {
                 Some(t) => {
                     trace!(conn = %id, size = t.size, to = %t.destination, "transmit");
+                    let eliciting = ack_eliciting_frames(&conn.inner.stats().frame_tx);
+                    if eliciting > conn.eliciting_sent {
+                        conn.eliciting_sent = eliciting;
+                        conn.unanswered_since.get_or_insert(now);
+                    }
                     // Sending may queue endpoint events (retired CIDs) to handle.
                     self.drive(id, now);
                     return Some(Transmit {
@@ -724,6 +821,9 @@ impl Manager {
                 consider(Some(deadline));
             }
             consider(conn.probe.map(|p| p.deadline));
+            if let Some(ptos) = self.config.suspicion_ptos {
+                consider(suspicion_deadline(conn, ptos));
+            }
         }
         for peer in self.peers.values() {
             consider(peer.dial.as_ref().and_then(|d| d.next_at));
@@ -753,8 +853,9 @@ impl Manager {
             .unwrap_or(&self.config.reconnect)
     }
 
-    fn forget_if_idle(&mut self, peer: PeerId) {
-        if self.peers.get(&peer).is_some_and(Peer::is_idle) {
+    fn forget_if_idle(&mut self, peer: PeerId, now: Instant) {
+        let grace = self.config.limits.flap_grace;
+        if self.peers.get(&peer).is_some_and(|p| p.is_idle(now, grace)) {
             self.peers.remove(&peer);
         }
     }
@@ -787,8 +888,22 @@ impl Manager {
     fn accept(&mut self, incoming: quinn_proto::Incoming, now: Instant, buf: &mut Vec<u8>) {
         let from = incoming.remote_address();
         let limits = &self.config.limits;
+        if limits
+            .retry_above
+            .is_some_and(|n| self.inbound_handshakes >= n)
+            && !incoming.remote_address_validated()
+            && incoming.may_retry()
+        {
+            debug!(%from, "asking for address validation (Retry)");
+            buf.clear();
+            match self.endpoint.retry(incoming, buf) {
+                Ok(transmit) => self.queue_response(now, transmit, buf),
+                Err(e) => self.endpoint.ignore(e.into_incoming()),
+            }
+            return;
+        }
         if self.inbound_handshakes >= limits.max_inbound_handshakes
-            || self.conns.len() >= limits.max_connections
+            || self.live >= limits.max_connections
         {
             debug!(%from, "refusing inbound connection at limit");
             buf.clear();
@@ -838,6 +953,7 @@ impl Manager {
             None => debug_span!(parent: &self.span, "conn", %id, ?direction, %addr),
         };
         span.in_scope(|| debug!("connection started"));
+        self.live += 1;
         self.by_handle.insert(handle, id);
         self.conns.insert(
             id,
@@ -855,6 +971,9 @@ impl Manager {
                 send_open: BTreeSet::new(),
                 recv_open: BTreeSet::new(),
                 probe: None,
+                unanswered_since: None,
+                suspected: false,
+                eliciting_sent: 0,
                 span,
             },
         );
@@ -867,7 +986,7 @@ impl Manager {
             return;
         };
         entry.dial = Some(Dial {
-            pending: entry.addrs.iter().copied().collect(),
+            pending: rank_addresses(&entry.addrs),
             replaces,
             ..Dial::default()
         });
@@ -945,12 +1064,22 @@ impl Manager {
         let Some(dial) = entry.dial.take() else {
             return;
         };
+        if dial
+            .replaces
+            .is_some_and(|old| entry.established.contains(&old))
+        {
+            // A replacement of a connection that is still up failed: the old one stays, and is
+            // left to its own idle timeout if it really is dead.
+            info!(%peer, errors = ?dial.errors, "replacement dial failed; keeping the connection");
+            return;
+        }
         let mut retry_at = None;
         if let Some(lost) = dial.replaces {
             match entry.backoff.fail(&policy, &mut self.rng) {
                 Some(delay) => {
-                    retry_at = Some(now + delay);
-                    entry.retry = Some((now + delay, lost));
+                    let at = (now + delay).max(entry.refuse_until.unwrap_or(now));
+                    retry_at = Some(at);
+                    entry.retry = Some((at, lost));
                 }
                 None => info!(%peer, attempts = entry.backoff.failures(), "giving up reconnecting"),
             }
@@ -966,7 +1095,7 @@ impl Manager {
                 entry.backoff = Backoff::default();
             }
         }
-        self.forget_if_idle(peer);
+        self.forget_if_idle(peer, now);
     }
 
     fn start_reconnect(&mut self, peer: PeerId, lost: ConnId, now: Instant) {
@@ -974,6 +1103,11 @@ impl Manager {
             return;
         };
         if entry.addrs.is_empty() || entry.dial.is_some() || entry.preferred.is_some() {
+            return;
+        }
+        if let Some(until) = entry.refuse_until.filter(|t| now < *t) {
+            debug!(%peer, "flapping: reconnect held until the grace period ends");
+            entry.retry = Some((until, lost));
             return;
         }
         let attempt = entry.backoff.failures() + 1;
@@ -1204,9 +1338,16 @@ impl Manager {
             self.close_conn(id, now, Cause::LimitReached);
             return;
         }
+        if direction == Direction::Inbound && entry.is_flapping(now) {
+            debug!(conn = %id, %peer, "closing: peer is flapping");
+            self.close_conn(id, now, Cause::LimitReached);
+            return;
+        }
+        // Make-before-break: a replacement takes over from a connection that is still up.
+        let replacing = replaced.filter(|old| entry.established.contains(old));
         entry.established.insert(id);
         let previous = entry.preferred;
-        if previous.is_none() {
+        if previous.is_none() || replacing.is_some() {
             entry.preferred = Some(id);
         }
         if let Some(conn) = self.conns.get_mut(&id) {
@@ -1223,7 +1364,9 @@ impl Manager {
         for loser in losers {
             self.close_conn(loser, now, Cause::Superseded { by: Some(id) });
         }
-        if let Some(old) = previous {
+        if let Some(old) = replacing {
+            self.close_conn(old, now, Cause::Superseded { by: Some(id) });
+        } else if let Some(old) = previous {
             self.start_probe(old, id, now);
         }
     }
@@ -1324,6 +1467,7 @@ impl Manager {
         let was_handshaking = matches!(conn.phase, Phase::Handshaking { .. });
         conn.phase = Phase::Closed;
         conn.probe = None;
+        self.live = self.live.saturating_sub(1);
         let (direction, addr, announced) = (conn.direction, conn.addr, conn.announced);
         let peer = conn.peer;
         let unfinished: Vec<StreamId> = conn
@@ -1346,10 +1490,18 @@ impl Manager {
                 unfinished_streams: unfinished,
             });
         }
+        let grace = self.config.limits.flap_grace;
         let Some(entry) = self.peers.get_mut(&peer) else {
             return;
         };
         entry.established.remove(&id);
+        if announced && !matches!(cause, Cause::Superseded { .. } | Cause::ClosedLocally) {
+            if entry.last_loss.is_some_and(|t| now < t + grace) {
+                warn!(%peer, "connections die repeatedly: refusing the peer for {grace:?}");
+                entry.refuse_until = Some(now + grace);
+            }
+            entry.last_loss = Some(now);
+        }
         if entry.preferred == Some(id) {
             // The newest remaining connection takes over.
             entry.preferred = entry.established.last().copied();
@@ -1383,7 +1535,32 @@ impl Manager {
                 self.start_reconnect(peer, id, now);
             }
         }
-        self.forget_if_idle(peer);
+        self.forget_if_idle(peer, now);
+    }
+
+    /// A connection went unanswered for the suspicion period: race it with a fresh dial.
+    fn suspect(&mut self, id: ConnId, now: Instant) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        conn.suspected = true;
+        let (Some(peer), Some(since)) = (conn.peer, conn.unanswered_since) else {
+            return;
+        };
+        let Some(entry) = self.peers.get(&peer) else {
+            return;
+        };
+        if entry.preferred != Some(id) || entry.dial.is_some() || entry.addrs.is_empty() {
+            return;
+        }
+        conn.span
+            .in_scope(|| info!(?since, "unanswered: racing it with a fresh dial"));
+        self.events.push_back(Event::Unresponsive {
+            peer,
+            conn: id,
+            since,
+        });
+        self.start_dial(peer, Some(id), now);
     }
 }
 
@@ -1410,4 +1587,82 @@ fn server_config(
     // not from the system clock quinn would read by default.
     config.time_source(Arc::new(clock.clone()));
     Ok(Arc::new(config))
+}
+
+/// When an established connection becomes suspect: `ptos` probe timeouts after the first
+/// unanswered ack-eliciting packet.
+fn suspicion_deadline(conn: &Conn, ptos: u32) -> Option<Instant> {
+    if conn.phase != Phase::Established || conn.suspected {
+        return None;
+    }
+    let pto = conn.inner.rtt() * 3 + Duration::from_millis(25);
+    conn.unanswered_since.map(|since| since + pto * ptos)
+}
+
+/// Frames that make the peer acknowledge (everything but ACK, padding and CONNECTION_CLOSE).
+fn ack_eliciting_frames(f: &quinn_proto::FrameStats) -> u64 {
+    f.ack_frequency
+        + f.crypto
+        + f.data_blocked
+        + f.datagram
+        + u64::from(f.handshake_done)
+        + f.immediate_ack
+        + f.max_data
+        + f.max_stream_data
+        + f.max_streams_bidi
+        + f.max_streams_uni
+        + f.new_connection_id
+        + f.new_token
+        + f.path_challenge
+        + f.path_response
+        + f.ping
+        + f.reset_stream
+        + f.retire_connection_id
+        + f.stream_data_blocked
+        + f.streams_blocked_bidi
+        + f.streams_blocked_uni
+        + f.stop_sending
+        + f.stream
+}
+
+/// Orders a dial's addresses as RFC 8305 (Happy Eyeballs) does: alternate address families,
+/// starting with the family of the first address (the one that worked last, when known), and
+/// keep the given order within each family.
+fn rank_addresses(addrs: &[SocketAddr]) -> VecDeque<SocketAddr> {
+    let Some(first) = addrs.first() else {
+        return VecDeque::new();
+    };
+    let (mut same, mut other): (VecDeque<_>, VecDeque<_>) = addrs
+        .iter()
+        .copied()
+        .partition(|a| a.is_ipv6() == first.is_ipv6());
+    let mut ranked = VecDeque::with_capacity(addrs.len());
+    while !same.is_empty() || !other.is_empty() {
+        ranked.extend(same.pop_front());
+        ranked.extend(other.pop_front());
+    }
+    ranked
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_interleave_families_from_the_first() {
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap_or_else(|_| panic!("{s}"));
+        let given = [
+            a("[::1]:1"),
+            a("[::1]:2"),
+            a("[::1]:3"),
+            a("10.0.0.1:1"),
+            a("10.0.0.1:2"),
+        ];
+        let ranked: Vec<_> = rank_addresses(&given).into_iter().collect();
+        assert_eq!(
+            ranked,
+            vec![given[0], given[3], given[1], given[4], given[2]]
+        );
+        assert!(rank_addresses(&[]).is_empty());
+    }
 }

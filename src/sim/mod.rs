@@ -99,7 +99,8 @@ struct InFlight {
     seq: u64,
     from: SocketAddr,
     to: SocketAddr,
-    data: Vec<u8>,
+    /// `None`: an ICMP "port unreachable" about a datagram `to` sent to `from`.
+    data: Option<Vec<u8>>,
 }
 
 /// Steps taken at one instant after which the network declares the loop spinning.
@@ -123,6 +124,10 @@ pub struct Network {
     steps: u64,
     /// Whether to record every datagram sent (see [`Network::sent`]).
     pub record_sent: bool,
+    /// Whether a datagram to an address where no node is up comes back as an ICMP "port
+    /// unreachable" (fed to the sender's `Manager::handle_unreachable`), as a closed port on a
+    /// reachable host does. Off by default: such datagrams vanish, as behind a firewall.
+    pub icmp_unreachable: bool,
 }
 
 impl Network {
@@ -147,6 +152,7 @@ impl Network {
             steps_at_now: 0,
             steps: 0,
             record_sent: true,
+            icmp_unreachable: false,
         }
     }
 
@@ -387,14 +393,19 @@ impl Network {
                 break;
             };
             let Some(&to) = self.by_addr.get(&packet.to) else {
+                self.bounce(packet);
                 continue;
             };
             let node = &mut self.nodes[to.0];
             let Some(manager) = node.manager.as_mut() else {
+                self.bounce(packet);
                 continue;
             };
             let _entered = node.span.enter();
-            manager.handle_datagram(now, packet.from, Some(packet.to.ip()), &packet.data);
+            match &packet.data {
+                Some(data) => manager.handle_datagram(now, packet.from, Some(packet.to.ip()), data),
+                None => manager.handle_unreachable(now, packet.from),
+            }
             node.next_timeout = Some(now);
         }
         for node in &mut self.nodes {
@@ -450,6 +461,25 @@ impl Network {
         }
     }
 
+    /// A datagram found no one at its address: maybe an ICMP error goes back.
+    fn bounce(&mut self, packet: InFlight) {
+        if !self.icmp_unreachable || packet.data.is_none() {
+            return;
+        }
+        let Some(&sender) = self.by_addr.get(&packet.from) else {
+            return;
+        };
+        let delay = self.link(sender, sender).latency;
+        self.seq += 1;
+        self.queue.push(Reverse(InFlight {
+            deliver_at: self.now + delay,
+            seq: self.seq,
+            from: packet.to,
+            to: packet.from,
+            data: None,
+        }));
+    }
+
     fn send(&mut self, from_node: NodeId, from: SocketAddr, to: SocketAddr, data: Vec<u8>) {
         let link = match self.by_addr.get(&to) {
             Some(&to_node) => self.link(from_node, to_node),
@@ -477,7 +507,7 @@ impl Network {
                 seq: self.seq,
                 from,
                 to,
-                data: data.clone(),
+                data: Some(data.clone()),
             }));
         }
     }
