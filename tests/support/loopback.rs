@@ -18,6 +18,7 @@ use quicpeer::{Config, ConnId, Event, Identity, Manager, PeerId, Read, StreamId}
 
 /// What a node tells the test.
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // a test channel: size does not matter
 pub enum Report {
     /// A manager event.
     Event(Event),

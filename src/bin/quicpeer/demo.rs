@@ -5,8 +5,11 @@
 //! port. Run 1 uses quicpeer's restart keys, derived from the identity: the new A recognises
 //! B's connection IDs and answers B's next packet with a stateless reset, so B sees
 //! `PeerRestarted` one round trip after it next sends and reconnects at once. Run 2 uses
-//! quinn's default (random per process) keys: the new A drops B's packets silently and B
-//! only notices at its idle timeout. Every figure printed is measured in this run.
+//! quinn's default (random per process) keys and, like a plain quinn or libp2p stack, no
+//! suspicion redial: the new A drops B's packets silently and B only notices at its idle
+//! timeout. Run 3 keeps quinn's keys but turns quicpeer's suspicion redial back on: the
+//! fallback for peers that do not reset (today's libp2p nodes) races a fresh dial after a few
+//! unanswered probe timeouts. Every figure printed is measured in this run.
 //!
 //! A runs on a thread of its own (a `Driver` steered through its `Handle`), B on the main
 //! thread, each with its own sockets, exactly as two processes would.
@@ -18,7 +21,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use quicpeer::driver::{Context, Driver, Handle};
-use quicpeer::{Cause, Config, ConnId, Event, Identity, KeyMode, Manager, PeerId};
+use quicpeer::{Config, ConnId, Event, Identity, KeyMode, Manager, PeerId};
 
 use crate::output::{ms, Json, Output};
 use crate::rawping::{PingOutcome, Pinger, Responder};
@@ -51,9 +54,11 @@ pub struct Args {
 struct Measured {
     /// A's rebuild: kill to listening again.
     down: Duration,
-    /// Kill to B's `ConnectionLost` of the stale connection.
+    /// Kill to B's first sign of trouble on the stale connection: its `ConnectionLost`, or
+    /// `Unresponsive` (suspicion).
     detection: Option<Duration>,
-    cause: Option<Cause>,
+    /// How B noticed: the loss's cause name, or `unresponsive`.
+    how: String,
     /// Kill to B's first successful ping on a new connection.
     first_ping: Option<Duration>,
 }
@@ -61,7 +66,9 @@ struct Measured {
 struct Run {
     name: &'static str,
     title: &'static str,
+    label: &'static str,
     keys: KeyMode,
+    suspicion: bool,
     tags_a: &'static [(&'static str, &'static str)],
     tags_b: &'static [(&'static str, &'static str)],
 }
@@ -89,16 +96,29 @@ pub fn run(args: &Args, out: Output) -> Result<ExitCode, UsageError> {
         Run {
             name: "derived_keys",
             title: "restart keys derived from the identity (quicpeer's default)",
+            label: "derived keys (quicpeer)",
             keys: KeyMode::DerivedFromIdentity,
+            suspicion: true,
             tags_a: &[("run", "derived_keys"), ("node", "A")],
             tags_b: &[("run", "derived_keys"), ("node", "B")],
         },
         Run {
             name: "default_keys",
-            title: "quinn's default keys, random per process (KeyMode::RandomPerProcess)",
+            title: "quinn's default keys, no suspicion redial (a plain quinn/libp2p stack)",
+            label: "quinn's default keys",
             keys: KeyMode::RandomPerProcess,
+            suspicion: false,
             tags_a: &[("run", "default_keys"), ("node", "A")],
             tags_b: &[("run", "default_keys"), ("node", "B")],
+        },
+        Run {
+            name: "default_keys_suspicion",
+            title: "quinn's default keys, with quicpeer's suspicion redial",
+            label: "  + suspicion redial",
+            keys: KeyMode::RandomPerProcess,
+            suspicion: true,
+            tags_a: &[("run", "default_keys_suspicion"), ("node", "A")],
+            tags_b: &[("run", "default_keys_suspicion"), ("node", "B")],
         },
     ];
     let mut results = Vec::new();
@@ -108,6 +128,9 @@ pub fn run(args: &Args, out: Output) -> Result<ExitCode, UsageError> {
         config.keys = run.keys.clone();
         config.idle_timeout = idle;
         config.keep_alive = Some(KEEP_ALIVE);
+        if !run.suspicion {
+            config.suspicion_ptos = None;
+        }
         out.json(
             Instant::now(),
             Json::event("run")
@@ -122,7 +145,8 @@ pub fn run(args: &Args, out: Output) -> Result<ExitCode, UsageError> {
                 )
                 .num("interval_ms", ms(interval))
                 .num("keep_alive_ms", ms(KEEP_ALIVE))
-                .num("idle_timeout_ms", ms(idle)),
+                .num("idle_timeout_ms", ms(idle))
+                .bool("suspicion_redial", run.suspicion),
         );
         let measured = scenario(run, config, interval, out).map_err(UsageError)?;
         let mut json = Json::event("result")
@@ -136,7 +160,14 @@ pub fn run(args: &Args, out: Output) -> Result<ExitCode, UsageError> {
             Some(d) => json.num("first_ping_ms", ms(d)),
             None => json.num("first_ping_ms", f64::NAN),
         };
-        json = json.str("cause", measured.cause.as_ref().map_or("none", cause_name));
+        json = json.str(
+            "cause",
+            if measured.how.is_empty() {
+                "none"
+            } else {
+                &measured.how
+            },
+        );
         out.json(Instant::now(), json);
         results.push((run, measured));
     }
@@ -153,37 +184,33 @@ fn table(results: &[(&Run, Measured)], interval: Duration, idle: Duration, out: 
     let cell = |d: Option<Duration>| d.map_or("never".to_owned(), |d| format!("{:.1} ms", ms(d)));
     out.human(|| {
         let mut text = format!(
-            "\nMeasured from the kill of A:  {:<30}{}\n",
+            "\nMeasured from the kill of A: {:<30}{}\n",
             "B notices the restart", "B's pings get through again"
         );
         for (run, m) in results {
-            let label = match run.keys {
-                KeyMode::RandomPerProcess => "quinn's default keys",
-                _ => "derived keys (quicpeer)",
-            };
-            let how = m
-                .cause
-                .as_ref()
-                .map_or("-".to_owned(), |c| cause_name(c).replace('_', " "));
+            let label = run.label;
+            let how = m.how.replace('_', " ");
             text.push_str(&format!(
-                "  {label:<27}{:>10} ({how}){:pad$}{:>10}\n",
+                "  {label:<26}{:>10} ({how}){:pad$}{:>10}\n",
                 cell(m.detection),
                 "",
                 cell(m.first_ping),
-                pad = 17usize.saturating_sub(how.len()),
+                pad = 18usize.saturating_sub(how.len()),
             ));
         }
         text.push_str(&format!(
             "\nWith derived keys the restarted A still recognises B's connection IDs and answers\n\
-             B's next packet (pings every {} ms) with a stateless reset: B reconnects at once.\n\
-             With quinn's default keys A drops those packets silently, and B waits out its idle\n\
-             timeout ({} ms here; 10 s in rust-libp2p, 30 s in quic-go) before it redials.",
+             the next packet B sends (B pings every {} ms) with a stateless reset: B knows A\n\
+             restarted and reconnects at once. With quinn's default keys A drops those packets\n\
+             silently, and a plain stack waits out its idle timeout ({} ms here; 10 s in\n\
+             rust-libp2p, 30 s in quic-go). quicpeer's suspicion redial narrows that gap for peers\n\
+             that do not reset, by guessing from a few unanswered probe timeouts.",
             interval.as_millis(),
             idle.as_millis()
         ));
         text
     });
-    if let [(_, derived), (_, default)] = results {
+    if let [(_, derived), (_, default), ..] = results {
         let mut json = Json::event("summary");
         if let (Some(a), Some(b)) = (derived.detection, default.detection) {
             json = json
@@ -400,19 +427,26 @@ impl DemoB<'_> {
                                 .num("reconnect_ms", ms(after)),
                         );
                     }
-                    None => {
-                        let mut json = Json::event("connected")
-                            .str("conn", &conn.to_string())
-                            .str("addr", &addr.to_string());
-                        if let Some(old) = replaced {
-                            json = json.str("replaced", &old.to_string());
-                        }
-                        self.line(now, format!("connected to A ({conn})"), json);
-                    }
+                    None => match replaced {
+                        // Make-before-break: the new connection took over from a live one.
+                        Some(old) => self.line(
+                            now,
+                            format!("reconnected ({conn}), replacing {old}"),
+                            Json::event("reconnected")
+                                .str("conn", &conn.to_string())
+                                .str("addr", &addr.to_string())
+                                .str("replaced", &old.to_string()),
+                        ),
+                        None => self.line(
+                            now,
+                            format!("connected to A ({conn})"),
+                            Json::event("connected")
+                                .str("conn", &conn.to_string())
+                                .str("addr", &addr.to_string()),
+                        ),
+                    },
                 }
-                if let Err(reason) = self.pinger.send(cx.machine(), now) {
-                    self.ping_outcome(now, PingOutcome::Failed { seq: 0, reason });
-                }
+                self.ping_now(cx, now);
             }
             Event::ConnectionLost {
                 peer, conn, cause, ..
@@ -420,12 +454,11 @@ impl DemoB<'_> {
                 if cx.connection(peer).is_none() {
                     self.lost_at.get_or_insert(now);
                 }
-                if Some(*conn) == self.old_conn && self.measured.detection.is_none() {
-                    if let Some(kill) = self.kill {
-                        self.measured.detection = Some(now.saturating_duration_since(kill));
-                        self.measured.cause = Some(cause.clone());
-                    }
+                if Some(*conn) == self.old_conn {
+                    self.detected(now, cause_name(cause));
                 }
+                // A ping lost with the old connection is resent at once on the new one.
+                self.ping_now(cx, now);
                 self.line(
                     now,
                     format!("connection {conn} lost: {cause}"),
@@ -433,6 +466,22 @@ impl DemoB<'_> {
                         .str("conn", &conn.to_string())
                         .str("cause", cause_name(cause))
                         .str("detail", &cause.to_string()),
+                );
+            }
+            Event::Unresponsive { conn, since, .. } => {
+                if Some(*conn) == self.old_conn {
+                    self.detected(now, "unresponsive");
+                }
+                let silent = now.saturating_duration_since(*since);
+                self.line(
+                    now,
+                    format!(
+                        "{conn} unresponsive for {:.1} ms: racing a fresh dial",
+                        ms(silent)
+                    ),
+                    Json::event("unresponsive")
+                        .str("conn", &conn.to_string())
+                        .num("silent_ms", ms(silent)),
                 );
             }
             Event::Reconnecting { attempt, lost, .. } => self.line(
@@ -455,6 +504,21 @@ impl DemoB<'_> {
                 );
             }
             _ => {}
+        }
+    }
+
+    /// Pings at once if the peer is connected and no ping is outstanding.
+    fn ping_now(&mut self, cx: &mut Context<'_, Manager>, now: Instant) {
+        if let Err(reason) = self.pinger.send(cx.machine(), now) {
+            self.ping_outcome(now, PingOutcome::Failed { seq: 0, reason });
+        }
+    }
+
+    /// B noticed trouble on the stale connection (the first sign counts).
+    fn detected(&mut self, now: Instant, how: &str) {
+        if let (Some(kill), None) = (self.kill, self.measured.detection) {
+            self.measured.detection = Some(now.saturating_duration_since(kill));
+            self.measured.how = how.to_owned();
         }
     }
 

@@ -35,6 +35,7 @@ impl IdentityArgs {
     }
 
     /// The identity the arguments name, or a fresh random Ed25519 one if they name none.
+    #[cfg_attr(not(feature = "mio"), allow(dead_code))] // used by `ping`
     pub fn load_or_generate(&self) -> Result<Identity, UsageError> {
         if self.seed.is_none() && self.key.is_none() {
             return Ok(Identity::new(Keypair::generate_ed25519()));

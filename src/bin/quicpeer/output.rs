@@ -17,6 +17,8 @@ pub struct Output {
     tags: &'static [(&'static str, &'static str)],
 }
 
+// Without the driver, only `id` and `cert` print, and they use a part of this.
+#[cfg_attr(not(feature = "mio"), allow(dead_code))]
 impl Output {
     /// Human lines, or JSON lines when `json`; `t_ms` counts from now.
     pub fn new(json: bool) -> Self {
@@ -85,6 +87,7 @@ pub fn ms(d: Duration) -> f64 {
 #[derive(Debug, Clone)]
 pub struct Json(String);
 
+#[cfg_attr(not(feature = "mio"), allow(dead_code))]
 impl Json {
     /// `{"event":"<name>"`, to which fields are added.
     pub fn event(name: &str) -> Self {

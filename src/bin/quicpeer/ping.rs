@@ -16,6 +16,10 @@ use crate::rawping::{PingOutcome, Pinger};
 use crate::transport_args::TransportArgs;
 use crate::{addr, report, signals, UsageError};
 
+/// After the peer closed the connection itself (or a dial failed for good), wait this long
+/// before dialing again: a node shutting down is not kept busy by our redials.
+const REDIAL_AFTER_CLOSE: Duration = Duration::from_secs(1);
+
 /// Arguments of `quicpeer ping`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -82,8 +86,15 @@ pub fn run(args: &Args, out: Output) -> Result<ExitCode, UsageError> {
         }
         let now = driver.now();
         let m = driver.machine_mut();
-        if m.connection(&peer).is_none() && !m.is_dialing(&peer) {
-            // The manager gave up (or the first dial failed): keep trying, as ping does.
+        if m.connection(&peer).is_none()
+            && !m.is_dialing(&peer)
+            && app
+                .quiet_since
+                .is_none_or(|t| now >= t + REDIAL_AFTER_CLOSE)
+        {
+            // The manager does not redial (a close by the peer, a dial that gave up): keep
+            // trying, as ping does.
+            app.quiet_since = None;
             let _ = m.dial(peer, [target], now);
         }
         if let Some(outcome) = app.pinger.tick(m, now) {
@@ -135,8 +146,10 @@ pub struct PingApp {
     out: Output,
     peer: PeerId,
     pub pinger: Pinger,
-    /// When the connection to the peer was lost, until a new one is up.
+    /// When the connection to the peer was lost (or found unresponsive), until a new one is up.
     lost_at: Option<Instant>,
+    /// When the last connection or dial ended in a way the manager does not redial.
+    quiet_since: Option<Instant>,
     count: u64,
     results: u64,
     pub ok: u64,
@@ -150,6 +163,7 @@ impl PingApp {
             peer,
             pinger: Pinger::new(peer, timeout),
             lost_at: None,
+            quiet_since: None,
             count,
             results: 0,
             ok: 0,
@@ -168,8 +182,13 @@ impl PingApp {
         }
         match &event {
             Event::Connected {
-                peer, conn, addr, ..
+                peer,
+                conn,
+                addr,
+                replaced,
+                ..
             } if *peer == self.peer => {
+                self.quiet_since = None;
                 if let Some(lost) = self.lost_at.take() {
                     let after = now.saturating_duration_since(lost);
                     let json = Json::event("reconnected")
@@ -177,6 +196,10 @@ impl PingApp {
                         .str("conn", &conn.to_string())
                         .str("addr", &addr.to_string())
                         .num("reconnect_ms", ms(after));
+                    let json = match replaced {
+                        Some(old) => json.str("replaced", &old.to_string()),
+                        None => json,
+                    };
                     self.out.emit(now, json, || {
                         format!(
                             "RECONNECTED {peer} at {addr} ({conn}) {:.3} ms after the loss",
@@ -187,13 +210,26 @@ impl PingApp {
                     report::connection_event(&self.out, now, &event);
                 }
                 // Ping at once on a new connection rather than at the next tick.
-                if let Err(reason) = self.pinger.send(cx.machine(), now) {
-                    self.print_failure(now, 0, &reason);
-                }
+                self.ping_now(cx, now);
             }
             Event::ConnectionLost { peer, .. } if *peer == self.peer => {
                 if cx.connection(peer).is_none() {
                     self.lost_at.get_or_insert(now);
+                    if !cx.is_dialing(peer) {
+                        self.quiet_since = Some(now);
+                    }
+                }
+                report::connection_event(&self.out, now, &event);
+                // A ping lost with the old connection is resent at once on a surviving one.
+                self.ping_now(cx, now);
+            }
+            Event::Unresponsive { peer, .. } if *peer == self.peer => {
+                self.lost_at.get_or_insert(now);
+                report::connection_event(&self.out, now, &event);
+            }
+            Event::DialFailed { peer, retry_at, .. } if *peer == self.peer => {
+                if retry_at.is_none() {
+                    self.quiet_since = Some(now);
                 }
                 report::connection_event(&self.out, now, &event);
             }
@@ -203,6 +239,13 @@ impl PingApp {
         }
         if self.done() {
             cx.stop();
+        }
+    }
+
+    /// Pings at once if the peer is connected and no ping is outstanding.
+    fn ping_now(&mut self, cx: &mut Context<'_, Manager>, now: Instant) {
+        if let Err(reason) = self.pinger.send(cx.machine(), now) {
+            self.print_failure(now, 0, &reason);
         }
     }
 

@@ -72,6 +72,19 @@ pub fn connection_event(out: &Output, at: Instant, event: &Event) -> bool {
                 format!("RECONNECTING {peer} (attempt {attempt}, replacing {lost})")
             });
         }
+        Event::Unresponsive { peer, conn, since } => {
+            let silent = at.saturating_duration_since(*since);
+            let json = Json::event("unresponsive")
+                .str("peer", &peer.to_string())
+                .str("conn", &conn.to_string())
+                .num("silent_ms", crate::output::ms(silent));
+            out.emit(at, json, || {
+                format!(
+                    "UNRESPONSIVE {peer} ({conn}) silent for {:.1} ms: racing a fresh dial",
+                    crate::output::ms(silent)
+                )
+            });
+        }
         Event::DialFailed { peer, errors, .. } => {
             let detail = errors
                 .iter()
