@@ -86,7 +86,7 @@ pub fn run(args: &Args, out: Output) -> Result<ExitCode, UsageError> {
             "quicpeer demo: node A listens on loopback, node B dials it and pings every {} ms.\n\
              A is killed (state gone, no close sent) and restarted with the same identity on the\n\
              same port. How long until B notices, and until B's pings get through again?\n\
-             Both runs: keep-alive {} ms, idle timeout {} ms (rust-libp2p uses 10 s, quic-go 30 s).",
+             All runs: keep-alive {} ms, idle timeout {} ms (rust-libp2p uses 10 s, quic-go 30 s).",
             interval.as_millis(),
             KEEP_ALIVE.as_millis(),
             idle.as_millis()
