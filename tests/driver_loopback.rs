@@ -196,3 +196,40 @@ fn ipv6_loopback() {
     println!("IPv6 ping {rtt:?}");
     assert_eq!(dialer.stats().unroutable, 0);
 }
+
+/// On Linux the driver reads the ICMP port-unreachable a dial to a closed port draws, and the
+/// dial fails at once instead of after the handshake timeout.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_dial_to_a_closed_port_fails_fast_on_icmp() {
+    init_tracing();
+    let closed = {
+        let socket = std::net::UdpSocket::bind(v4_any()).expect("bind");
+        socket.local_addr().expect("address")
+    }; // dropped: nothing listens there now
+    let mut dialer = Node::spawn(
+        identity(2),
+        config(Some(Duration::from_secs(5)), Duration::from_secs(10)),
+        &[v4_any()],
+    )
+    .expect("bind");
+    let start = Instant::now();
+    dialer.dial(identity(1).peer_id(), vec![closed]);
+    let (at, errors) = dialer
+        .wait_event(0, WAIT, |e| match e {
+            Event::DialFailed { errors, .. } => Some(errors.clone()),
+            _ => None,
+        })
+        .expect("the dial failed");
+    assert_eq!(
+        errors,
+        vec![(
+            closed,
+            Cause::HandshakeFailed(quicpeer::HandshakeFailure::Unreachable)
+        )]
+    );
+    let took = at.saturating_duration_since(start);
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    assert!(dialer.stats().unreachable >= 1);
+    println!("dial to a closed port failed after {took:?}");
+}

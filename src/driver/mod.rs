@@ -43,6 +43,13 @@
 //! datagram per syscall. A send blocked on one socket holds back all output until it drains
 //! (head-of-line across families, which only matters when a socket buffer is full).
 //!
+//! # ICMP errors
+//!
+//! On Linux the sockets queue the ICMP errors their datagrams draw (`IP_RECVERR`); the driver
+//! drains them on `EPOLLERR` and reports each unreachable destination with
+//! [`SansIo::handle_unreachable`], so a dial to a closed port fails in a round trip instead of a
+//! handshake timeout. Elsewhere such errors are not read.
+//!
 //! # Shutdown
 //!
 //! [`Driver::shutdown`] closes every connection (for machines implementing [`GracefulClose`])
@@ -69,6 +76,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+#[cfg(target_os = "linux")]
+mod icmp;
 mod socket;
 
 use std::collections::VecDeque;
@@ -246,6 +255,8 @@ pub struct DriverStats {
     pub send_blocked: u64,
     /// Datagrams dropped for want of a socket of the destination's family.
     pub unroutable: u64,
+    /// ICMP errors that declared a destination unreachable (Linux only).
+    pub unreachable: u64,
 }
 
 /// A datagram taken from the machine, waiting in `Outbox::buf`.
@@ -444,6 +455,9 @@ impl<M: SansIo> Driver<M> {
             if event.is_readable() || event.is_error() {
                 socket.readable = true;
             }
+            if event.is_error() {
+                socket.errors = true;
+            }
             if event.is_writable() && socket.blocked {
                 socket.blocked = false;
                 if let Err(e) = self.poll.registry().reregister(
@@ -461,6 +475,9 @@ impl<M: SansIo> Driver<M> {
     /// Reads what the ready sockets hold (up to a budget) and feeds it to the machine.
     fn receive(&mut self) {
         for index in 0..self.sockets.len() {
+            if std::mem::take(&mut self.sockets[index].errors) {
+                self.receive_errors(index);
+            }
             let mut calls = 0;
             while self.sockets[index].readable && calls < RECV_CALLS_PER_TURN {
                 calls += 1;
@@ -504,6 +521,30 @@ impl<M: SansIo> Driver<M> {
                 }
             }
         }
+    }
+
+    /// Drains the socket's ICMP errors (before anything is sent: a pending error would fail
+    /// the next send) and reports unreachable destinations to the machine.
+    fn receive_errors(&mut self, index: usize) {
+        for _ in 0..RECV_CALLS_PER_TURN * RECV_BATCH {
+            match self.sockets[index].take_error() {
+                Ok(Some(addr)) => {
+                    self.stats.unreachable += 1;
+                    debug!(%addr, "ICMP: destination unreachable");
+                    let now = self.now();
+                    self.machine.handle_unreachable(now, addr);
+                }
+                Ok(None) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    debug!(local = %self.sockets[index].local, "error queue: {e}");
+                    return;
+                }
+            }
+        }
+        // More than a turn's worth: come back for the rest.
+        self.sockets[index].errors = true;
+        self.more_work = true;
     }
 
     /// Commands, due timers, output and events, until nothing moves (or a bound).

@@ -45,6 +45,8 @@ pub(crate) struct UdpSocket {
     pub(crate) readable: bool,
     /// A send hit `WouldBlock`; WRITABLE interest is registered until the socket drains.
     pub(crate) blocked: bool,
+    /// ICMP errors may be queued (Linux, see `icmp`).
+    pub(crate) errors: bool,
 }
 
 impl UdpSocket {
@@ -53,6 +55,10 @@ impl UdpSocket {
         let local = socket.local_addr()?;
         let io = MioSocket::from_std(socket);
         let state = UdpSocketState::new(UdpSockRef::from(&io))?;
+        #[cfg(target_os = "linux")]
+        if let Err(e) = super::icmp::enable(std::os::fd::AsRawFd::as_raw_fd(&io), local.is_ipv6()) {
+            tracing::debug!(%local, "ICMP errors will not be read: {e}");
+        }
         Ok(Self {
             io,
             state,
@@ -60,7 +66,17 @@ impl UdpSocket {
             // Datagrams may have arrived before registration: look once.
             readable: true,
             blocked: false,
+            errors: false,
         })
+    }
+
+    /// The next destination an ICMP error declared unreachable; `Ok(None)` for an error of
+    /// another kind, `Err(WouldBlock)` once no error is queued.
+    pub(crate) fn take_error(&self) -> io::Result<Option<SocketAddr>> {
+        #[cfg(target_os = "linux")]
+        return super::icmp::read(std::os::fd::AsRawFd::as_raw_fd(&self.io));
+        #[cfg(not(target_os = "linux"))]
+        Err(io::ErrorKind::WouldBlock.into())
     }
 
     pub(crate) fn is_ipv4(&self) -> bool {
