@@ -6,15 +6,19 @@
 //! the [`Manager`] turns that into [`Cause::PeerRestarted`] and a fresh connection at once.
 //!
 //! Layers, from the bottom: [`identity`] (certificates and keys), [`manager`] (the sans-IO core),
-//! [`sim`] (a deterministic network to test and benchmark the core), and `driver` (the core on
-//! real UDP sockets with mio; the default `mio` feature).
+//! [`protocols`] (multistream-select and ping on the manager's streams, as [`Host`]),
+//! [`address`] (libp2p QUIC multiaddrs to and from socket addresses), [`sim`] (a
+//! deterministic network to test and benchmark any of these machines), and `driver` (any of
+//! them on real UDP sockets with mio; the default `mio` feature).
 #![deny(missing_docs)]
 
+pub mod address;
 #[cfg(feature = "mio")]
 pub mod driver;
 pub mod identity;
 pub mod machine;
 pub mod manager;
+pub mod protocols;
 pub mod sim;
 
 pub use identity::{Identity, Keypair, PeerId};
@@ -23,6 +27,7 @@ pub use manager::{
     Cause, Config, ConnId, DialError, DialOutcome, Direction, Event, HandshakeFailure, KeyMode,
     Limits, Manager, ManagerError, Read, ReconnectPolicy, StreamError, StreamId, Transmit,
 };
+pub use protocols::{Host, HostConfig, HostEvent};
 
 /// The README's examples, compiled and run as doctests so they stay true.
 #[cfg(doctest)]
