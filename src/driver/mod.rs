@@ -724,6 +724,16 @@ impl GracefulClose for Manager {
     }
 }
 
+impl GracefulClose for crate::Host {
+    fn close_all(&mut self, now: Instant) {
+        self.manager_mut().close_all(now);
+    }
+
+    fn is_closed(&self) -> bool {
+        self.manager().connection_count() == 0
+    }
+}
+
 impl<M: SansIo + GracefulClose> Driver<M> {
     /// Closes every connection and keeps driving until they are all gone or `grace` has passed.
     /// Returns whether everything closed in time. Events that the closing produces go to

@@ -12,7 +12,8 @@
 //! unanswered probe timeouts. Every figure printed is measured in this run.
 //!
 //! A runs on a thread of its own (a `Driver` steered through its `Handle`), B on the main
-//! thread, each with its own sockets, exactly as two processes would.
+//! thread, each with its own sockets, exactly as two processes would. Both are [`Host`]s, so
+//! the pings are libp2p's `/ipfs/ping/1.0.0`, negotiated with multistream-select.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -21,10 +22,12 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use quicpeer::driver::{Context, Driver, Handle};
-use quicpeer::{Config, ConnId, Event, Identity, KeyMode, Manager, PeerId};
+use quicpeer::{
+    Config, ConnId, Event, Host, HostConfig, HostEvent, Identity, KeyMode, Manager, PeerId,
+};
 
 use crate::output::{ms, Json, Output};
-use crate::rawping::{PingOutcome, Pinger, Responder};
+use crate::pinger::{PingOutcome, Pinger};
 use crate::report::cause_name;
 use crate::{addr, UsageError};
 
@@ -276,15 +279,21 @@ fn scenario(
         SystemTime::now(),
     )
     .map_err(|e| format!("cannot build node B: {e}"))?;
-    let mut b = Driver::bind(manager, &["127.0.0.1:0".parse().map_err(|_| "address")?])
+    let host_config = HostConfig {
+        ping_timeout: PING_TIMEOUT,
+        ..HostConfig::default()
+    };
+    let host = Host::new(manager, host_config, rand::random(), Instant::now());
+    let mut b = Driver::bind(host, &["127.0.0.1:0".parse().map_err(|_| "address")?])
         .map_err(|e| format!("node B: {e}"))?;
     let now = b.now();
     b.machine_mut()
+        .manager_mut()
         .dial(peer_a, [addr_a], now)
         .map_err(|e| format!("B cannot dial A: {e}"))?;
     let mut app = DemoB {
         peer: peer_a,
-        pinger: Pinger::new(peer_a, PING_TIMEOUT),
+        pinger: Pinger::new(peer_a),
         out: out_b,
         kill: None,
         lost_at: None,
@@ -307,7 +316,7 @@ fn scenario(
     let mut rtts = app.warmup_rtts.clone();
     rtts.sort();
     let median = rtts.get(rtts.len() / 2).copied().unwrap_or_default();
-    app.old_conn = b.machine().connection(&peer_a);
+    app.old_conn = b.machine().manager().connection(&peer_a);
     say(
         out_b,
         b.now(),
@@ -374,10 +383,10 @@ fn scenario(
 }
 
 /// Runs B until `until`, then does a ping tick.
-fn tick(b: &mut Driver<Manager>, app: &mut DemoB<'_>, until: Instant) {
+fn tick(b: &mut Driver<Host>, app: &mut DemoB<'_>, until: Instant) {
     let _ = b.run_until(Some(until), |cx, event| app.on_event(cx, event));
     let now = b.now();
-    if let Some(outcome) = app.pinger.tick(b.machine_mut(), now) {
+    if let Some(outcome) = app.pinger.send(b.machine_mut(), now) {
         app.ping_outcome(now, outcome);
     }
 }
@@ -402,11 +411,14 @@ impl DemoB<'_> {
         (self.say)(self.out, at, "B", self.kill, text, json);
     }
 
-    fn on_event(&mut self, cx: &mut Context<'_, Manager>, event: Event) {
+    fn on_event(&mut self, cx: &mut Context<'_, Host>, event: HostEvent) {
         let now = cx.now();
-        if let Some(outcome) = self.pinger.on_event(cx.machine(), now, &event) {
+        if let Some(outcome) = self.pinger.on_event(now, &event) {
             self.ping_outcome(now, outcome);
         }
+        let HostEvent::Manager(event) = event else {
+            return;
+        };
         match &event {
             Event::Connected {
                 peer,
@@ -451,7 +463,7 @@ impl DemoB<'_> {
             Event::ConnectionLost {
                 peer, conn, cause, ..
             } if *peer == self.peer => {
-                if cx.connection(peer).is_none() {
+                if cx.manager().connection(peer).is_none() {
                     self.lost_at.get_or_insert(now);
                 }
                 if Some(*conn) == self.old_conn {
@@ -508,9 +520,9 @@ impl DemoB<'_> {
     }
 
     /// Pings at once if the peer is connected and no ping is outstanding.
-    fn ping_now(&mut self, cx: &mut Context<'_, Manager>, now: Instant) {
-        if let Err(reason) = self.pinger.send(cx.machine(), now) {
-            self.ping_outcome(now, PingOutcome::Failed { seq: 0, reason });
+    fn ping_now(&mut self, cx: &mut Context<'_, Host>, now: Instant) {
+        if let Some(outcome) = self.pinger.send(cx.machine(), now) {
+            self.ping_outcome(now, outcome);
         }
     }
 
@@ -562,7 +574,7 @@ impl DemoB<'_> {
 /// Node A on a thread of its own: a driver that answers pings until killed.
 struct Listener {
     addr: SocketAddr,
-    handle: Handle<Manager>,
+    handle: Handle<Host>,
     thread: JoinHandle<()>,
 }
 
@@ -580,7 +592,11 @@ impl Listener {
                     SystemTime::now(),
                 )
                 .map_err(|e| e.to_string())
-                .and_then(|m| Driver::bind(m, &[bind]).map_err(|e| e.to_string()));
+                .and_then(|m| {
+                    // The host answers /ipfs/ping/1.0.0 by itself.
+                    let host = Host::new(m, HostConfig::default(), rand::random(), Instant::now());
+                    Driver::bind(host, &[bind]).map_err(|e| e.to_string())
+                });
                 let mut driver = match built {
                     Ok(driver) => driver,
                     Err(e) => {
@@ -590,9 +606,8 @@ impl Listener {
                 };
                 let addr = driver.local_addrs().first().copied().unwrap_or(bind);
                 let _ = ready_tx.send(Ok((addr, driver.handle())));
-                let mut responder = Responder::default();
                 // Runs until `kill`; then the driver is dropped without closing anything.
-                let _ = driver.run(|cx, event| responder.on_event(cx.machine(), &event));
+                let _ = driver.run(|_, _| {});
             })
             .map_err(|e| format!("cannot start node A: {e}"))?;
         let (addr, handle) = ready_rx

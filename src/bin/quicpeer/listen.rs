@@ -1,14 +1,14 @@
-//! `quicpeer listen`: a node that accepts connections and answers pings until SIGINT/SIGTERM.
+//! `quicpeer listen`: a node that accepts connections and answers `/ipfs/ping/1.0.0` until
+//! SIGINT/SIGTERM.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime};
 
 use quicpeer::driver::Driver;
-use quicpeer::Manager;
+use quicpeer::{Host, HostConfig, Manager};
 
 use crate::identity_args::IdentityArgs;
 use crate::output::{Json, Output};
-use crate::rawping::Responder;
 use crate::transport_args::TransportArgs;
 use crate::{addr, report, signals, UsageError};
 
@@ -49,8 +49,14 @@ pub fn run(args: &Args, out: Output) -> Result<ExitCode, UsageError> {
         SystemTime::now(),
     )
     .map_err(|e| UsageError(format!("cannot start the node: {e}")))?;
-    let mut driver =
-        Driver::bind(manager, &[listen.socket]).map_err(|e| UsageError(e.to_string()))?;
+    // The host answers /ipfs/ping/1.0.0 by itself.
+    let host = Host::new(
+        manager,
+        HostConfig::default(),
+        rand::random(),
+        Instant::now(),
+    );
+    let mut driver = Driver::bind(host, &[listen.socket]).map_err(|e| UsageError(e.to_string()))?;
     signals::stop_on_termination(driver.handle())
         .map_err(|e| UsageError(format!("cannot install signal handlers: {e}")))?;
 
@@ -62,17 +68,14 @@ pub fn run(args: &Args, out: Output) -> Result<ExitCode, UsageError> {
             || format!("LISTEN {full}"),
         );
     }
-    let mut responder = Responder::default();
     let result = driver.run(|cx, event| {
-        let now = cx.now();
-        responder.on_event(cx.machine(), &event);
-        report::connection_event(&out, now, &event);
+        report::host_event(&out, cx.now(), &event);
     });
     if let Err(e) = result {
         eprintln!("error: {e}");
         return Ok(ExitCode::FAILURE);
     }
-    let open = driver.machine().connected_peers().len();
+    let open = driver.machine().manager().connected_peers().len();
     out.emit(
         Instant::now(),
         Json::event("shutting_down").int("peers", open as u64),
@@ -80,7 +83,7 @@ pub fn run(args: &Args, out: Output) -> Result<ExitCode, UsageError> {
     );
     let closed = driver
         .shutdown(CLOSE_GRACE, |cx, event| {
-            report::connection_event(&out, cx.now(), &event);
+            report::host_event(&out, cx.now(), &event);
         })
         .unwrap_or(false);
     out.emit(

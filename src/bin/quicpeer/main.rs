@@ -20,7 +20,7 @@ mod output;
 #[cfg(feature = "mio")]
 mod ping;
 #[cfg(feature = "mio")]
-mod rawping;
+mod pinger;
 #[cfg(feature = "mio")]
 mod report;
 #[cfg(feature = "mio")]

@@ -8,11 +8,11 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime};
 
 use quicpeer::driver::{Context, Driver, Exit};
-use quicpeer::{Event, Identity, Manager, PeerId};
+use quicpeer::{Event, Host, HostConfig, HostEvent, Identity, Manager, PeerId};
 
 use crate::identity_args::IdentityArgs;
 use crate::output::{ms, Json, Output};
-use crate::rawping::{PingOutcome, Pinger};
+use crate::pinger::{PingOutcome, Pinger};
 use crate::transport_args::TransportArgs;
 use crate::{addr, report, signals, UsageError};
 
@@ -54,7 +54,8 @@ pub fn run(args: &Args, out: Output) -> Result<ExitCode, UsageError> {
         return Err(UsageError("cannot ping our own PeerId".into()));
     }
     let local_id = identity.peer_id();
-    let mut driver = node(identity, &args.transport, target)?;
+    let timeout = Duration::from_millis(args.timeout_ms);
+    let mut driver = node(identity, &args.transport, target, timeout)?;
     signals::stop_on_termination(driver.handle())
         .map_err(|e| UsageError(format!("cannot install signal handlers: {e}")))?;
     out.emit(
@@ -66,14 +67,9 @@ pub fn run(args: &Args, out: Output) -> Result<ExitCode, UsageError> {
         || format!("PING {peer} at {target} from {local_id}"),
     );
 
-    let mut app = PingApp::new(
-        out,
-        peer,
-        Duration::from_millis(args.timeout_ms),
-        args.count,
-    );
+    let mut app = PingApp::new(out, peer, args.count);
     let now = driver.now();
-    if let Err(e) = driver.machine_mut().dial(peer, [target], now) {
+    if let Err(e) = driver.machine_mut().manager_mut().dial(peer, [target], now) {
         return Err(UsageError(format!("cannot dial: {e}")));
     }
     let mut next_tick = now + interval;
@@ -85,7 +81,8 @@ pub fn run(args: &Args, out: Output) -> Result<ExitCode, UsageError> {
             break;
         }
         let now = driver.now();
-        let m = driver.machine_mut();
+        let host = driver.machine_mut();
+        let m = host.manager_mut();
         if m.connection(&peer).is_none()
             && !m.is_dialing(&peer)
             && app
@@ -97,7 +94,7 @@ pub fn run(args: &Args, out: Output) -> Result<ExitCode, UsageError> {
             app.quiet_since = None;
             let _ = m.dial(peer, [target], now);
         }
-        if let Some(outcome) = app.pinger.tick(m, now) {
+        if let Some(outcome) = app.pinger.send(host, now) {
             app.print(now, outcome);
         }
         if app.done() {
@@ -107,7 +104,7 @@ pub fn run(args: &Args, out: Output) -> Result<ExitCode, UsageError> {
     }
     app.summary();
     let _ = driver.shutdown(Duration::from_secs(1), |cx, event| {
-        report::connection_event(&out, cx.now(), &event);
+        report::host_event(&out, cx.now(), &event);
     });
     Ok(if app.ok > 0 {
         ExitCode::SUCCESS
@@ -121,7 +118,8 @@ fn node(
     identity: Identity,
     transport: &TransportArgs,
     target: std::net::SocketAddr,
-) -> Result<Driver<Manager>, UsageError> {
+    ping_timeout: Duration,
+) -> Result<Driver<Host>, UsageError> {
     let manager = Manager::new(
         identity,
         transport.config()?,
@@ -138,7 +136,12 @@ fn node(
     let local = local
         .parse()
         .map_err(|_| UsageError("bad local address".into()))?;
-    Driver::bind(manager, &[local]).map_err(|e| UsageError(e.to_string()))
+    let config = HostConfig {
+        ping_timeout,
+        ..HostConfig::default()
+    };
+    let host = Host::new(manager, config, rand::random(), Instant::now());
+    Driver::bind(host, &[local]).map_err(|e| UsageError(e.to_string()))
 }
 
 /// The pinger plus what it takes to print a ping session.
@@ -157,11 +160,11 @@ pub struct PingApp {
 }
 
 impl PingApp {
-    fn new(out: Output, peer: PeerId, timeout: Duration, count: u64) -> Self {
+    fn new(out: Output, peer: PeerId, count: u64) -> Self {
         Self {
             out,
             peer,
-            pinger: Pinger::new(peer, timeout),
+            pinger: Pinger::new(peer),
             lost_at: None,
             quiet_since: None,
             count,
@@ -175,11 +178,14 @@ impl PingApp {
         self.count > 0 && self.results >= self.count
     }
 
-    fn on_event(&mut self, cx: &mut Context<'_, Manager>, event: Event) {
+    fn on_event(&mut self, cx: &mut Context<'_, Host>, event: HostEvent) {
         let now = cx.now();
-        if let Some(outcome) = self.pinger.on_event(cx.machine(), now, &event) {
+        if let Some(outcome) = self.pinger.on_event(now, &event) {
             self.print(now, outcome);
         }
+        let HostEvent::Manager(event) = event else {
+            return;
+        };
         match &event {
             Event::Connected {
                 peer,
@@ -213,9 +219,10 @@ impl PingApp {
                 self.ping_now(cx, now);
             }
             Event::ConnectionLost { peer, .. } if *peer == self.peer => {
-                if cx.connection(peer).is_none() {
+                let m = cx.manager();
+                if m.connection(peer).is_none() {
                     self.lost_at.get_or_insert(now);
-                    if !cx.is_dialing(peer) {
+                    if !m.is_dialing(peer) {
                         self.quiet_since = Some(now);
                     }
                 }
@@ -243,9 +250,9 @@ impl PingApp {
     }
 
     /// Pings at once if the peer is connected and no ping is outstanding.
-    fn ping_now(&mut self, cx: &mut Context<'_, Manager>, now: Instant) {
-        if let Err(reason) = self.pinger.send(cx.machine(), now) {
-            self.print_failure(now, 0, &reason);
+    fn ping_now(&mut self, cx: &mut Context<'_, Host>, now: Instant) {
+        if let Some(outcome) = self.pinger.send(cx.machine(), now) {
+            self.print(now, outcome);
         }
     }
 

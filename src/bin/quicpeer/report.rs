@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use quicpeer::{Cause, Event};
+use quicpeer::{Cause, Event, HostEvent};
 
 use crate::output::{Json, Output};
 
@@ -22,8 +22,16 @@ pub fn cause_name(cause: &Cause) -> &'static str {
     }
 }
 
-/// Prints a connection event (`connected`, `connection_lost`, `reconnecting`, `dial_failed`);
-/// returns whether it was one. Stream events are not printed.
+/// Prints a connection event of the host's manager (see [`connection_event`]).
+pub fn host_event(out: &Output, at: Instant, event: &HostEvent) -> bool {
+    match event {
+        HostEvent::Manager(event) => connection_event(out, at, event),
+        _ => false,
+    }
+}
+
+/// Prints a connection event (`connected`, `connection_lost`, `unresponsive`, `reconnecting`,
+/// `dial_failed`); returns whether it was one. Stream events are not printed.
 pub fn connection_event(out: &Output, at: Instant, event: &Event) -> bool {
     match event {
         Event::Connected {
