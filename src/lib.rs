@@ -7,11 +7,14 @@
 //!
 //! Layers, from the bottom: [`identity`] (certificates and keys), [`manager`] (the sans-IO core),
 //! [`protocols`] (multistream-select and ping on the manager's streams, as [`Host`]),
-//! [`address`] (libp2p QUIC multiaddrs to and from socket addresses), and [`sim`] (a
-//! deterministic network to test and benchmark any of these machines).
+//! [`address`] (libp2p QUIC multiaddrs to and from socket addresses), [`sim`] (a
+//! deterministic network to test and benchmark any of these machines), and `driver` (any of
+//! them on real UDP sockets with mio; the default `mio` feature).
 #![deny(missing_docs)]
 
 pub mod address;
+#[cfg(feature = "mio")]
+pub mod driver;
 pub mod identity;
 pub mod machine;
 pub mod manager;

@@ -51,10 +51,6 @@ pub trait Simulated: SansIo + Sized {
 
     /// The manager inside, for commands.
     fn manager_mut(&mut self) -> &mut Manager;
-
-    /// Feeds an ICMP "unreachable" about a datagram sent to `addr` (see
-    /// [`Manager::handle_unreachable`]).
-    fn handle_unreachable(&mut self, now: Instant, addr: SocketAddr);
 }
 
 impl Simulated for Manager {
@@ -72,10 +68,6 @@ impl Simulated for Manager {
 
     fn manager_mut(&mut self) -> &mut Manager {
         self
-    }
-
-    fn handle_unreachable(&mut self, now: Instant, addr: SocketAddr) {
-        Manager::handle_unreachable(self, now, addr)
     }
 }
 
@@ -97,10 +89,6 @@ impl Simulated for Host {
 
     fn manager_mut(&mut self) -> &mut Manager {
         Host::manager_mut(self)
-    }
-
-    fn handle_unreachable(&mut self, now: Instant, addr: SocketAddr) {
-        Host::handle_unreachable(self, now, addr)
     }
 }
 

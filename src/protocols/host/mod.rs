@@ -638,6 +638,10 @@ impl SansIo for Host {
         self.expire(now);
     }
 
+    fn handle_unreachable(&mut self, now: Instant, addr: SocketAddr) {
+        Host::handle_unreachable(self, now, addr);
+    }
+
     fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
         self.now = now;
         self.pump(now);
