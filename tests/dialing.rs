@@ -188,6 +188,78 @@ fn suspicion_redial_recovers_from_a_peer_that_never_resets() {
     }
 }
 
+/// A non-resetting peer that takes a while to come back (a Node.js process restarts in about
+/// half a second): the first suspicion redial finds its port closed and fails at once on the
+/// ICMP error. The manager races the silent connection again, with backoff, until the peer is
+/// back, instead of leaving the recovery to the idle timeout (found by the js-libp2p interop
+/// test, where it took the full 10 s).
+#[test]
+fn suspicion_redial_retries_until_a_restarting_peer_is_back() {
+    let mut net = Network::new(7);
+    net.icmp_unreachable = true;
+    let keep_alive = Duration::from_millis(500);
+    let idle = Duration::from_secs(10);
+    let a = net.add_node("a", identity(1), config(keep_alive, idle));
+    let mut silent = config(keep_alive, idle);
+    silent.keys = KeyMode::RandomPerProcess;
+    let b = net.add_node("b", identity(2), silent);
+    let old = connect(&mut net, a, b);
+    let peer_b = net.peer_id(b);
+
+    net.stop(b);
+    let stopped = net.now();
+    let downtime = Duration::from_secs(1);
+    while net.now() < stopped + downtime {
+        send_message(&mut net, a, old, b"anyone there?");
+        net.run_for(Duration::from_millis(20));
+    }
+    let failed_first = find(&net, a, stopped, |e| match e {
+        Event::Unresponsive { conn, .. } if *conn == old => Some(()),
+        _ => None,
+    });
+    assert!(failed_first.is_some(), "suspected while the peer was down");
+    assert_eq!(
+        net.manager(a).and_then(|m| m.connection(&peer_b)),
+        Some(old),
+        "the failed replacement left the old connection in place"
+    );
+
+    net.restart(b);
+    let back = net.now();
+    let replaced =
+        |n: &Network| connected(n, a, peer_b, stopped).is_some_and(|(_, (_, r))| r == Some(old));
+    while !replaced(&net) && net.now() < back + Duration::from_secs(5) {
+        send_message(&mut net, a, old, b"tick");
+        net.run_for(Duration::from_millis(20));
+    }
+    let (at, (new, _)) = connected(&net, a, peer_b, stopped).expect("reconnected");
+    assert!(replaced(&net), "no replacement");
+    assert_eq!(
+        lost(&net, a, old, stopped).map(|(_, c)| c),
+        Some(Cause::Superseded { by: Some(new) }),
+        "replaced by suspicion redial, not lost to the idle timeout"
+    );
+    // Retries back off from 100 ms, doubling, so the one after the peer is back comes within
+    // the downtime again.
+    assert!(
+        at - back <= downtime,
+        "reconnected {} after the peer was back",
+        ms(at - back)
+    );
+    let unresponsive = net
+        .events(a)
+        .iter()
+        .filter(|(_, e)| matches!(e, Event::Unresponsive { conn, .. } if *conn == old))
+        .count();
+    assert_eq!(unresponsive, 1, "one Unresponsive per silence");
+    assert!(dial_failed(&net, a, stopped).is_none());
+    println!(
+        "non-resetting peer down for {}: reconnected {} after it was back",
+        ms(downtime),
+        ms(at - back)
+    );
+}
+
 #[test]
 fn a_failed_replacement_leaves_the_working_connection_alone() {
     let mut net = Network::new(5);

@@ -149,7 +149,8 @@ pub struct Config {
     /// Suspicion redial, for peers that restart without sending stateless resets: when an
     /// established connection we dialed has had no answer for this many probe timeouts
     /// (estimated as `3 × RTT + 25 ms` each), a fresh dial races it; if the dial wins, the old
-    /// connection ends as `Superseded`, and if it fails, the old one stays. `None`: off.
+    /// connection ends as `Superseded`, and if it fails, the old one stays (and is raced again
+    /// with the reconnect backoff when the failure was the peer's closed port). `None`: off.
     pub suspicion_ptos: Option<u32>,
     /// Largest UDP payload the manager sends.
     pub max_udp_payload: u16,

@@ -177,7 +177,9 @@ pub enum Event {
     },
     /// An established connection has had no answer for the suspicion period: the peer may have
     /// restarted without resetting it. A fresh dial now races it; if it wins, `Connected` with
-    /// `replaced: Some(conn)` follows and this connection ends as `Superseded`.
+    /// `replaced: Some(conn)` follows and this connection ends as `Superseded`. If the dial
+    /// finds the peer's port closed (it is still restarting), it is tried again with the
+    /// reconnect policy's backoff while the silence lasts; this event is not repeated.
     Unresponsive {
         /// The peer.
         peer: PeerId,

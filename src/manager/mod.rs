@@ -138,6 +138,9 @@ struct Conn {
     unanswered_since: Option<Instant>,
     /// Suspicion already acted on for the current silence.
     suspected: bool,
+    /// A suspicion redial failed (the peer is still down): race the silent connection again
+    /// at this time, if the silence lasts.
+    resuspect_at: Option<Instant>,
     /// Ack-eliciting frames sent so far, to tell which transmits expect an answer.
     eliciting_sent: u64,
     span: Span,
@@ -449,6 +452,12 @@ impl Manager {
                         // The peer still has this connection (or at least its CIDs).
                         conn.unanswered_since = None;
                         conn.suspected = false;
+                        if conn.resuspect_at.take().is_some() {
+                            // It was alive after all: the failed races count for nothing.
+                            if let Some(p) = conn.peer.and_then(|peer| self.peers.get_mut(&peer)) {
+                                p.backoff = Backoff::default();
+                            }
+                        }
                     }
                     self.drive(id, now);
                 }
@@ -983,6 +992,7 @@ impl Manager {
                 probe: None,
                 unanswered_since: None,
                 suspected: false,
+                resuspect_at: None,
                 eliciting_sent: 0,
                 span,
             },
@@ -1074,13 +1084,36 @@ impl Manager {
         let Some(dial) = entry.dial.take() else {
             return;
         };
-        if dial
-            .replaces
-            .is_some_and(|old| entry.established.contains(&old))
-        {
-            // A replacement of a connection that is still up failed: the old one stays, and is
-            // left to its own idle timeout if it really is dead.
-            info!(%peer, errors = ?dial.errors, "replacement dial failed; keeping the connection");
+        if let Some(old) = dial.replaces.filter(|old| entry.established.contains(old)) {
+            // A replacement of a connection that is still up failed: the old one stays. If it
+            // was a suspicion redial, the connection is still silent, and the peer's port
+            // answered that nothing listens there (ICMP), the peer is down and likely
+            // restarting: race it again after a backoff, and leave the connection to its idle
+            // timeout only when the backoff gives up. (A timed-out attempt needs no retry: its
+            // Initial retransmissions reach a peer that comes back within the handshake timeout.)
+            let closed_port = !dial.errors.is_empty()
+                && dial.errors.iter().all(|(_, cause)| {
+                    *cause == Cause::HandshakeFailed(HandshakeFailure::Unreachable)
+                });
+            let silent = self
+                .conns
+                .get_mut(&old)
+                .filter(|c| closed_port && c.suspected && c.unanswered_since.is_some());
+            match silent {
+                Some(conn) => match entry.backoff.fail(&policy, &mut self.rng) {
+                    Some(delay) => {
+                        info!(%peer, errors = ?dial.errors, ?delay, "suspicion redial failed; trying again");
+                        conn.suspected = false;
+                        conn.resuspect_at = Some(now + delay);
+                    }
+                    None => {
+                        info!(%peer, errors = ?dial.errors, "suspicion redial failed; giving up")
+                    }
+                },
+                None => {
+                    info!(%peer, errors = ?dial.errors, "replacement dial failed; keeping the connection")
+                }
+            }
             return;
         }
         let mut retry_at = None;
@@ -1567,13 +1600,18 @@ impl Manager {
         if entry.preferred != Some(id) || entry.dial.is_some() || entry.addrs.is_empty() {
             return;
         }
-        conn.span
-            .in_scope(|| info!(?since, "unanswered: racing it with a fresh dial"));
-        self.events.push_back(Event::Unresponsive {
-            peer,
-            conn: id,
-            since,
-        });
+        if conn.resuspect_at.is_some() {
+            conn.span
+                .in_scope(|| info!(?since, "still unanswered: racing it again"));
+        } else {
+            conn.span
+                .in_scope(|| info!(?since, "unanswered: racing it with a fresh dial"));
+            self.events.push_back(Event::Unresponsive {
+                peer,
+                conn: id,
+                since,
+            });
+        }
         self.start_dial(peer, Some(id), now);
     }
 }
@@ -1604,13 +1642,14 @@ fn server_config(
 }
 
 /// When an established connection becomes suspect: `ptos` probe timeouts after the first
-/// unanswered ack-eliciting packet.
+/// unanswered ack-eliciting packet, or when a failed suspicion redial's backoff ends.
 fn suspicion_deadline(conn: &Conn, ptos: u32) -> Option<Instant> {
     if conn.phase != Phase::Established || conn.suspected {
         return None;
     }
     let pto = conn.inner.rtt() * 3 + Duration::from_millis(25);
-    conn.unanswered_since.map(|since| since + pto * ptos)
+    conn.unanswered_since
+        .map(|since| (since + pto * ptos).max(conn.resuspect_at.unwrap_or(since)))
 }
 
 /// Frames that make the peer acknowledge (everything but ACK, padding and CONNECTION_CLOSE).
