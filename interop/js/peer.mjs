@@ -9,9 +9,9 @@
 //   {"event":"ping_failed","error":"..."}
 //
 // `closed` is libp2p's `connection:close`, which carries no reason; `quic_closed` is the QUIC
-// layer's own account of why the connection ended, read from the transport's log line (quinn's
-// `ConnectionError` text: "reset by peer" for a stateless reset, "timed out" for the idle timeout,
-// "closed by peer: ..." for a CONNECTION_CLOSE), or "closed" when it ended without an error.
+// layer's own account of why the connection ended: quinn's `ConnectionError` text ("reset by
+// peer" for a stateless reset, "timed out" for the idle timeout, "closed by peer: ..." for the
+// peer's CONNECTION_CLOSE, "closed" for our own).
 //
 // Usage:
 //   node peer.mjs listen --seed N [--host 127.0.0.1] [--port 0]
@@ -35,7 +35,6 @@ const { createLibp2p } = await import('libp2p')
 const { quic } = await import('@chainsafe/libp2p-quic')
 const { ping } = await import('@libp2p/ping')
 const { generateKeyPairFromSeed } = await import('@libp2p/crypto/keys')
-const { defaultLogger } = await import('@libp2p/logger')
 const { multiaddr } = await import('@multiformats/multiaddr')
 
 // Whoever reads our stdout is gone: so is our purpose.
@@ -66,61 +65,32 @@ function parseArgs (argv) {
   return opts
 }
 
-// libp2p's `connection:close` carries no reason. The QUIC transport logs one, though: its
-// stream muxer logs `<conn> error accepting stream - <quinn error>` when the connection dies,
-// and the connection itself `aborted - <error>` or `closed`. A logger that turns the first of
-// these per connection into a `quic_closed` line gives the tests the reason.
-function reportingLogger () {
-  const base = defaultLogger()
-  const reported = new Set()
-  const report = (conn, reason) => {
-    if (reported.has(conn)) return
-    reported.add(conn)
-    emit('quic_closed', { conn, reason })
-  }
-  const connPrefix = 'libp2p:quic:connection:'
-  const wrap = (log, onLog) => {
-    const wrapped = (formatter, ...args) => {
-      onLog(formatter, args)
-      log(formatter, ...args)
+// libp2p's `connection:close` carries no reason, and the transport's native `closed()`
+// resolves without quinn's ConnectionError. On a closed quinn connection, accepting a stream
+// fails at once with that error, so asking right after `closed()` resolves recovers it: "reset
+// by peer" for a stateless reset, "timed out" for the idle timeout, "closed" for our own close.
+async function reportCloseReasons () {
+  const transport = import.meta.resolve('@chainsafe/libp2p-quic')
+  // Not in the package's exports map: load the very module its transport uses, by file URL.
+  const napi = await import(new URL('./napi.js', transport).href)
+  const closed = napi.Connection.prototype.closed
+  napi.Connection.prototype.closed = async function () {
+    await closed.call(this)
+    let reason = 'closed'
+    try {
+      await this.inboundStream()
+    } catch (err) {
+      reason = String(err?.message ?? err)
     }
-    wrapped.error = (formatter, ...args) => {
-      onLog(formatter, args)
-      log.error(formatter, ...args)
-    }
-    wrapped.trace = log.trace
-    wrapped.enabled = log.enabled
-    // libp2p's upgrader swaps a connection's logger for a scoped one: keep listening there.
-    if (log.newScope) wrapped.newScope = (name) => wrap(log.newScope(name), onLog)
-    return wrapped
-  }
-  return {
-    forComponent (name) {
-      const log = base.forComponent(name)
-      if (name === 'libp2p:quic:muxer') {
-        return wrap(log, (formatter, args) => {
-          if (formatter === '%s error accepting stream - %e') {
-            report(String(args[0]), String(args[1]?.message ?? args[1]))
-          }
-        })
-      }
-      if (name.startsWith(connPrefix)) {
-        const conn = name.slice(connPrefix.length).split(':')[0]
-        return wrap(log, (formatter, args) => {
-          if (formatter === 'aborted - %e') report(conn, String(args[0]?.message ?? args[0]))
-          else if (formatter === 'closed') report(conn, 'closed')
-        })
-      }
-      return log
-    }
+    emit('quic_closed', { conn: this.id(), reason })
   }
 }
 
 const opts = parseArgs(process.argv.slice(2))
+await reportCloseReasons()
 const privateKey = await generateKeyPairFromSeed('Ed25519', new Uint8Array(32).fill(opts.seed))
 const node = await createLibp2p({
   privateKey,
-  logger: reportingLogger(),
   addresses: {
     listen: opts.mode === 'listen' ? [`/ip4/${opts.host}/udp/${opts.port}/quic-v1`] : []
   },

@@ -180,3 +180,51 @@ impl<T> EventLog<T> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_js_peers_lines_parse() {
+        let line = r#"{"event":"quic_closed","conn":"140234977204592","reason":"reset by peer"}"#;
+        let event: PeerEvent = serde_json::from_str(line).unwrap();
+        assert!(event.is_stateless_reset());
+        let line = r#"{"event":"closed","peer":"12D3","addr":"/ip4/127.0.0.1/udp/1/quic-v1","direction":"outbound"}"#;
+        let event: PeerEvent = serde_json::from_str(line).unwrap();
+        assert_eq!(
+            event,
+            PeerEvent::Closed {
+                peer: "12D3".into(),
+                addr: "/ip4/127.0.0.1/udp/1/quic-v1".into(),
+                direction: "outbound".into(),
+                cause: None,
+            }
+        );
+        assert!(!event.is_stateless_reset());
+    }
+
+    #[test]
+    fn only_a_connection_reset_counts_as_a_stateless_reset() {
+        let closed = |cause: &str| PeerEvent::Closed {
+            peer: String::new(),
+            addr: String::new(),
+            direction: String::new(),
+            cause: Some(cause.into()),
+        };
+        assert!(closed("Connection error: I/O error: reset by peer").is_stateless_reset());
+        assert!(!closed("Connection error: I/O error: timed out").is_stateless_reset());
+        assert!(!closed("stream reset by peer: error 0").is_stateless_reset());
+    }
+
+    #[test]
+    fn events_round_trip_as_json_lines() {
+        let event = PeerEvent::Ping {
+            peer: "12D3".into(),
+            rtt_ms: 0.5,
+        };
+        let line = event.to_json();
+        assert_eq!(line, r#"{"event":"ping","peer":"12D3","rtt_ms":0.5}"#);
+        assert_eq!(serde_json::from_str::<PeerEvent>(&line).unwrap(), event);
+    }
+}

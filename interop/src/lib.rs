@@ -10,6 +10,7 @@ pub mod events;
 pub mod js;
 pub mod libp2p_peer;
 pub mod process;
+pub mod quicpeer_node;
 
 pub use events::{EventLog, PeerEvent, Stamped};
 pub use libp2p_peer::{Libp2pConfig, Libp2pPeer};

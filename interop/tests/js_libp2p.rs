@@ -1,0 +1,211 @@
+//! quicpeer against js-libp2p 2.10 with `@chainsafe/libp2p-quic` 1.1.8 (`interop/js/peer.mjs`,
+//! a Node.js child process), both directions, and restarts on each side, over loopback.
+//!
+//! The first test to run installs the js dependencies (`npm ci`, from the committed lockfile)
+//! when `interop/js/node_modules` is missing. Every wait is bounded (`support::STEP`).
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use quicpeer::{Cause, Direction};
+use quicpeer_interop::quicpeer_node::{NodeConfig, QuicpeerNode};
+use quicpeer_interop::{js, ChildPeer, PeerEvent};
+use support::*;
+
+/// Node starts slowly (module loading): the first `listening` line may take a while.
+const JS_START: Duration = Duration::from_secs(30);
+
+fn js_peer(args: &[&str]) -> ChildPeer {
+    js::spawn("js-libp2p", args).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn js_listener(port: u16) -> ChildPeer {
+    js_peer(&["listen", "--seed", "2", "--port", &port.to_string()])
+}
+
+fn js_dialer(addr: &str) -> ChildPeer {
+    js_peer(&["dial", "--seed", "3", "--addr", addr])
+}
+
+/// The `(PeerId, first address)` a js listener reports.
+fn listening(remote: &mut ChildPeer) -> (String, String) {
+    let (id, addrs) = remote
+        .listening(JS_START)
+        .unwrap_or_else(|| panic!("the js peer did not start:\n{}", remote.report()));
+    let addr = addrs.first().cloned().unwrap_or_default();
+    (id, addr)
+}
+
+fn js_pinged(remote: &mut ChildPeer, quicpeer_id: &str, since: Instant) -> Option<(Instant, f64)> {
+    remote.events.wait_for(since, STEP, |e| match e {
+        PeerEvent::Ping { peer, rtt_ms } if peer == quicpeer_id => Some(*rtt_ms),
+        _ => None,
+    })
+}
+
+#[test]
+fn quicpeer_dials_and_pings_a_js_libp2p_listener() {
+    init_tracing();
+    let mut remote = js_listener(0);
+    let (id, addr) = listening(&mut remote);
+    let remote_id = peer_id(&id);
+    assert_eq!(
+        remote_id,
+        quicpeer::Identity::from_ed25519_seed([2; 32]).peer_id()
+    );
+
+    let mut node = QuicpeerNode::spawn(NodeConfig::new(1)).unwrap();
+    let start = Instant::now();
+    node.dial(&addr).unwrap();
+    let (_, conn, direction, _) = connected(&mut node, remote_id, start)
+        .unwrap_or_else(|| panic!("no connection:\n{}", report(&mut node, start)));
+    assert_eq!(direction, Direction::Outbound);
+    let (_, ping_conn, rtt) = pinged(&mut node, remote_id, start).unwrap_or_else(|| {
+        panic!(
+            "no ping answer:\n{}\n{}",
+            report(&mut node, start),
+            remote.report()
+        )
+    });
+    assert_eq!(ping_conn, conn);
+    let quicpeer_id = node.peer_id().to_string();
+    remote
+        .events
+        .wait_for(start, STEP, |e| match e {
+            PeerEvent::Connected {
+                peer, direction, ..
+            } if *peer == quicpeer_id => {
+                assert_eq!(direction, "inbound");
+                Some(())
+            }
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("js never saw quicpeer's PeerId:\n{}", remote.report()));
+    println!(
+        "quicpeer -> js-libp2p: connected and pinged, RTT {}",
+        ms(rtt)
+    );
+}
+
+#[test]
+fn js_libp2p_dials_and_pings_a_quicpeer_listener() {
+    init_tracing();
+    let mut node = QuicpeerNode::spawn(NodeConfig::new(1)).unwrap();
+    let quicpeer_id = node.peer_id().to_string();
+    let start = Instant::now();
+    let mut remote = js_dialer(&node.multiaddr().to_string());
+    let (id, _) = listening(&mut remote);
+    let (_, rtt) = js_pinged(&mut remote, &quicpeer_id, start)
+        .unwrap_or_else(|| panic!("quicpeer did not answer js's ping:\n{}", remote.report()));
+    let (_, _, direction, _) = connected(&mut node, peer_id(&id), start)
+        .unwrap_or_else(|| panic!("no connection:\n{}", report(&mut node, start)));
+    assert_eq!(direction, Direction::Inbound);
+    println!("js-libp2p -> quicpeer: connected and pinged, RTT {rtt:.1} ms");
+}
+
+/// quicpeer restarts (same identity, same port) under a js-libp2p dialer that pings it every
+/// 200 ms: the restarted quicpeer answers the stale connection with a stateless reset.
+#[test]
+fn a_restarted_quicpeer_listener_resets_the_js_libp2p_dialer() {
+    init_tracing();
+    let node = QuicpeerNode::spawn(NodeConfig::new(1)).unwrap();
+    let bind = node.local_addr();
+    let quicpeer_id = node.peer_id().to_string();
+    let start = Instant::now();
+    let mut remote = js_dialer(&node.multiaddr().to_string());
+    let (id, _) = listening(&mut remote);
+    js_pinged(&mut remote, &quicpeer_id, start)
+        .unwrap_or_else(|| panic!("not pinging before the restart:\n{}", remote.report()));
+
+    let crashed = Instant::now();
+    node.crash();
+    let mut node = QuicpeerNode::spawn(NodeConfig {
+        bind,
+        ..NodeConfig::new(1)
+    })
+    .unwrap();
+    let up = Instant::now();
+
+    let (closed_at, reason) = remote
+        .events
+        .wait_for(crashed, STEP, |e| match e {
+            PeerEvent::QuicClosed { .. } => Some(e.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("js kept the stale connection:\n{}", remote.report()));
+    assert!(
+        reason.is_stateless_reset(),
+        "expected a stateless reset, got {reason:?}:\n{}",
+        remote.report()
+    );
+    let detection = closed_at - crashed;
+    assert!(
+        detection < IDLE_TIMEOUT / 4,
+        "the reset took {}",
+        ms(detection)
+    );
+    let (pinged_at, _) = js_pinged(&mut remote, &quicpeer_id, closed_at)
+        .unwrap_or_else(|| panic!("js did not ping again:\n{}", remote.report()));
+    let (reconnected_at, _, direction, _) = connected(&mut node, peer_id(&id), up)
+        .unwrap_or_else(|| panic!("no new connection:\n{}", report(&mut node, up)));
+    assert_eq!(direction, Direction::Inbound);
+    println!(
+        "restart A/js (quicpeer listener restarts under a js-libp2p dialer): back up after {}; \
+         js closed the stale connection ({reason:?}) after {}, reconnected after {}, pinged \
+         after {} (all from the crash; js pings every 200 ms)",
+        ms(up - crashed),
+        ms(detection),
+        ms(reconnected_at - crashed),
+        ms(pinged_at - crashed),
+    );
+}
+
+/// A js-libp2p listener that quicpeer is connected to is killed and started again (same
+/// identity, same port). It sends no reset; quicpeer notices the silence and replaces the
+/// connection.
+#[test]
+fn quicpeer_recovers_from_a_restarted_js_libp2p_listener() {
+    init_tracing();
+    let mut remote = js_listener(0);
+    let (id, addr) = listening(&mut remote);
+    let port = udp_port(&addr);
+    let remote_id = peer_id(&id);
+
+    let mut node = QuicpeerNode::spawn(NodeConfig::new(1)).unwrap();
+    let start = Instant::now();
+    node.dial(&addr).unwrap();
+    let (_, old, _, _) = connected(&mut node, remote_id, start)
+        .unwrap_or_else(|| panic!("no connection:\n{}", report(&mut node, start)));
+    pinged(&mut node, remote_id, start).expect("pinging before the restart");
+
+    let crashed = Instant::now();
+    remote.crash();
+    let mut remote = js_listener(port);
+    let (up, _) = remote
+        .events
+        .wait_for(crashed, JS_START, |e| {
+            matches!(e, PeerEvent::Listening { .. }).then_some(())
+        })
+        .unwrap_or_else(|| panic!("the js peer did not restart:\n{}", remote.report()));
+
+    let suspected = unresponsive(&mut node, old, crashed)
+        .unwrap_or_else(|| panic!("not suspected:\n{}", report(&mut node, crashed)));
+    let (reconnected, new, direction, replaced) = connected(&mut node, remote_id, crashed)
+        .unwrap_or_else(|| panic!("no reconnect:\n{}", report(&mut node, crashed)));
+    assert_eq!(direction, Direction::Outbound);
+    assert_eq!(replaced, Some(old));
+    let (_, cause) = lost(&mut node, old, crashed).expect("the stale connection ended");
+    assert_eq!(cause, Cause::Superseded { by: Some(new) });
+    let (pinged_at, ping_conn, _) = pinged(&mut node, remote_id, reconnected).expect("ping after");
+    assert_eq!(ping_conn, new);
+    println!(
+        "restart B/js (js-libp2p listener restarts under a quicpeer dialer): back up after {}; \
+         quicpeer suspected the stale connection after {}, replaced it after {}, pinged after \
+         {} (all from the kill; quicpeer pings every 200 ms)",
+        ms(up - crashed),
+        ms(suspected - crashed),
+        ms(reconnected - crashed),
+        ms(pinged_at - crashed),
+    );
+}
