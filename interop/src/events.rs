@@ -66,6 +66,11 @@ pub enum PeerEvent {
         /// The error text.
         error: String,
     },
+    /// The listen address could not be bound.
+    ListenFailed {
+        /// The error text.
+        error: String,
+    },
     /// A dial failed.
     DialFailed {
         /// The peer, where known.
@@ -178,6 +183,22 @@ impl<T> EventLog<T> {
         while let Ok(stamped) = self.rx.try_recv() {
             self.seen.push(stamped);
         }
+    }
+}
+
+impl EventLog<PeerEvent> {
+    /// Waits (at most `timeout`) for a `Listening` event at or after `since`: the peer's PeerId
+    /// and listen addresses.
+    pub fn listening(
+        &mut self,
+        since: Instant,
+        timeout: Duration,
+    ) -> Option<(String, Vec<String>)> {
+        let (_, found) = self.wait_for(since, timeout, |e| match e {
+            PeerEvent::Listening { peer_id, addrs } => Some((peer_id.clone(), addrs.clone())),
+            _ => None,
+        })?;
+        Some(found)
     }
 }
 

@@ -17,7 +17,6 @@ use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{ping, Multiaddr, PeerId, Swarm, SwarmBuilder};
-use tokio::sync::mpsc as tokio_mpsc;
 use tracing::{debug, warn};
 
 use crate::events::{EventLog, PeerEvent, Stamped};
@@ -85,18 +84,13 @@ struct Behaviour {
     ping: ping::Behaviour,
 }
 
-enum Command {
-    /// Close the connections, then stop.
-    Stop,
-    /// Stop as a crash would: no CONNECTION_CLOSE goes out.
-    Crash,
-}
-
-/// A running rust-libp2p node. Dropping it closes its connections and stops it.
+/// A running rust-libp2p node. Dropping it closes its connections and stops it. (For a crash,
+/// run the `libp2p-peer` binary in a [`ChildPeer`](crate::ChildPeer) and kill it.)
 pub struct Libp2pPeer {
     peer_id: PeerId,
     started: Instant,
-    commands: tokio_mpsc::UnboundedSender<Command>,
+    /// Dropped to stop the node.
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
     /// What the node reported.
     pub events: EventLog,
@@ -109,7 +103,7 @@ impl Libp2pPeer {
         let started = Instant::now();
         let keypair = keypair(config.seed);
         let peer_id = keypair.public().to_peer_id();
-        let (commands, command_rx) = tokio_mpsc::unbounded_channel();
+        let (stop, stop_rx) = tokio::sync::oneshot::channel();
         let (event_tx, event_rx) = mpsc::channel();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -117,25 +111,11 @@ impl Libp2pPeer {
         let swarm = runtime.block_on(async { build_swarm(keypair, &config) })?;
         let thread = std::thread::Builder::new()
             .name(format!("libp2p-{}", config.seed))
-            .spawn(move || {
-                let (swarm, how) = runtime.block_on(run(swarm, config, command_rx, event_tx));
-                match how {
-                    Command::Stop => {
-                        drop(swarm);
-                        drop(runtime);
-                    }
-                    Command::Crash => {
-                        // The runtime goes first, with quinn's endpoint driver and its socket:
-                        // the swarm's connections then close with no way to tell the peer.
-                        drop(runtime);
-                        drop(swarm);
-                    }
-                }
-            })?;
+            .spawn(move || runtime.block_on(run(swarm, config, stop_rx, event_tx)))?;
         Ok(Self {
             peer_id,
             started,
-            commands,
+            stop: Some(stop),
             thread: Some(thread),
             events: EventLog::new(event_rx),
         })
@@ -146,32 +126,19 @@ impl Libp2pPeer {
         self.peer_id
     }
 
-    /// Stops the node as a crash would: its state is gone and its peers are not told.
-    pub fn crash(mut self) {
-        let _ = self.commands.send(Command::Crash);
-        self.join();
-    }
-
     /// Waits (at most `timeout`) for the `Listening` event and returns the first listen address.
     pub fn listen_addr(&mut self, timeout: Duration) -> Option<Multiaddr> {
-        let (_, addr) = self.events.wait_for(self.started, timeout, |e| match e {
-            PeerEvent::Listening { addrs, .. } => addrs.first().cloned(),
-            _ => None,
-        })?;
-        addr.parse().ok()
-    }
-
-    fn join(&mut self) {
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        let (_, addrs) = self.events.listening(self.started, timeout)?;
+        addrs.first()?.parse().ok()
     }
 }
 
 impl Drop for Libp2pPeer {
     fn drop(&mut self) {
-        let _ = self.commands.send(Command::Stop);
-        self.join();
+        self.stop.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 
@@ -203,9 +170,9 @@ fn peer_in(addr: &Multiaddr) -> Option<PeerId> {
 async fn run(
     mut swarm: Swarm<Behaviour>,
     config: Libp2pConfig,
-    mut commands: tokio_mpsc::UnboundedReceiver<Command>,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
     events: mpsc::Sender<Stamped>,
-) -> (Swarm<Behaviour>, Command) {
+) {
     let emit = |event: PeerEvent| {
         let _ = events.send(Stamped {
             at: Instant::now(),
@@ -217,9 +184,8 @@ async fn run(
         Some(addr) => {
             if let Err(e) = swarm.listen_on(addr.clone()) {
                 warn!(%addr, "cannot listen: {e}");
-                emit(PeerEvent::DialFailed {
-                    peer: None,
-                    error: format!("listen on {addr}: {e}"),
+                emit(PeerEvent::ListenFailed {
+                    error: format!("{addr}: {e}"),
                 });
             }
         }
@@ -242,12 +208,9 @@ async fn run(
             }
         };
         tokio::select! {
-            command = commands.recv() => {
-                let command = command.unwrap_or(Command::Stop);
-                if matches!(command, Command::Stop) {
-                    close_all(&mut swarm).await;
-                }
-                return (swarm, command);
+            _ = &mut stop => {
+                close_all(&mut swarm).await;
+                return;
             }
             () = redial => {
                 redial_at = None;

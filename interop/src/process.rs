@@ -88,11 +88,7 @@ impl ChildPeer {
 
     /// Waits (at most `timeout`) for the `Listening` event: the peer's PeerId and addresses.
     pub fn listening(&mut self, timeout: Duration) -> Option<(String, Vec<String>)> {
-        let (_, found) = self.events.wait_for(self.started, timeout, |e| match e {
-            PeerEvent::Listening { peer_id, addrs } => Some((peer_id.clone(), addrs.clone())),
-            _ => None,
-        })?;
-        Some(found)
+        self.events.listening(self.started, timeout)
     }
 
     /// Stops the child as a crash would (SIGKILL): nothing is closed, nobody is told.

@@ -199,6 +199,12 @@ fn quicpeer_recovers_from_a_restarted_js_libp2p_listener() {
     assert_eq!(cause, Cause::Superseded { by: Some(new) });
     let (pinged_at, ping_conn, _) = pinged(&mut node, remote_id, reconnected).expect("ping after");
     assert_eq!(ping_conn, new);
+    assert!(
+        reconnected - crashed < IDLE_TIMEOUT / 2,
+        "recovery took {}:\n{}",
+        ms(reconnected - crashed),
+        report(&mut node, crashed)
+    );
     println!(
         "restart B/js (js-libp2p listener restarts under a quicpeer dialer): back up after {}; \
          quicpeer suspected the stale connection after {}, replaced it after {}, pinged after \
