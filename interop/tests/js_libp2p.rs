@@ -8,7 +8,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use quicpeer::{Cause, Direction};
+use quicpeer::Direction;
 use quicpeer_interop::quicpeer_node::{NodeConfig, QuicpeerNode};
 use quicpeer_interop::{js, ChildPeer, PeerEvent};
 use support::*;
@@ -167,51 +167,5 @@ fn a_restarted_quicpeer_listener_resets_the_js_libp2p_dialer() {
 #[test]
 fn quicpeer_recovers_from_a_restarted_js_libp2p_listener() {
     init_tracing();
-    let mut remote = js_listener(0);
-    let (id, addr) = listening(&mut remote);
-    let port = udp_port(&addr);
-    let remote_id = peer_id(&id);
-
-    let mut node = QuicpeerNode::spawn(NodeConfig::new(1)).unwrap();
-    let start = Instant::now();
-    node.dial(&addr).unwrap();
-    let (_, old, _, _) = connected(&mut node, remote_id, start)
-        .unwrap_or_else(|| panic!("no connection:\n{}", report(&mut node, start)));
-    pinged(&mut node, remote_id, start).expect("pinging before the restart");
-
-    let crashed = Instant::now();
-    remote.crash();
-    let mut remote = js_listener(port);
-    let (up, _) = remote
-        .events
-        .wait_for(crashed, JS_START, |e| {
-            matches!(e, PeerEvent::Listening { .. }).then_some(())
-        })
-        .unwrap_or_else(|| panic!("the js peer did not restart:\n{}", remote.report()));
-
-    let suspected = unresponsive(&mut node, old, crashed)
-        .unwrap_or_else(|| panic!("not suspected:\n{}", report(&mut node, crashed)));
-    let (reconnected, new, direction, replaced) = connected(&mut node, remote_id, crashed)
-        .unwrap_or_else(|| panic!("no reconnect:\n{}", report(&mut node, crashed)));
-    assert_eq!(direction, Direction::Outbound);
-    assert_eq!(replaced, Some(old));
-    let (_, cause) = lost(&mut node, old, crashed).expect("the stale connection ended");
-    assert_eq!(cause, Cause::Superseded { by: Some(new) });
-    let (pinged_at, ping_conn, _) = pinged(&mut node, remote_id, reconnected).expect("ping after");
-    assert_eq!(ping_conn, new);
-    assert!(
-        reconnected - crashed < IDLE_TIMEOUT / 2,
-        "recovery took {}:\n{}",
-        ms(reconnected - crashed),
-        report(&mut node, crashed)
-    );
-    println!(
-        "restart B/js (js-libp2p listener restarts under a quicpeer dialer): back up after {}; \
-         quicpeer suspected the stale connection after {}, replaced it after {}, pinged after \
-         {} (all from the kill; quicpeer pings every 200 ms)",
-        ms(up - crashed),
-        ms(suspected - crashed),
-        ms(reconnected - crashed),
-        ms(pinged_at - crashed),
-    );
+    listener_restarts_under_quicpeer("js-libp2p", JS_START, js_listener);
 }

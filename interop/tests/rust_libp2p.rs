@@ -223,54 +223,5 @@ fn closed_cause(event: &PeerEvent) -> String {
 #[test]
 fn quicpeer_recovers_from_a_restarted_rust_libp2p_listener() {
     init_tracing();
-    let mut remote = libp2p_listener_process(0);
-    let (id, addrs) = remote
-        .listening(STEP)
-        .unwrap_or_else(|| panic!("libp2p-peer did not start:\n{}", remote.report()));
-    let addr = addrs.first().expect("a listen address").clone();
-    let port = udp_port(&addr);
-    let remote_id = peer_id(&id);
-
-    let mut node = QuicpeerNode::spawn(NodeConfig::new(1)).unwrap();
-    let start = Instant::now();
-    node.dial(&addr).unwrap();
-    let (_, old, _, _) = connected(&mut node, remote_id, start)
-        .unwrap_or_else(|| panic!("no connection:\n{}", report(&mut node, start)));
-    pinged(&mut node, remote_id, start).expect("pinging before the restart");
-
-    let crashed = Instant::now();
-    remote.crash();
-    let mut remote = libp2p_listener_process(port);
-    let (up, _) = remote
-        .events
-        .wait_for(crashed, STEP, |e| {
-            matches!(e, PeerEvent::Listening { .. }).then_some(())
-        })
-        .unwrap_or_else(|| panic!("libp2p-peer did not restart:\n{}", remote.report()));
-
-    let suspected = unresponsive(&mut node, old, crashed)
-        .unwrap_or_else(|| panic!("not suspected:\n{}", report(&mut node, crashed)));
-    let (reconnected, new, direction, replaced) = connected(&mut node, remote_id, crashed)
-        .unwrap_or_else(|| panic!("no reconnect:\n{}", report(&mut node, crashed)));
-    assert_eq!(direction, Direction::Outbound);
-    assert_eq!(replaced, Some(old));
-    let (_, cause) = lost(&mut node, old, crashed).expect("the stale connection ended");
-    assert_eq!(cause, Cause::Superseded { by: Some(new) });
-    let (pinged_at, ping_conn, _) = pinged(&mut node, remote_id, reconnected).expect("ping after");
-    assert_eq!(ping_conn, new);
-    assert!(
-        reconnected - crashed < IDLE_TIMEOUT / 2,
-        "recovery took {}:\n{}",
-        ms(reconnected - crashed),
-        report(&mut node, crashed)
-    );
-    println!(
-        "restart B (rust-libp2p listener restarts under a quicpeer dialer): back up after {}; \
-         quicpeer suspected the stale connection after {}, replaced it after {}, pinged after \
-         {} (all from the kill; quicpeer pings every 200 ms)",
-        ms(up - crashed),
-        ms(suspected - crashed),
-        ms(reconnected - crashed),
-        ms(pinged_at - crashed),
-    );
+    listener_restarts_under_quicpeer("rust-libp2p", STEP, libp2p_listener_process);
 }

@@ -3,8 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use quicpeer::{Cause, ConnId, Event, HostEvent, PeerId};
-use quicpeer_interop::quicpeer_node::QuicpeerNode;
+use quicpeer::{Cause, ConnId, Direction, Event, HostEvent, PeerId};
+use quicpeer_interop::quicpeer_node::{NodeConfig, QuicpeerNode};
+use quicpeer_interop::{ChildPeer, PeerEvent};
 
 /// The bound on every single wait of the tests. Nothing here takes more than a fraction of it
 /// when things work; 10 s is also the idle timeout, so no wait can pass by timing out.
@@ -98,6 +99,67 @@ pub fn report(node: &mut QuicpeerNode, t0: Instant) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// Restart case B, for a libp2p listener run as a child process: quicpeer dials and pings it;
+/// the listener is killed (SIGKILL) and started again on its port by `listener(port)` (port 0:
+/// any). Asserts that quicpeer suspects the stale connection, replaces it with a new one it
+/// pings, well before the idle timeout, and prints the times, each from the kill. `start`
+/// bounds how long the listener may take to start.
+pub fn listener_restarts_under_quicpeer(
+    name: &str,
+    start: Duration,
+    mut listener: impl FnMut(u16) -> ChildPeer,
+) {
+    let mut remote = listener(0);
+    let (id, addrs) = remote
+        .listening(start)
+        .unwrap_or_else(|| panic!("{name} did not start:\n{}", remote.report()));
+    let addr = addrs.first().expect("a listen address").clone();
+    let remote_id = peer_id(&id);
+
+    let mut node = QuicpeerNode::spawn(NodeConfig::new(1)).unwrap();
+    let t0 = Instant::now();
+    node.dial(&addr).unwrap();
+    let (_, old, _, _) = connected(&mut node, remote_id, t0)
+        .unwrap_or_else(|| panic!("no connection:\n{}", report(&mut node, t0)));
+    pinged(&mut node, remote_id, t0).expect("pinging before the restart");
+
+    let crashed = Instant::now();
+    remote.crash();
+    let mut remote = listener(udp_port(&addr));
+    let (up, _) = remote
+        .events
+        .wait_for(crashed, start, |e| {
+            matches!(e, PeerEvent::Listening { .. }).then_some(())
+        })
+        .unwrap_or_else(|| panic!("{name} did not restart:\n{}", remote.report()));
+
+    let suspected = unresponsive(&mut node, old, crashed)
+        .unwrap_or_else(|| panic!("not suspected:\n{}", report(&mut node, crashed)));
+    let (reconnected, new, direction, replaced) = connected(&mut node, remote_id, crashed)
+        .unwrap_or_else(|| panic!("no reconnect:\n{}", report(&mut node, crashed)));
+    assert_eq!(direction, Direction::Outbound);
+    assert_eq!(replaced, Some(old));
+    let (_, cause) = lost(&mut node, old, crashed).expect("the stale connection ended");
+    assert_eq!(cause, Cause::Superseded { by: Some(new) });
+    let (pinged_at, ping_conn, _) = pinged(&mut node, remote_id, reconnected).expect("ping after");
+    assert_eq!(ping_conn, new);
+    assert!(
+        reconnected - crashed < IDLE_TIMEOUT / 2,
+        "recovery took {}:\n{}",
+        ms(reconnected - crashed),
+        report(&mut node, crashed)
+    );
+    println!(
+        "restart B ({name} listener restarts under a quicpeer dialer): back up after {}; \
+         quicpeer suspected the stale connection after {}, replaced it after {}, pinged after \
+         {} (all from the kill; quicpeer pings every 200 ms)",
+        ms(up - crashed),
+        ms(suspected - crashed),
+        ms(reconnected - crashed),
+        ms(pinged_at - crashed),
+    );
 }
 
 /// Milliseconds with one decimal.
