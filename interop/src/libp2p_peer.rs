@@ -84,13 +84,24 @@ struct Behaviour {
     ping: ping::Behaviour,
 }
 
-/// A running rust-libp2p node. Dropping it closes its connections and stops it. (For a crash,
-/// run the `libp2p-peer` binary in a [`ChildPeer`](crate::ChildPeer) and kill it.)
+/// How the node's task ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// Close every connection first.
+    Graceful,
+    /// Return at once: the swarm and the runtime are dropped without another poll, so nothing
+    /// more goes out, as in a crash.
+    Crash,
+}
+
+/// A running rust-libp2p node. Dropping it closes its connections and stops it;
+/// [`Libp2pPeer::crash`] stops it as a crash would. (For a crash of a whole process, run the
+/// `libp2p-peer` binary in a [`ChildPeer`](crate::ChildPeer) and kill it.)
 pub struct Libp2pPeer {
     peer_id: PeerId,
     started: Instant,
-    /// Dropped to stop the node.
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Sent (or dropped, which counts as graceful) to stop the node.
+    stop: Option<tokio::sync::oneshot::Sender<Ending>>,
     thread: Option<JoinHandle<()>>,
     /// What the node reported.
     pub events: EventLog,
@@ -131,11 +142,25 @@ impl Libp2pPeer {
         let (_, addrs) = self.events.listening(self.started, timeout)?;
         addrs.first()?.parse().ok()
     }
+
+    /// Stops the node as a crash would: the swarm (its socket, every connection) and the
+    /// runtime are dropped without another poll, so no close goes out and no peer is told.
+    /// Returns once the socket is closed.
+    pub fn crash(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(Ending::Crash);
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl Drop for Libp2pPeer {
     fn drop(&mut self) {
-        self.stop.take();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(Ending::Graceful);
+        }
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -170,7 +195,7 @@ fn peer_in(addr: &Multiaddr) -> Option<PeerId> {
 async fn run(
     mut swarm: Swarm<Behaviour>,
     config: Libp2pConfig,
-    mut stop: tokio::sync::oneshot::Receiver<()>,
+    mut stop: tokio::sync::oneshot::Receiver<Ending>,
     events: mpsc::Sender<Stamped>,
 ) {
     let emit = |event: PeerEvent| {
@@ -208,8 +233,10 @@ async fn run(
             }
         };
         tokio::select! {
-            _ = &mut stop => {
-                close_all(&mut swarm).await;
+            ending = &mut stop => {
+                if ending != Ok(Ending::Crash) {
+                    close_all(&mut swarm).await;
+                }
                 return;
             }
             () = redial => {

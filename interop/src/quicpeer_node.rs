@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use quicpeer::address::{self, Multiaddr};
 use quicpeer::driver::{Context, Driver, Exit, Handle};
-use quicpeer::{Config, Host, HostConfig, HostEvent, Identity, Manager, PeerId};
+use quicpeer::{Config, Event, Host, HostConfig, HostEvent, Identity, Manager, PeerId};
 use tracing::warn;
 
 use crate::events::{EventLog, Stamped};
@@ -27,6 +27,8 @@ pub struct NodeConfig {
     pub config: Config,
     /// Ping every connected peer at this interval; `None`: never by itself.
     pub ping_interval: Option<Duration>,
+    /// Also ping a peer the moment a connection to it completes, as rust-libp2p's ping does.
+    pub ping_on_connect: bool,
 }
 
 impl NodeConfig {
@@ -37,6 +39,7 @@ impl NodeConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
             config: Config::default(),
             ping_interval: Some(Duration::from_millis(200)),
+            ping_on_connect: false,
         }
     }
 }
@@ -81,7 +84,15 @@ impl QuicpeerNode {
         let (ending_tx, ending_rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name(format!("quicpeer-{}", config.seed))
-            .spawn(move || run(driver, config.ping_interval, event_tx, ending_rx))
+            .spawn(move || {
+                run(
+                    driver,
+                    config.ping_interval,
+                    config.ping_on_connect,
+                    event_tx,
+                    ending_rx,
+                )
+            })
             .map_err(|e| e.to_string())?;
         Ok(Self {
             peer_id,
@@ -149,10 +160,17 @@ impl Drop for QuicpeerNode {
 fn run(
     mut driver: Driver<Host>,
     ping_interval: Option<Duration>,
+    ping_on_connect: bool,
     events: mpsc::Sender<Stamped<HostEvent>>,
     ending: mpsc::Receiver<Ending>,
 ) {
-    let mut on_event = |_: &mut Context<'_, Host>, event: HostEvent| {
+    let mut on_event = |cx: &mut Context<'_, Host>, event: HostEvent| {
+        if let HostEvent::Manager(Event::Connected { peer, .. }) = &event {
+            if ping_on_connect {
+                let now = cx.now();
+                let _ = cx.ping(*peer, now);
+            }
+        }
         let _ = events.send(Stamped {
             at: Instant::now(),
             event,
