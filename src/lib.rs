@@ -9,6 +9,9 @@
 //! [`sim`] (a deterministic network to test and benchmark the core).
 #![deny(missing_docs)]
 
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzz;
 pub mod identity;
 pub mod machine;
 pub mod manager;
