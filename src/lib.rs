@@ -6,9 +6,11 @@
 //! the [`Manager`] turns that into [`Cause::PeerRestarted`] and a fresh connection at once.
 //!
 //! Layers, from the bottom: [`identity`] (certificates and keys), [`manager`] (the sans-IO core),
-//! [`sim`] (a deterministic network to test and benchmark the core).
+//! [`sim`] (a deterministic network to test and benchmark the core), and [`bench`] (the
+//! benchmark workloads behind `quicpeer bench` and `benches/`).
 #![deny(missing_docs)]
 
+pub mod bench;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzz;

@@ -5,6 +5,7 @@
 //! [`identity_args`]. Exit status: 0 success, 1 a negative answer (e.g. a rejected certificate),
 //! 2 bad arguments or unusable input.
 
+mod bench;
 mod cert;
 mod id;
 mod identity_args;
@@ -30,6 +31,8 @@ enum Command {
     /// Work with libp2p TLS certificates.
     #[command(subcommand)]
     Cert(cert::Command),
+    /// Run a benchmark and print its table.
+    Bench(bench::Args),
     // Commands to come (listen, ping, demo, bench): one variant here, one module beside this
     // file, one arm in `main`.
 }
@@ -54,6 +57,7 @@ fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Id(args) => id::run(&args),
         Command::Cert(command) => cert::run(&command),
+        Command::Bench(args) => bench::run(&args),
     };
     result.unwrap_or_else(|error| {
         eprintln!("error: {error}");
