@@ -6,17 +6,24 @@
 //! the [`Manager`] turns that into [`Cause::PeerRestarted`] and a fresh connection at once.
 //!
 //! Layers, from the bottom: [`identity`] (certificates and keys), [`manager`] (the sans-IO core),
-//! [`sim`] (a deterministic network to test and benchmark the core), and [`bench`] (the
-//! benchmark workloads behind `quicpeer bench` and `benches/`).
+//! [`protocols`] (multistream-select and ping on the manager's streams, as [`Host`]),
+//! [`address`] (libp2p QUIC multiaddrs to and from socket addresses), [`sim`] (a
+//! deterministic network to test and benchmark any of these machines), `driver` (any of
+//! them on real UDP sockets with mio; the default `mio` feature), and [`bench`] (the benchmark
+//! workloads behind `quicpeer bench` and `benches/`).
 #![deny(missing_docs)]
 
+pub mod address;
 pub mod bench;
+#[cfg(feature = "mio")]
+pub mod driver;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzz;
 pub mod identity;
 pub mod machine;
 pub mod manager;
+pub mod protocols;
 pub mod sim;
 
 pub use identity::{Identity, Keypair, PeerId};
@@ -25,6 +32,7 @@ pub use manager::{
     Cause, Config, ConnId, DialError, DialOutcome, Direction, Event, HandshakeFailure, KeyMode,
     Limits, Manager, ManagerError, Read, ReconnectPolicy, StreamError, StreamId, Transmit,
 };
+pub use protocols::{Host, HostConfig, HostEvent};
 
 /// The README's examples, compiled and run as doctests so they stay true.
 #[cfg(doctest)]

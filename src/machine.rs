@@ -34,6 +34,12 @@ pub trait SansIo {
     fn poll_event(&mut self) -> Option<Self::Event>;
     /// When `handle_timeout` must be called next.
     fn poll_timeout(&mut self) -> Option<Instant>;
+    /// Reports that the network declared `addr` unreachable (an ICMP error). Optional on both
+    /// sides: a driver that cannot read ICMP errors never calls it, and a machine with no use
+    /// for it keeps this default, which ignores it.
+    fn handle_unreachable(&mut self, now: Instant, addr: SocketAddr) {
+        let _ = (now, addr);
+    }
 }
 
 impl SansIo for Manager {
@@ -63,5 +69,9 @@ impl SansIo for Manager {
 
     fn poll_timeout(&mut self) -> Option<Instant> {
         Manager::poll_timeout(self)
+    }
+
+    fn handle_unreachable(&mut self, now: Instant, addr: SocketAddr) {
+        Manager::handle_unreachable(self, now, addr)
     }
 }

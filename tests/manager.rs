@@ -260,3 +260,47 @@ fn garbage_datagrams_never_panic_and_never_get_an_answer_larger_than_themselves(
     assert_eq!(net.manager(a).map(|m| m.connected_peers().len()), Some(1));
     let _ = Link::default();
 }
+
+#[test]
+fn after_close_all_new_connections_are_refused_and_dials_fail() {
+    let mut net = Network::new(7);
+    let a = net.add_node("a", identity(1), Config::default());
+    let b = net.add_node("b", identity(2), Config::default());
+    let c = net.add_node("c", identity(3), Config::default());
+    connect(&mut net, b, a);
+    let now = net.now();
+    let (peer_c, addr_c) = (net.peer_id(c), net.addr(c));
+    let m = net.manager(a).expect("up");
+    m.close_all(now);
+    assert_eq!(
+        m.dial(peer_c, [addr_c], now),
+        Err(quicpeer::DialError::ShuttingDown)
+    );
+    net.run_for(Duration::from_secs(1));
+    assert_eq!(net.manager(a).map(|m| m.connection_count()), Some(0));
+
+    // A peer that dials the closing node (as a pinger redialing at once would) is refused.
+    let since = net.now();
+    net.dial(c, a);
+    net.run_for(Duration::from_millis(100));
+    let refused = find(&net, c, since, |e| match e {
+        Event::DialFailed { errors, .. } => Some(errors.clone()),
+        _ => None,
+    });
+    assert_eq!(
+        refused.map(|(_, e)| e),
+        Some(vec![(
+            net.addr(a),
+            Cause::HandshakeFailed(HandshakeFailure::Refused)
+        )])
+    );
+}
+
+#[test]
+fn causes_read_well() {
+    assert_eq!(Cause::Superseded { by: None }.to_string(), "superseded");
+    assert_eq!(
+        Cause::PeerRestarted.to_string(),
+        "peer restarted (stateless reset)"
+    );
+}

@@ -432,3 +432,37 @@ fn an_idle_network_does_not_spin() {
     assert!(taken <= 60 * 8, "{taken} steps for a quiet minute");
     println!("quiet minute: {taken} steps");
 }
+
+/// The peer comes back on another port: the old address goes dark, nobody resets anything.
+/// The application learns the new address (as from a DHT or an identify exchange) and hands it
+/// to `dial`, which records it even though the peer still looks connected; the suspicion
+/// redial then races the dead connection over both addresses and the new port wins.
+#[test]
+fn restart_on_a_new_port_is_found_by_the_suspicion_redial() {
+    let (mut net, a, b) = pair(12, Duration::from_millis(500), Duration::from_secs(10));
+    let old = connect(&mut net, a, b);
+    let old_addr = net.addr(b);
+    let new_addr = net.restart_on_new_port(b);
+    assert_ne!(old_addr, new_addr);
+    let restarted = net.now();
+    let peer_b = net.peer_id(b);
+    let outcome = net
+        .manager(a)
+        .expect("up")
+        .dial(peer_b, [new_addr], restarted);
+    assert_eq!(outcome, Ok(quicpeer::DialOutcome::AlreadyConnected(old)));
+    let (at, new) = wait_reconnected(&mut net, a, b, old, restarted);
+    assert_eq!(
+        lost(&net, a, old, restarted).map(|(_, c)| c),
+        Some(Cause::Superseded { by: Some(new) })
+    );
+    let addr = find(&net, a, restarted, |e| match e {
+        Event::Connected { conn, addr, .. } if *conn == new => Some(*addr),
+        _ => None,
+    });
+    assert_eq!(addr.map(|(_, a)| a), Some(new_addr));
+    println!(
+        "restart on a new port: new connection after {}",
+        ms(at - restarted)
+    );
+}

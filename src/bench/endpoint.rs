@@ -143,7 +143,8 @@ impl Endpoint for QuicpeerEnd {
     }
 
     fn close_all(&mut self, now: Instant) {
-        self.manager.close_all(now);
+        // Not `Manager::close_all`: that shuts the manager down for good.
+        self.manager.disconnect(self.remote, now);
         self.stream = None;
     }
 

@@ -126,7 +126,7 @@ pub enum Cause {
         reason: String,
     },
     /// Replaced by a newer connection to the same peer (make-before-break, simultaneous dial).
-    #[error("superseded by {by:?}")]
+    #[error("superseded{}", by.map(|c| format!(" by {c}")).unwrap_or_default())]
     Superseded {
         /// The connection that took over, when known on this side.
         by: Option<ConnId>,
@@ -259,6 +259,9 @@ pub enum DialError {
     /// A peer cannot dial itself.
     #[error("cannot dial our own PeerId")]
     SelfDial,
+    /// `close_all` was called: the manager is shutting down.
+    #[error("shutting down")]
+    ShuttingDown,
     /// `redial` needs a connected peer.
     #[error("peer not connected")]
     NotConnected,

@@ -245,6 +245,8 @@ pub struct Manager {
     live: usize,
     /// When idle peer entries are next swept away.
     next_sweep: Instant,
+    /// `close_all` was called: no new connections, no reconnects.
+    shutting_down: bool,
     buf: Vec<u8>,
     span: Span,
 }
@@ -376,6 +378,7 @@ impl Manager {
             inbound_handshakes: 0,
             live: 0,
             next_sweep: now,
+            shutting_down: false,
             buf: Vec::new(),
             span,
         })
@@ -602,6 +605,9 @@ impl Manager {
         if peer == self.identity.peer_id() {
             return Err(DialError::SelfDial);
         }
+        if self.shutting_down {
+            return Err(DialError::ShuttingDown);
+        }
         let pending = self.peers.values().filter(|p| p.dial.is_some()).count();
         let entry = self.peers.entry(peer).or_default();
         for addr in addrs {
@@ -707,9 +713,12 @@ impl Manager {
         self.forget_if_idle(peer, now);
     }
 
-    /// Closes every connection and cancels every dial, for a graceful shutdown. Keep driving the
-    /// loop until [`Manager::connection_count`] is zero (or a deadline) so the closes go out.
+    /// Closes every connection and cancels every dial, for a graceful shutdown: from now on new
+    /// inbound connections are refused, `dial` fails with [`DialError::ShuttingDown`] and lost
+    /// peers are not reconnected. Keep driving the loop until [`Manager::connection_count`] is
+    /// zero (or a deadline) so the closes go out.
     pub fn close_all(&mut self, now: Instant) {
+        self.shutting_down = true;
         let peers: Vec<PeerId> = self.peers.keys().copied().collect();
         for peer in peers {
             self.disconnect(peer, now);
@@ -951,7 +960,8 @@ impl Manager {
             }
             return;
         }
-        if self.inbound_handshakes >= limits.max_inbound_handshakes
+        if self.shutting_down
+            || self.inbound_handshakes >= limits.max_inbound_handshakes
             || self.live >= limits.max_connections
         {
             debug!(%from, "refusing inbound connection at limit");
@@ -1151,7 +1161,11 @@ impl Manager {
         let Some(entry) = self.peers.get_mut(&peer) else {
             return;
         };
-        if entry.addrs.is_empty() || entry.dial.is_some() || entry.preferred.is_some() {
+        if self.shutting_down
+            || entry.addrs.is_empty()
+            || entry.dial.is_some()
+            || entry.preferred.is_some()
+        {
             return;
         }
         if let Some(until) = entry.refuse_until.filter(|t| now < *t) {

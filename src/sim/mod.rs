@@ -1,11 +1,14 @@
-//! A deterministic network for [`Manager`]s: virtual clock, seeded loss, reordering,
-//! duplication and latency per link, and restarts of a node with its identity kept.
+//! A deterministic network for [`Manager`]s, or for any machine stacked on one (such as
+//! [`Host`]): virtual clock, seeded loss, reordering, duplication and latency per link, and
+//! restarts of a node with its identity kept.
 //!
 //! It exists so that every behaviour of the manager can be tested, fuzzed and benchmarked
 //! without sockets or sleeps: a run is a pure function of its seed. Nodes live at fixed
 //! addresses (from the documentation range 192.0.2.0/24; nothing ever leaves the process).
 //! [`Network::restart`] drops a node's manager and builds a new one from the same identity on
 //! the same address, exactly what a crashed-and-restarted process looks like from outside.
+//! `Network::new` hosts bare managers; `Network::<M>::with_seed` hosts any [`Simulated`]
+//! machine, e.g. `Network::<Host>::with_seed(1)`.
 //!
 //! ```
 //! use std::time::Duration;
@@ -29,7 +32,65 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use tracing::{info_span, Span};
 
-use crate::{Config, ConnId, Event, Identity, Manager, PeerId};
+use crate::protocols::{Host, HostConfig};
+use crate::{Config, ConnId, Identity, Manager, ManagerError, PeerId, SansIo};
+
+/// A machine the network can host: a [`Manager`], or a layer that owns one.
+pub trait Simulated: SansIo + Sized {
+    /// What a node is configured with; kept across restarts.
+    type Config: Clone;
+
+    /// Builds a node's machine. `seed` differs per node and per restart.
+    fn build(
+        identity: Identity,
+        config: Self::Config,
+        seed: [u8; 32],
+        now: Instant,
+        wall_now: SystemTime,
+    ) -> Result<Self, ManagerError>;
+
+    /// The manager inside, for commands.
+    fn manager_mut(&mut self) -> &mut Manager;
+}
+
+impl Simulated for Manager {
+    type Config = Config;
+
+    fn build(
+        identity: Identity,
+        config: Config,
+        seed: [u8; 32],
+        now: Instant,
+        wall_now: SystemTime,
+    ) -> Result<Self, ManagerError> {
+        Manager::new(identity, config, seed, now, wall_now)
+    }
+
+    fn manager_mut(&mut self) -> &mut Manager {
+        self
+    }
+}
+
+impl Simulated for Host {
+    /// The manager's configuration and the host's.
+    type Config = (Config, HostConfig);
+
+    fn build(
+        identity: Identity,
+        (config, host): (Config, HostConfig),
+        seed: [u8; 32],
+        now: Instant,
+        wall_now: SystemTime,
+    ) -> Result<Self, ManagerError> {
+        let mut rng = ChaCha20Rng::from_seed(seed);
+        let manager = Manager::new(identity, config, rng.random(), now, wall_now)?;
+        Ok(Host::new(manager, host, rng.random(), now))
+    }
+
+    fn manager_mut(&mut self) -> &mut Manager {
+        Host::manager_mut(self)
+    }
+}
 
 /// Index of a node in a [`Network`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -95,15 +156,15 @@ pub struct Captured {
     pub data: Vec<u8>,
 }
 
-/// A simulated node: one manager at one address.
-pub struct Node {
+/// A simulated node: one machine at one address.
+pub struct Node<M: Simulated = Manager> {
     /// Name used in logs.
     pub name: String,
     identity: Identity,
-    config: Config,
+    config: M::Config,
     addr: SocketAddr,
-    manager: Option<Manager>,
-    events: Vec<(Instant, Event)>,
+    machine: Option<M>,
+    events: Vec<(Instant, M::Event)>,
     sent: Vec<Sent>,
     next_timeout: Option<Instant>,
     generation: u32,
@@ -124,12 +185,12 @@ struct InFlight {
 const SPIN_LIMIT: u32 = 100_000;
 
 /// The simulated network. See the [module documentation](self).
-pub struct Network {
+pub struct Network<M: Simulated = Manager> {
     seed: u64,
     start: Instant,
     now: Instant,
     wall_epoch: SystemTime,
-    nodes: Vec<Node>,
+    nodes: Vec<Node<M>>,
     by_addr: HashMap<SocketAddr, NodeId>,
     queue: BinaryHeap<Reverse<InFlight>>,
     seq: u64,
@@ -152,9 +213,16 @@ pub struct Network {
 }
 
 impl Network {
-    /// An empty network whose randomness comes from `seed`. Its clock starts at an arbitrary
-    /// instant; the wall clock nodes see starts at 2026-01-01T00:00:00Z.
+    /// An empty network of managers whose randomness comes from `seed`. Its clock starts at an
+    /// arbitrary instant; the wall clock nodes see starts at 2026-01-01T00:00:00Z.
     pub fn new(seed: u64) -> Self {
+        Self::with_seed(seed)
+    }
+}
+
+impl<M: Simulated> Network<M> {
+    /// An empty network of `M`s whose randomness comes from `seed` (see [`Network::new`]).
+    pub fn with_seed(seed: u64) -> Self {
         // The origin of the virtual clock; only differences from it matter.
         let start = Instant::now();
         Self {
@@ -209,7 +277,7 @@ impl Network {
     }
 
     /// Adds a node listening at the next free address.
-    pub fn add_node(&mut self, name: &str, identity: Identity, config: Config) -> NodeId {
+    pub fn add_node(&mut self, name: &str, identity: Identity, config: M::Config) -> NodeId {
         let index = self.nodes.len();
         let ip = Ipv4Addr::new(192, 0, 2, 1 + (index % 250) as u8);
         let addr = SocketAddr::new(IpAddr::V4(ip), 4001 + (index / 250) as u16);
@@ -220,7 +288,7 @@ impl Network {
             identity,
             config,
             addr,
-            manager: None,
+            machine: None,
             events: Vec::new(),
             sent: Vec::new(),
             next_timeout: None,
@@ -244,13 +312,18 @@ impl Network {
 
     /// The node's manager, for commands. `None` while the node is down.
     pub fn manager(&mut self, node: NodeId) -> Option<&mut Manager> {
+        self.machine(node).map(M::manager_mut)
+    }
+
+    /// The node's machine, for commands. `None` while the node is down.
+    pub fn machine(&mut self, node: NodeId) -> Option<&mut M> {
         let n = &mut self.nodes[node.0];
         // Anything may change the node's timers: re-read them after the next step. (Not for a
         // node that is down: no step would ever clear the timer, and the network would spin.)
-        if n.manager.is_some() {
+        if n.machine.is_some() {
             n.next_timeout = Some(self.now);
         }
-        n.manager.as_mut()
+        n.machine.as_mut()
     }
 
     /// `a` dials `b` at `b`'s address. Panics if `a` is down or the dial is refused.
@@ -262,13 +335,13 @@ impl Network {
         manager.dial(peer, [addr], now).expect("dial refused");
     }
 
-    /// Everything the node's managers reported, with the time, across restarts.
-    pub fn events(&self, node: NodeId) -> &[(Instant, Event)] {
+    /// Everything the node's machines reported, with the time, across restarts.
+    pub fn events(&self, node: NodeId) -> &[(Instant, M::Event)] {
         &self.nodes[node.0].events
     }
 
     /// Takes the node's events, leaving none.
-    pub fn take_events(&mut self, node: NodeId) -> Vec<(Instant, Event)> {
+    pub fn take_events(&mut self, node: NodeId) -> Vec<(Instant, M::Event)> {
         std::mem::take(&mut self.nodes[node.0].events)
     }
 
@@ -288,17 +361,17 @@ impl Network {
     }
 
     /// Replaces a node's configuration; it takes effect at the next (re)start.
-    pub fn set_config(&mut self, node: NodeId, config: Config) {
+    pub fn set_config(&mut self, node: NodeId, config: M::Config) {
         self.nodes[node.0].config = config;
     }
 
     /// Takes a node down: its state is gone and packets to it are dropped.
     pub fn stop(&mut self, node: NodeId) {
-        self.nodes[node.0].manager = None;
+        self.nodes[node.0].machine = None;
         self.nodes[node.0].next_timeout = None;
     }
 
-    /// Brings a node up with a fresh manager (same identity, same address).
+    /// Brings a node up with a fresh machine (same identity, same address).
     pub fn start(&mut self, node: NodeId) {
         let now = self.now;
         let wall = self.wall_epoch + now.saturating_duration_since(self.start);
@@ -308,9 +381,9 @@ impl Network {
         seed[8..16].copy_from_slice(&(node.0 as u64).to_le_bytes());
         seed[16..20].copy_from_slice(&n.generation.to_le_bytes());
         let _entered = n.span.enter();
-        let manager = Manager::new(n.identity.clone(), n.config.clone(), seed, now, wall)
+        let machine = M::build(n.identity.clone(), n.config.clone(), seed, now, wall)
             .expect("manager construction failed");
-        n.manager = Some(manager);
+        n.machine = Some(machine);
         n.next_timeout = None;
     }
 
@@ -371,7 +444,7 @@ impl Network {
     }
 
     /// Runs until `done` holds or `limit` of virtual time has passed; returns whether it held.
-    pub fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&Network) -> bool) -> bool {
+    pub fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&Self) -> bool) -> bool {
         let deadline = self.now + limit;
         loop {
             if done(self) {
@@ -428,23 +501,23 @@ impl Network {
                 continue;
             };
             let node = &mut self.nodes[to.0];
-            let Some(manager) = node.manager.as_mut() else {
+            let Some(machine) = node.machine.as_mut() else {
                 self.bounce(packet);
                 continue;
             };
             let _entered = node.span.enter();
             match &packet.data {
-                Some(data) => manager.handle_datagram(now, packet.from, Some(packet.to.ip()), data),
-                None => manager.handle_unreachable(now, packet.from),
+                Some(data) => machine.handle_datagram(now, packet.from, Some(packet.to.ip()), data),
+                None => machine.handle_unreachable(now, packet.from),
             }
             node.next_timeout = Some(now);
         }
         for node in &mut self.nodes {
             if node.next_timeout.is_some_and(|t| t <= now) {
-                if let Some(manager) = node.manager.as_mut() {
+                if let Some(machine) = node.machine.as_mut() {
                     let _entered = node.span.enter();
-                    if manager.poll_timeout().is_some_and(|t| t <= now) {
-                        manager.handle_timeout(now);
+                    if machine.poll_timeout().is_some_and(|t| t <= now) {
+                        machine.handle_timeout(now);
                     }
                 }
             }
@@ -460,23 +533,23 @@ impl Network {
             if node.next_timeout.is_none_or(|t| t > now) {
                 continue;
             }
-            let Some(manager) = node.manager.as_mut() else {
+            let Some(machine) = node.machine.as_mut() else {
                 continue;
             };
             let _entered = node.span.enter();
             let from = node.addr;
             let mut outgoing = Vec::new();
-            while let Some(transmit) = manager.poll_transmit(now, &mut self.buf) {
+            while let Some(transmit) = machine.poll_transmit(now, &mut self.buf) {
                 let data = self.buf.get(..transmit.size).unwrap_or(&self.buf);
                 let segment = transmit.segment_size.unwrap_or(data.len()).max(1);
                 for datagram in data.chunks(segment) {
                     outgoing.push((transmit.destination, transmit.conn, datagram.to_vec()));
                 }
             }
-            while let Some(event) = manager.poll_event() {
+            while let Some(event) = machine.poll_event() {
                 node.events.push((now, event));
             }
-            node.next_timeout = manager.poll_timeout();
+            node.next_timeout = machine.poll_timeout();
             drop(_entered);
             for (to, conn, data) in outgoing {
                 if self.record_sent {

@@ -11,16 +11,14 @@ use std::time::Duration;
 
 use quicpeer::bench::{self, BenchError, Report};
 
+use crate::output::Output;
 use crate::UsageError;
 
-/// Arguments of `quicpeer bench`.
+/// Arguments of `quicpeer bench`; the global `--json` prints one JSON object instead.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(subcommand)]
     which: Which,
-    /// Print one JSON object instead of a table.
-    #[arg(long, global = true)]
-    json: bool,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -73,7 +71,7 @@ enum Which {
     },
 }
 
-pub fn run(args: &Args) -> Result<ExitCode, UsageError> {
+pub fn run(args: &Args, out: Output) -> Result<ExitCode, UsageError> {
     let report = match &args.which {
         Which::PerDatagram { datagrams, rounds } => bench::per_datagram::run(*datagrams, *rounds),
         Which::Handshake { handshakes, rounds } => bench::handshake::run(*handshakes, *rounds),
@@ -92,7 +90,7 @@ pub fn run(args: &Args) -> Result<ExitCode, UsageError> {
             Duration::from_millis(*jitter_ms),
         ),
     };
-    print(report, args.json)
+    print(report, out.is_json())
 }
 
 fn print(report: Result<Report, BenchError>, json: bool) -> Result<ExitCode, UsageError> {

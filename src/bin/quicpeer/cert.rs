@@ -8,6 +8,7 @@ use quicpeer::identity::verify_certificate;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
+use crate::output::{Json, Output};
 use crate::UsageError;
 
 /// Subcommands of `quicpeer cert`.
@@ -24,18 +25,31 @@ pub enum Command {
     },
 }
 
-pub fn run(command: &Command) -> Result<ExitCode, UsageError> {
+pub fn run(command: &Command, out: Output) -> Result<ExitCode, UsageError> {
     let Command::Inspect { file, at } = command;
     let bytes = std::fs::read(file)
         .map_err(|e| UsageError(format!("cannot read {}: {e}", file.display())))?;
     let der = decode(&bytes).map_err(|e| UsageError(format!("{}: {e}", file.display())))?;
     match verify_certificate(&der, at.unwrap_or_else(SystemTime::now)) {
         Ok(peer) => {
-            println!("peer_id {}", peer.peer_id);
+            let peer_id = peer.peer_id.to_string();
+            out.emit(
+                std::time::Instant::now(),
+                Json::event("certificate")
+                    .bool("valid", true)
+                    .str("peer_id", &peer_id),
+                || format!("peer_id {peer_id}"),
+            );
             Ok(ExitCode::SUCCESS)
         }
         Err(error) => {
-            println!("rejected: {error}");
+            out.emit(
+                std::time::Instant::now(),
+                Json::event("certificate")
+                    .bool("valid", false)
+                    .str("rejected", &error.to_string()),
+                || format!("rejected: {error}"),
+            );
             Ok(ExitCode::FAILURE)
         }
     }

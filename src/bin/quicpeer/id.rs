@@ -2,7 +2,10 @@
 
 use std::process::ExitCode;
 
+use std::time::Instant;
+
 use crate::identity_args::IdentityArgs;
+use crate::output::{Json, Output};
 use crate::UsageError;
 
 /// Arguments of `quicpeer id`.
@@ -12,7 +15,12 @@ pub struct Args {
     identity: IdentityArgs,
 }
 
-pub fn run(args: &Args) -> Result<ExitCode, UsageError> {
-    println!("{}", args.identity.load()?.peer_id());
+pub fn run(args: &Args, out: Output) -> Result<ExitCode, UsageError> {
+    let peer_id = args.identity.load()?.peer_id().to_string();
+    out.emit(
+        Instant::now(),
+        Json::event("peer_id").str("peer_id", &peer_id),
+        || peer_id.clone(),
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -9,9 +9,10 @@ use quicpeer::{Identity, Keypair};
 
 use crate::UsageError;
 
-/// Exactly one of `--seed` and `--key`.
+/// At most one of `--seed` and `--key`; [`IdentityArgs::load`] requires one,
+/// [`IdentityArgs::load_or_generate`] makes a fresh identity without.
 #[derive(Debug, clap::Args)]
-#[group(required = true, multiple = false)]
+#[group(required = false, multiple = false)]
 pub struct IdentityArgs {
     /// Ed25519 identity whose 32-byte secret is byte N repeated (N in 0..=255), or the given 64
     /// hex characters. For tests and demos: a seed is no secret.
@@ -31,6 +32,15 @@ impl IdentityArgs {
             (None, Some(path)) => load_or_create(path).map(Identity::new),
             (None, None) => Err(UsageError("one of --seed and --key is required".into())),
         }
+    }
+
+    /// The identity the arguments name, or a fresh random Ed25519 one if they name none.
+    #[cfg_attr(not(feature = "mio"), allow(dead_code))] // used by `ping`
+    pub fn load_or_generate(&self) -> Result<Identity, UsageError> {
+        if self.seed.is_none() && self.key.is_none() {
+            return Ok(Identity::new(Keypair::generate_ed25519()));
+        }
+        self.load()
     }
 }
 

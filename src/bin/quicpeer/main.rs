@@ -2,13 +2,32 @@
 //!
 //! One module per command, each with its clap `Args` (or subcommand enum) and a `run` function
 //! returning the exit status. Commands that run a node share the `--seed`/`--key` arguments of
-//! [`identity_args`]. Exit status: 0 success, 1 a negative answer (e.g. a rejected certificate),
-//! 2 bad arguments or unusable input.
+//! [`identity_args`] (and the transport knobs of [`transport_args`]). `--json`, accepted by every
+//! command, prints one JSON object per line instead of human lines ([`output`]). Exit status: 0
+//! success, 1 a negative answer (e.g. a rejected certificate, no ping answered), 2 bad arguments
+//! or unusable input.
 
+#[cfg(feature = "mio")]
+mod addr;
 mod bench;
 mod cert;
+#[cfg(feature = "mio")]
+mod demo;
 mod id;
 mod identity_args;
+#[cfg(feature = "mio")]
+mod listen;
+mod output;
+#[cfg(feature = "mio")]
+mod ping;
+#[cfg(feature = "mio")]
+mod pinger;
+#[cfg(feature = "mio")]
+mod report;
+#[cfg(feature = "mio")]
+mod signals;
+#[cfg(feature = "mio")]
+mod transport_args;
 
 use std::fmt;
 use std::process::ExitCode;
@@ -20,6 +39,9 @@ use tracing_subscriber::EnvFilter;
 #[derive(Debug, Parser)]
 #[command(name = "quicpeer", version)]
 struct Cli {
+    /// Print one JSON object per line instead of human-readable lines.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -31,10 +53,19 @@ enum Command {
     /// Work with libp2p TLS certificates.
     #[command(subcommand)]
     Cert(cert::Command),
-    /// Run a benchmark and print its table.
+    /// Accept connections and answer pings until SIGINT/SIGTERM; prints `LISTEN <multiaddr>`.
+    #[cfg(feature = "mio")]
+    Listen(listen::Args),
+    /// Dial a peer and ping it at an interval, across its restarts.
+    #[cfg(feature = "mio")]
+    Ping(ping::Args),
+    /// Show restart recovery on loopback: derived keys against quinn's default keys.
+    #[cfg(feature = "mio")]
+    Demo(demo::Args),
+    /// Run a benchmark and print its table (`--json`: one JSON object).
     Bench(bench::Args),
-    // Commands to come (listen, ping, demo, bench): one variant here, one module beside this
-    // file, one arm in `main`.
+    // Commands to come (bench): one variant here, one module beside this file, one arm in
+    // `main`.
 }
 
 /// Bad arguments or unusable input: reported on stderr with exit status 2.
@@ -54,10 +85,18 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let result = match Cli::parse().command {
-        Command::Id(args) => id::run(&args),
-        Command::Cert(command) => cert::run(&command),
-        Command::Bench(args) => bench::run(&args),
+    let cli = Cli::parse();
+    let out = output::Output::new(cli.json);
+    let result = match cli.command {
+        Command::Id(args) => id::run(&args, out),
+        Command::Cert(command) => cert::run(&command, out),
+        #[cfg(feature = "mio")]
+        Command::Listen(args) => listen::run(&args, out),
+        #[cfg(feature = "mio")]
+        Command::Ping(args) => ping::run(&args, out),
+        #[cfg(feature = "mio")]
+        Command::Demo(args) => demo::run(&args, out),
+        Command::Bench(args) => bench::run(&args, out),
     };
     result.unwrap_or_else(|error| {
         eprintln!("error: {error}");

@@ -1,0 +1,104 @@
+//! `quicpeer listen`: a node that accepts connections and answers `/ipfs/ping/1.0.0` until
+//! SIGINT/SIGTERM.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant, SystemTime};
+
+use quicpeer::driver::Driver;
+use quicpeer::{Host, HostConfig, Manager};
+
+use crate::identity_args::IdentityArgs;
+use crate::output::{Json, Output};
+use crate::transport_args::TransportArgs;
+use crate::{addr, report, signals, UsageError};
+
+/// How long connections get to close at shutdown.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// Arguments of `quicpeer listen`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    identity: IdentityArgs,
+    /// Where to listen; port 0 picks a free port (the real one is printed).
+    #[arg(
+        long,
+        value_name = "MULTIADDR",
+        default_value = "/ip4/127.0.0.1/udp/0/quic-v1"
+    )]
+    listen: String,
+    #[command(flatten)]
+    transport: TransportArgs,
+}
+
+pub fn run(args: &Args, out: Output) -> Result<ExitCode, UsageError> {
+    let identity = args.identity.load()?;
+    let peer_id = identity.peer_id();
+    let listen = addr::parse(&args.listen)?;
+    if listen.peer.is_some_and(|p| p != peer_id) {
+        return Err(UsageError(format!(
+            "{}: the /p2p/ part is not this node's PeerId {peer_id}",
+            args.listen
+        )));
+    }
+    let manager = Manager::new(
+        identity,
+        args.transport.config()?,
+        rand::random(),
+        Instant::now(),
+        SystemTime::now(),
+    )
+    .map_err(|e| UsageError(format!("cannot start the node: {e}")))?;
+    // The host answers /ipfs/ping/1.0.0 by itself.
+    let host = Host::new(
+        manager,
+        HostConfig::default(),
+        rand::random(),
+        Instant::now(),
+    );
+    let mut driver = Driver::bind(host, &[listen.socket]).map_err(|e| UsageError(e.to_string()))?;
+    signals::stop_on_termination(driver.handle())
+        .map_err(|e| UsageError(format!("cannot install signal handlers: {e}")))?;
+
+    for local in driver.local_addrs() {
+        let full = addr::format(local, Some(&peer_id));
+        out.emit(
+            Instant::now(),
+            Json::event("listen").str("addr", &full),
+            || format!("LISTEN {full}"),
+        );
+    }
+    let result = driver.run(|cx, event| {
+        report::host_event(&out, cx.now(), &event);
+    });
+    if let Err(e) = result {
+        eprintln!("error: {e}");
+        return Ok(ExitCode::FAILURE);
+    }
+    let open = driver.machine().manager().connected_peers().len();
+    out.emit(
+        Instant::now(),
+        Json::event("shutting_down").int("peers", open as u64),
+        || format!("SHUTTING DOWN: closing connections to {open} peer(s)"),
+    );
+    let closed = driver
+        .shutdown(CLOSE_GRACE, |cx, event| {
+            report::host_event(&out, cx.now(), &event);
+        })
+        .unwrap_or(false);
+    out.emit(
+        Instant::now(),
+        Json::event("stopped").bool("closed_cleanly", closed),
+        || {
+            format!(
+                "STOPPED{}",
+                if closed {
+                    ""
+                } else {
+                    " (some connections did not finish closing)"
+                }
+            )
+        },
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,676 @@
+//! [`Host`]: the manager plus libp2p's stream protocols, as one sans-IO machine.
+//!
+//! A libp2p peer does not just open a QUIC stream and write: every stream first agrees on a
+//! protocol with multistream-select, and every node answers `/ipfs/ping/1.0.0`. The host owns a
+//! [`Manager`] and does that work on its streams: it negotiates every inbound stream as the
+//! listener, answers pings itself, hands streams of the protocols the application
+//! [registered](Host::register) over in [`HostEvent::InboundStream`], negotiates the streams the
+//! application [opens](Host::open_stream), and [pings](Host::ping) peers on one reused stream
+//! per connection. The manager's own events pass through as [`HostEvent::Manager`].
+//!
+//! The host holds a stream only while it negotiates it or while the stream carries pings; once
+//! handed over, the stream is the application's, to use through [`Host::manager_mut`]. Streams
+//! of a connection that dies are dropped in the call that reports the loss, every buffer is
+//! bounded, and every negotiation and ping has a deadline.
+//!
+//! ```no_run
+//! # use std::time::{Instant, SystemTime};
+//! # use quicpeer::protocols::{Host, HostConfig, HostEvent};
+//! # use quicpeer::{Config, Identity, Manager, SansIo};
+//! # fn recv() -> Option<(std::net::SocketAddr, Vec<u8>)> { None }
+//! # fn send(_: std::net::SocketAddr, _: &[u8]) {}
+//! # fn sleep_until(_: Option<Instant>) {}
+//! let (now, wall) = (Instant::now(), SystemTime::now());
+//! let identity = Identity::from_ed25519_seed([1; 32]);
+//! let manager = Manager::new(identity, Config::default(), [7; 32], now, wall)?;
+//! let mut host = Host::new(manager, HostConfig::default(), [8; 32], now);
+//! host.register("/my-app/1.0.0")?;
+//! let mut buf = Vec::new();
+//! loop {
+//!     let now = Instant::now();
+//!     while let Some((from, datagram)) = recv() {
+//!         host.handle_datagram(now, from, None, &datagram);
+//!     }
+//!     if host.poll_timeout().is_some_and(|t| t <= now) {
+//!         host.handle_timeout(now);
+//!     }
+//!     while let Some(transmit) = host.poll_transmit(now, &mut buf) {
+//!         send(transmit.destination, &buf[..transmit.size]);
+//!     }
+//!     while let Some(event) = host.poll_event() {
+//!         if let HostEvent::InboundStream { stream: _, leftover: _, .. } = event {
+//!             // `leftover` is the first data; read the rest with host.manager_mut().stream_read
+//!         }
+//!     }
+//!     sleep_until(host.poll_timeout());
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod event;
+mod stream;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rand::{RngCore, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+use tracing::{debug, trace};
+
+pub use event::{DialAddrsError, HostEvent, OpenError, PingStartError, StreamFailure};
+use stream::{ConnState, HostStream, Input, Outcome, Role};
+
+use super::multistream::{validate_protocol_name, Dialer, Listener, ProtocolNameError};
+use super::ping::{self, Responder};
+use crate::address::{self, Multiaddr};
+use crate::{
+    Cause, ConnId, DialOutcome, Event, Manager, PeerId, Read, SansIo, StreamError, StreamId,
+    Transmit,
+};
+
+/// Application error code with which the host resets and stops a stream it abandons.
+pub const RESET_CODE: u32 = 0;
+/// Bytes read from a stream at a time while the host holds it; also the most a negotiation can
+/// hand over as leftover.
+const READ_CHUNK: usize = 1024;
+/// Inbound ping streams kept per connection; the ping spec asks listeners to accept at most two.
+const MAX_INBOUND_PINGS: usize = 2;
+/// Streams the host closed, remembered per connection so their late events are not passed on.
+const CLOSED_MEMORY: usize = 32;
+
+/// Settings of a [`Host`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostConfig {
+    /// How long a stream may take to agree on a protocol, either way, before it is reset.
+    pub negotiation_timeout: Duration,
+    /// How long a ping may take, from [`Host::ping`] to the echo (negotiation included).
+    pub ping_timeout: Duration,
+}
+
+impl Default for HostConfig {
+    /// rust-libp2p's figures: 10 s to negotiate a stream, 20 s for a ping.
+    fn default() -> Self {
+        Self {
+            negotiation_timeout: Duration::from_secs(10),
+            ping_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+/// The manager plus multistream-select and ping. See the [module documentation](self).
+pub struct Host {
+    manager: Manager,
+    config: HostConfig,
+    rng: ChaCha20Rng,
+    protocols: BTreeSet<String>,
+    conns: BTreeMap<ConnId, ConnState>,
+    events: VecDeque<HostEvent>,
+    /// The latest time given.
+    now: Instant,
+    /// Bytes were handed to the manager after `poll_transmit` last ran dry.
+    unflushed: bool,
+}
+
+impl Host {
+    /// A host around `manager`, which should be fresh (or have no undrained events the host
+    /// must see). `seed` drives the ping payloads.
+    pub fn new(manager: Manager, config: HostConfig, seed: [u8; 32], now: Instant) -> Self {
+        Self {
+            manager,
+            config,
+            rng: ChaCha20Rng::from_seed(seed),
+            protocols: BTreeSet::new(),
+            conns: BTreeMap::new(),
+            events: VecDeque::new(),
+            now,
+            unflushed: false,
+        }
+    }
+
+    // ---- getters ----
+
+    /// The manager, for queries.
+    pub fn manager(&self) -> &Manager {
+        &self.manager
+    }
+
+    /// The manager, for commands (dial, close, and the streams handed over). Its events reach
+    /// the application through [`HostEvent::Manager`].
+    pub fn manager_mut(&mut self) -> &mut Manager {
+        &mut self.manager
+    }
+
+    /// The protocols inbound streams may negotiate: ping and those registered.
+    pub fn protocols(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(ping::PROTOCOL).chain(self.protocols.iter().map(String::as_str))
+    }
+
+    /// Streams the host holds now (negotiating, or carrying pings), all connections together.
+    pub fn stream_count(&self) -> usize {
+        self.conns.values().map(|c| c.streams.len()).sum()
+    }
+
+    // ---- input ----
+
+    /// Feeds an ICMP "unreachable" about a datagram sent to `addr`, as
+    /// [`Manager::handle_unreachable`] does; a driver that sees ICMP errors calls it.
+    pub fn handle_unreachable(&mut self, now: Instant, addr: SocketAddr) {
+        self.now = now;
+        self.manager.handle_unreachable(now, addr);
+        self.pump(now);
+    }
+
+    // ---- commands ----
+
+    /// Accepts inbound streams of `protocol` from now on; they arrive as
+    /// [`HostEvent::InboundStream`].
+    pub fn register(&mut self, protocol: impl Into<String>) -> Result<(), ProtocolNameError> {
+        let protocol = protocol.into();
+        validate_protocol_name(&protocol)?;
+        if protocol == ping::PROTOCOL {
+            return Err(ProtocolNameError::Reserved(protocol));
+        }
+        self.protocols.insert(protocol);
+        Ok(())
+    }
+
+    /// Refuses `protocol` from now on; returns whether it was registered.
+    pub fn unregister(&mut self, protocol: &str) -> bool {
+        self.protocols.remove(protocol)
+    }
+
+    /// Dials a peer at libp2p QUIC multiaddrs; their `/p2p/` parts name the peer and must agree.
+    pub fn dial_addrs(
+        &mut self,
+        addrs: &[Multiaddr],
+        now: Instant,
+    ) -> Result<(PeerId, DialOutcome), DialAddrsError> {
+        self.now = now;
+        let (peer, sockets) = address::peer_addrs(addrs)?;
+        let outcome = self.manager.dial(peer, sockets, now)?;
+        Ok((peer, outcome))
+    }
+
+    /// Opens a stream to `peer` and negotiates the first of `protocols` (in order of
+    /// preference) the peer supports. The result comes as [`HostEvent::OutboundStream`] or
+    /// [`HostEvent::OutboundFailed`].
+    pub fn open_stream<I>(
+        &mut self,
+        peer: PeerId,
+        protocols: I,
+        now: Instant,
+    ) -> Result<StreamId, OpenError>
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        self.now = now;
+        let dialer = Dialer::new(protocols)?;
+        let conn = self
+            .manager
+            .connection(&peer)
+            .ok_or(OpenError::NotConnected)?;
+        let stream = self.manager.open_stream(conn)?;
+        let deadline = now + self.config.negotiation_timeout;
+        self.insert(conn, peer, stream, Role::Opening(dialer), Some(deadline));
+        self.service(conn, stream, now);
+        Ok(stream)
+    }
+
+    /// Pings `peer` on its preferred connection, over the connection's ping stream (opened on
+    /// the first ping, then reused). The result comes as [`HostEvent::PingResult`] or
+    /// [`HostEvent::PingFailed`]; returns the connection pinged.
+    pub fn ping(&mut self, peer: PeerId, now: Instant) -> Result<ConnId, PingStartError> {
+        self.now = now;
+        let conn = self
+            .manager
+            .connection(&peer)
+            .ok_or(PingStartError::NotConnected)?;
+        let deadline = Some(now + self.config.ping_timeout);
+        let mut payload = [0u8; ping::PAYLOAD_LEN];
+        self.rng.fill_bytes(&mut payload);
+        let existing = self.conns.get_mut(&conn).and_then(|state| {
+            let id = state.ping?;
+            Some((id, state.streams.get_mut(&id)?))
+        });
+        let stream = match existing {
+            Some((id, stream)) => {
+                let Role::Pinging(pinger) = &mut stream.role else {
+                    // Still negotiating, so its first ping is in flight.
+                    return Err(PingStartError::InFlight);
+                };
+                let bytes = pinger
+                    .start(payload, now)
+                    .map_err(|_| PingStartError::InFlight)?;
+                stream.out.extend_from_slice(&bytes);
+                stream.deadline = deadline;
+                id
+            }
+            None => {
+                let id = self.manager.open_stream(conn)?;
+                let dialer = match Dialer::new([ping::PROTOCOL]) {
+                    Ok(dialer) => dialer,
+                    Err(_) => unreachable!("the ping protocol name is valid"),
+                };
+                let role = Role::PingOpening { dialer, payload };
+                self.insert(conn, peer, id, role, deadline);
+                if let Some(state) = self.conns.get_mut(&conn) {
+                    state.ping = Some(id);
+                }
+                id
+            }
+        };
+        trace!(%peer, %conn, %stream, "ping");
+        self.service(conn, stream, now);
+        Ok(conn)
+    }
+
+    // ---- internals ----
+
+    fn insert(
+        &mut self,
+        conn: ConnId,
+        peer: PeerId,
+        id: StreamId,
+        role: Role,
+        deadline: Option<Instant>,
+    ) {
+        let state = self
+            .conns
+            .entry(conn)
+            .or_insert_with(|| ConnState::new(peer));
+        let mut stream = HostStream {
+            role,
+            out: Vec::new(),
+            deadline,
+        };
+        if let Role::Opening(dialer) | Role::PingOpening { dialer, .. } = &mut stream.role {
+            stream.out = dialer.take_output();
+        }
+        state.streams.insert(id, stream);
+    }
+
+    fn stream_mut(&mut self, conn: ConnId, id: StreamId) -> Option<&mut HostStream> {
+        self.conns.get_mut(&conn)?.streams.get_mut(&id)
+    }
+
+    /// Drains the manager's events, acting on those about the host's streams.
+    fn pump(&mut self, now: Instant) {
+        while let Some(event) = self.manager.poll_event() {
+            self.on_manager_event(event, now);
+        }
+    }
+
+    fn on_manager_event(&mut self, event: Event, now: Instant) {
+        match event {
+            Event::StreamOpened { peer, stream } => {
+                if !stream.is_bidirectional() {
+                    // libp2p opens bidirectional streams only.
+                    debug!(%peer, %stream, "stopping a unidirectional stream");
+                    let _ = self.manager.stream_stop(stream, RESET_CODE);
+                    self.unflushed = true;
+                    return;
+                }
+                let deadline = now + self.config.negotiation_timeout;
+                let role = Role::Accepting(Listener::new());
+                self.insert(stream.conn(), peer, stream, role, Some(deadline));
+                self.service(stream.conn(), stream, now);
+            }
+            Event::StreamReadable { stream } | Event::StreamWritable { stream }
+                if self.holds(stream) =>
+            {
+                self.service(stream.conn(), stream, now);
+            }
+            Event::StreamStopped { stream, code } if self.holds(stream) => {
+                self.fail(
+                    stream.conn(),
+                    stream,
+                    StreamFailure::Stream(StreamError::Reset(code)),
+                );
+            }
+            Event::StreamReadable { stream }
+            | Event::StreamWritable { stream }
+            | Event::StreamFinished { stream }
+            | Event::StreamStopped { stream, .. }
+                if self.holds(stream) || self.closed(stream) =>
+            {
+                trace!(%stream, "event of a host stream");
+            }
+            Event::ConnectionLost {
+                peer,
+                conn,
+                addr,
+                cause,
+                mut unfinished_streams,
+            } => {
+                if let Some(state) = self.conns.remove(&conn) {
+                    unfinished_streams.retain(|s| !state.streams.contains_key(s));
+                    self.report_lost(conn, state, &cause);
+                }
+                self.events
+                    .push_back(HostEvent::Manager(Event::ConnectionLost {
+                        peer,
+                        conn,
+                        addr,
+                        cause,
+                        unfinished_streams,
+                    }));
+            }
+            other => self.events.push_back(HostEvent::Manager(other)),
+        }
+    }
+
+    fn holds(&self, stream: StreamId) -> bool {
+        self.conns
+            .get(&stream.conn())
+            .is_some_and(|c| c.streams.contains_key(&stream))
+    }
+
+    fn closed(&self, stream: StreamId) -> bool {
+        self.conns
+            .get(&stream.conn())
+            .is_some_and(|c| c.closed.contains(&stream))
+    }
+
+    /// Reports what the death of a connection did to the work in progress on its streams.
+    fn report_lost(&mut self, conn: ConnId, state: ConnState, cause: &Cause) {
+        let peer = state.peer;
+        for (id, stream) in state.streams {
+            let error = StreamFailure::ConnectionLost(cause.clone());
+            match stream.role {
+                Role::Opening(_) => self.events.push_back(HostEvent::OutboundFailed {
+                    peer,
+                    stream: id,
+                    error,
+                }),
+                Role::PingOpening { .. } | Role::Pinging(_) if stream.deadline.is_some() => self
+                    .events
+                    .push_back(HostEvent::PingFailed { peer, conn, error }),
+                _ => {}
+            }
+        }
+    }
+
+    /// Writes what a stream has pending, as far as flow control allows.
+    fn flush(&mut self, conn: ConnId, id: StreamId) -> Result<(), StreamError> {
+        let Some(stream) = self
+            .conns
+            .get_mut(&conn)
+            .and_then(|c| c.streams.get_mut(&id))
+        else {
+            return Ok(());
+        };
+        while !stream.out.is_empty() {
+            match self.manager.stream_write(id, &stream.out) {
+                Ok(0) | Err(StreamError::Blocked) => break,
+                Ok(written) => {
+                    stream.out.drain(..written);
+                    self.unflushed = true;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves a stream on as far as it goes: writes, reads, and acts on what it read.
+    fn service(&mut self, conn: ConnId, id: StreamId, now: Instant) {
+        loop {
+            if let Err(error) = self.flush(conn, id) {
+                self.fail(conn, id, StreamFailure::Stream(error));
+                return;
+            }
+            let Some(stream) = self.stream_mut(conn, id) else {
+                return;
+            };
+            if !stream.out.is_empty() {
+                // Wait for `StreamWritable`; reading on would only grow `out`.
+                return;
+            }
+            match &stream.role {
+                Role::Accepted(_) => return self.hand_over(conn, id),
+                Role::PingIn {
+                    finishing: true, ..
+                } => {
+                    // The peer is done: finish our side too, after the last echo.
+                    let _ = self.manager.stream_finish(id);
+                    self.unflushed = true;
+                    return self.forget(conn, id);
+                }
+                _ => {}
+            }
+            let read = match self.manager.stream_read(id, READ_CHUNK) {
+                Ok(Read::Data(bytes)) => Some(bytes),
+                Ok(Read::Finished) => None,
+                Err(StreamError::Blocked) => return,
+                Err(error) => return self.fail(conn, id, StreamFailure::Stream(error)),
+            };
+            self.unflushed = true; // reading may grant the peer credit
+            let Self {
+                conns, protocols, ..
+            } = self;
+            let Some(stream) = conns.get_mut(&conn).and_then(|c| c.streams.get_mut(&id)) else {
+                return;
+            };
+            let input = match &read {
+                Some(bytes) => Input::Data(bytes),
+                None => Input::Eof,
+            };
+            let supported = |p: &str| p == ping::PROTOCOL || protocols.contains(p);
+            match stream.role.on_input(input, &mut stream.out, now, supported) {
+                Outcome::Continue => {}
+                Outcome::Accepted(negotiated) if negotiated.protocol == ping::PROTOCOL => {
+                    let mut responder = Responder::new();
+                    responder.handle_data(&negotiated.leftover, &mut stream.out);
+                    stream.role = Role::PingIn {
+                        responder,
+                        finishing: false,
+                    };
+                    stream.deadline = None;
+                    self.add_inbound_ping(conn, id);
+                }
+                Outcome::Accepted(negotiated) => stream.role = Role::Accepted(negotiated),
+                Outcome::Opened(negotiated) => {
+                    let peer = conns.get(&conn).map(|c| c.peer);
+                    self.forget_quietly(conn, id);
+                    if let Some(peer) = peer {
+                        self.events.push_back(HostEvent::OutboundStream {
+                            peer,
+                            stream: id,
+                            protocol: negotiated.protocol,
+                            leftover: Bytes::from(negotiated.leftover),
+                        });
+                        self.events
+                            .push_back(HostEvent::Manager(Event::StreamReadable { stream: id }));
+                    }
+                    return;
+                }
+                Outcome::Pong(rtt) => {
+                    stream.deadline = None;
+                    if let Some(peer) = conns.get(&conn).map(|c| c.peer) {
+                        self.events
+                            .push_back(HostEvent::PingResult { peer, conn, rtt });
+                    }
+                }
+                Outcome::Fail(error) => return self.fail(conn, id, error),
+            }
+        }
+    }
+
+    /// Keeps at most [`MAX_INBOUND_PINGS`] ping streams of the peer, dropping the oldest.
+    fn add_inbound_ping(&mut self, conn: ConnId, id: StreamId) {
+        let Some(state) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        state.inbound_pings.push_back(id);
+        if state.inbound_pings.len() > MAX_INBOUND_PINGS {
+            if let Some(oldest) = state.inbound_pings.pop_front() {
+                debug!(%conn, stream = %oldest, "dropping the oldest inbound ping stream");
+                self.reset(oldest);
+                self.forget(conn, oldest);
+            }
+        }
+    }
+
+    /// Hands a negotiated inbound stream over to the application.
+    fn hand_over(&mut self, conn: ConnId, id: StreamId) {
+        let Some(state) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let peer = state.peer;
+        let Some(HostStream {
+            role: Role::Accepted(negotiated),
+            ..
+        }) = state.streams.remove(&id)
+        else {
+            return;
+        };
+        debug!(%peer, stream = %id, protocol = %negotiated.protocol, "inbound stream negotiated");
+        self.events.push_back(HostEvent::InboundStream {
+            peer,
+            stream: id,
+            protocol: negotiated.protocol,
+            leftover: Bytes::from(negotiated.leftover),
+        });
+        self.events
+            .push_back(HostEvent::Manager(Event::StreamReadable { stream: id }));
+    }
+
+    /// Abandons a stream: resets it and tells whom it concerns.
+    fn fail(&mut self, conn: ConnId, id: StreamId, error: StreamFailure) {
+        let Some(state) = self.conns.get(&conn) else {
+            return;
+        };
+        let peer = state.peer;
+        let Some(stream) = state.streams.get(&id) else {
+            return;
+        };
+        match &stream.role {
+            Role::Opening(_) => {
+                debug!(%peer, stream = %id, %error, "outbound negotiation failed");
+                self.events.push_back(HostEvent::OutboundFailed {
+                    peer,
+                    stream: id,
+                    error,
+                });
+            }
+            Role::PingOpening { .. } | Role::Pinging(_) if stream.deadline.is_some() => {
+                debug!(%peer, stream = %id, %error, "ping failed");
+                self.events
+                    .push_back(HostEvent::PingFailed { peer, conn, error });
+            }
+            _ => debug!(%peer, stream = %id, %error, "dropping stream"),
+        }
+        self.reset(id);
+        self.forget(conn, id);
+    }
+
+    /// Resets and stops a stream, as far as it is still open.
+    fn reset(&mut self, id: StreamId) {
+        // Either half may be closed already; what is left of it is closed now.
+        let _ = self.manager.stream_reset(id, RESET_CODE);
+        let _ = self.manager.stream_stop(id, RESET_CODE);
+        self.unflushed = true;
+    }
+
+    /// Drops the host's state of a stream it closed, remembering it to swallow late events.
+    fn forget(&mut self, conn: ConnId, id: StreamId) {
+        self.forget_quietly(conn, id);
+        if let Some(state) = self.conns.get_mut(&conn) {
+            if state.closed.len() >= CLOSED_MEMORY {
+                state.closed.pop_front();
+            }
+            state.closed.push_back(id);
+        }
+    }
+
+    /// Drops the host's state of a stream (closed, or handed over).
+    fn forget_quietly(&mut self, conn: ConnId, id: StreamId) {
+        if let Some(state) = self.conns.get_mut(&conn) {
+            state.streams.remove(&id);
+            state.inbound_pings.retain(|s| *s != id);
+            if state.ping == Some(id) {
+                state.ping = None;
+            }
+        }
+    }
+
+    /// Fails every negotiation and ping whose deadline passed.
+    fn expire(&mut self, now: Instant) {
+        let expired: Vec<(ConnId, StreamId)> = self
+            .conns
+            .iter()
+            .flat_map(|(conn, state)| {
+                state
+                    .streams
+                    .iter()
+                    .filter(|(_, s)| s.deadline.is_some_and(|d| d <= now))
+                    .map(|(id, _)| (*conn, *id))
+            })
+            .collect();
+        for (conn, id) in expired {
+            self.fail(conn, id, StreamFailure::TimedOut);
+        }
+    }
+}
+
+impl SansIo for Host {
+    type Event = HostEvent;
+
+    fn handle_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        local_ip: Option<IpAddr>,
+        data: &[u8],
+    ) {
+        self.now = now;
+        self.manager.handle_datagram(now, from, local_ip, data);
+        self.pump(now);
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.now = now;
+        self.manager.handle_timeout(now);
+        self.pump(now);
+        self.expire(now);
+    }
+
+    fn handle_unreachable(&mut self, now: Instant, addr: SocketAddr) {
+        Host::handle_unreachable(self, now, addr);
+    }
+
+    fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        self.now = now;
+        self.pump(now);
+        let transmit = self.manager.poll_transmit(now, buf);
+        if transmit.is_none() {
+            self.unflushed = false;
+        }
+        transmit
+    }
+
+    fn poll_event(&mut self) -> Option<HostEvent> {
+        self.pump(self.now);
+        self.events.pop_front()
+    }
+
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        if self.unflushed {
+            // Bytes are queued in the manager: send them before sleeping.
+            return Some(self.now);
+        }
+        let deadlines = self
+            .conns
+            .values()
+            .flat_map(|c| c.streams.values())
+            .filter_map(|s| s.deadline);
+        self.manager
+            .poll_timeout()
+            .into_iter()
+            .chain(deadlines)
+            .min()
+    }
+}

@@ -1,0 +1,20 @@
+//! libp2p's stream protocols, sans-IO, on top of the [`Manager`](crate::Manager).
+//!
+//! A QUIC connection to a libp2p node is not usable with raw streams: every stream starts with
+//! a multistream-select negotiation, and every node expects its pings answered. This layer adds
+//! both, so quicpeer can talk to libp2p nodes stream by stream:
+//!
+//! - [`multistream`]: multistream-select 1.0, the dialer and listener as byte-level machines;
+//! - [`ping`]: `/ipfs/ping/1.0.0`, the pinger and the responder;
+//! - [`host`]: [`Host`], which owns a manager, runs both on its streams, and implements
+//!   [`SansIo`](crate::SansIo) so the same drivers and simulator host it.
+//!
+//! The codecs know nothing of QUIC: bytes in, bytes out, typed errors, bounded buffers.
+
+pub mod host;
+pub mod multistream;
+pub mod ping;
+
+pub use host::{
+    DialAddrsError, Host, HostConfig, HostEvent, OpenError, PingStartError, StreamFailure,
+};
