@@ -64,6 +64,11 @@ fn ops_corpus_replays() {
     replay("ops", fuzz::ops);
 }
 
+#[test]
+fn multistream_corpus_replays() {
+    replay("multistream", fuzz::multistream);
+}
+
 fn spec_vectors() -> Vec<(String, Vec<u8>)> {
     vectors::load()
         .into_iter()

@@ -11,7 +11,9 @@
 //! - [`ops`]: arbitrary sequences of operations (dials, closes, restarts, link failures, time,
 //!   streams) against a [`sim::Network`](crate::sim::Network) of two to four nodes;
 //! - [`certificate`]: arbitrary bytes as a peer's certificate, into the verifier and, when they
-//!   pass it, into a TLS handshake.
+//!   pass it, into a TLS handshake;
+//! - [`multistream`]: arbitrary bytes on a fresh libp2p stream, into the multistream-select
+//!   listener and dialer and the ping responder and pinger, whole and in fragments.
 //!
 //! Every target checks invariants after each step and panics, with the invariant's name, when
 //! one fails: a panic here is a finding. [`seeds`] builds the seed corpora from real packets.
@@ -19,11 +21,13 @@
 mod certificate;
 mod datagram;
 mod invariants;
+mod multistream;
 mod ops;
 pub mod seeds;
 
 pub use certificate::certificate;
 pub use datagram::{datagram, DatagramInput, Mode, Payload, Source, Step};
+pub use multistream::{multistream, Role, PING_PAYLOAD, PROPOSALS, SUPPORTED};
 pub use ops::{ops, LinkChange, Op, OpsInput};
 
 /// Reads a whole fuzz input as a `T` the way libFuzzer's `arbitrary` integration does, except

@@ -23,8 +23,9 @@ const MAX_OPS: usize = 128;
 const MAX_NODES: usize = 4;
 /// Bytes written by one [`Op::Send`] at most.
 const MAX_SEND: usize = 4096;
-/// How long the healed network runs at the end: several idle timeouts and reconnect backoffs.
-const RUN_OUT: Duration = Duration::from_secs(40);
+/// How long the healed network runs at the end: a stale connection ends by a stateless reset
+/// within a keep-alive (1 s) and a round trip, or by its idle timeout (5 s); four idle timeouts.
+const RUN_OUT: Duration = Duration::from_secs(20);
 
 /// How the network and its nodes are configured.
 #[derive(Arbitrary, Debug, Clone, Copy, PartialEq, Eq)]

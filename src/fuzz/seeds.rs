@@ -9,15 +9,17 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::datagram::{DatagramInput, LocalIp, Mode, Payload, Source, Step};
+use super::multistream::{Role, PING_PAYLOAD, PROPOSALS, SUPPORTED};
 use super::ops::{LinkChange, Op, OpsInput, Setup};
 use crate::identity::generate_certificate;
+use crate::protocols::multistream::{Dialer, Listener, Progress};
 use crate::sim::Network;
 use crate::{Config, Identity};
 
 /// One seed: the target it is for, a file name, and its bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Seed {
-    /// `datagram`, `ops` or `certificate`.
+    /// `datagram`, `ops`, `certificate` or `multistream`.
     pub target: &'static str,
     /// A descriptive file name.
     pub name: String,
@@ -32,6 +34,7 @@ pub fn all(vectors: &[(String, Vec<u8>)]) -> Vec<Seed> {
     let mut seeds = certificate_seeds(vectors);
     seeds.extend(datagram_seeds());
     seeds.extend(ops_seeds());
+    seeds.extend(multistream_seeds());
     seeds
 }
 
@@ -359,6 +362,81 @@ fn ops_seeds() -> Vec<Seed> {
             data: encode_ops(&OpsInput { setup, ops }),
         })
         .collect()
+}
+
+/// What a real dialer (proposing `proposals`) and listener (supporting [`SUPPORTED`]) send each
+/// other in a negotiation: (dialer's bytes, listener's bytes).
+fn negotiate(proposals: &[&str]) -> (Vec<u8>, Vec<u8>) {
+    let (mut to_listener, mut to_dialer) = (Vec::new(), Vec::new());
+    let (Ok(mut dialer), mut listener) = (Dialer::new(proposals.iter().copied()), Listener::new())
+    else {
+        return (to_listener, to_dialer);
+    };
+    for _ in 0..8 {
+        let out = dialer.take_output();
+        to_listener.extend_from_slice(&out);
+        let heard = listener.handle_data(&out, |p| SUPPORTED.contains(&p));
+        let back = listener.take_output();
+        to_dialer.extend_from_slice(&back);
+        if !matches!(heard, Ok(Progress::Pending)) {
+            break;
+        }
+        if !matches!(dialer.handle_data(&back), Ok(Progress::Pending)) {
+            break;
+        }
+    }
+    (to_listener, to_dialer)
+}
+
+fn multistream_seeds() -> Vec<Seed> {
+    let input = |role: Role, split: u8, bytes: &[u8]| {
+        let mut data = vec![role.byte(), split];
+        data.extend_from_slice(bytes);
+        data
+    };
+    let (dialer_bytes, listener_bytes) = negotiate(&PROPOSALS);
+    let (lazy, _) = negotiate(&["/ipfs/ping/1.0.0"]);
+    let mut lazy_with_data = lazy.clone();
+    lazy_with_data.extend_from_slice(&PING_PAYLOAD);
+    let mut listing = Vec::new();
+    listing.extend_from_slice(b"\x13/multistream/1.0.0\n\x03ls\n");
+    let mut wrong_echo = PING_PAYLOAD;
+    wrong_echo[31] ^= 1;
+    let mut three_pings = PING_PAYLOAD.repeat(3);
+    three_pings.extend_from_slice(&PING_PAYLOAD[..7]);
+    [
+        (
+            "listener-refuses-then-accepts",
+            input(Role::Listener, 0, &dialer_bytes),
+        ),
+        (
+            "listener-fragmented",
+            input(Role::Listener, 5, &dialer_bytes),
+        ),
+        (
+            "listener-lazy-dialer-with-data",
+            input(Role::Listener, 0, &lazy_with_data),
+        ),
+        ("listener-ls", input(Role::Listener, 0, &listing)),
+        ("dialer-answers", input(Role::Dialer, 0, &listener_bytes)),
+        (
+            "dialer-answers-fragmented",
+            input(Role::Dialer, 3, &listener_bytes),
+        ),
+        (
+            "responder-payloads",
+            input(Role::Responder, 9, &three_pings),
+        ),
+        ("pinger-echo", input(Role::Pinger, 4, &PING_PAYLOAD)),
+        ("pinger-wrong-echo", input(Role::Pinger, 0, &wrong_echo)),
+    ]
+    .into_iter()
+    .map(|(name, data)| Seed {
+        target: "multistream",
+        name: name.into(),
+        data,
+    })
+    .collect()
 }
 
 /// The bytes `arbitrary` decodes into the same values; see the module docs.
