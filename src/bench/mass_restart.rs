@@ -31,16 +31,29 @@ pub struct Outcome {
     pub cpu: (Option<Duration>, Option<Duration>),
 }
 
-/// Runs one mass restart of a hub with `peers` peers whose keep-alive is `keep_alive`.
-pub fn measure(peers: usize, keep_alive: Duration, seed: u64) -> Result<Outcome, BenchError> {
-    let (result, wall, cpu) = timed(|| measure_inner(peers, keep_alive, seed));
+/// Runs one mass restart of a hub with `peers` peers whose keep-alive is `keep_alive`. With
+/// `staggered`, the peers dial one after the other across one keep-alive interval, so their
+/// keep-alives (and their detections of the restart) are spread out as in a real network;
+/// otherwise they all dial at once and all hit the restarted hub in the same instant.
+pub fn measure(
+    peers: usize,
+    keep_alive: Duration,
+    staggered: bool,
+    seed: u64,
+) -> Result<Outcome, BenchError> {
+    let (result, wall, cpu) = timed(|| measure_inner(peers, keep_alive, staggered, seed));
     let mut outcome = result?;
     outcome.wall.1 = wall;
     outcome.cpu.1 = cpu;
     Ok(outcome)
 }
 
-fn measure_inner(peers: usize, keep_alive: Duration, seed: u64) -> Result<Outcome, BenchError> {
+fn measure_inner(
+    peers: usize,
+    keep_alive: Duration,
+    staggered: bool,
+    seed: u64,
+) -> Result<Outcome, BenchError> {
     let config = Config {
         keep_alive: Some(keep_alive),
         ..Config::default()
@@ -60,7 +73,11 @@ fn measure_inner(peers: usize, keep_alive: Duration, seed: u64) -> Result<Outcom
         })
         .collect();
     let (hub_peer, hub_addr) = (net.peer_id(hub), net.addr(hub));
-    for &d in &dialers {
+    let start = net.now();
+    for (i, &d) in dialers.iter().enumerate() {
+        if staggered {
+            net.run_until_time(start + keep_alive * i as u32 / peers.max(1) as u32);
+        }
         let now = net.now();
         if let Some(manager) = net.manager(d) {
             manager
@@ -68,7 +85,7 @@ fn measure_inner(peers: usize, keep_alive: Duration, seed: u64) -> Result<Outcom
                 .map_err(|e| BenchError::Setup(format!("dial: {e}")))?;
         }
     }
-    net.run_for(Duration::from_secs(2));
+    net.run_for(Duration::from_secs(2) + keep_alive);
     let connected = net.manager(hub).map_or(0, |m| m.connected_peers().len());
     if connected != peers {
         return Err(BenchError::Stuck("not every peer connected to the hub"));
@@ -133,6 +150,7 @@ pub fn run(peer_counts: &[usize], keep_alive: Duration) -> Result<Report, BenchE
         "mass-restart",
         &[
             "peers",
+            "dials",
             "all fresh (sim ms)",
             "fresh p50 (sim ms)",
             "fresh p99 (sim ms)",
@@ -145,27 +163,35 @@ pub fn run(peer_counts: &[usize], keep_alive: Duration) -> Result<Report, BenchE
         ],
     );
     for &peers in peer_counts {
-        let o = measure(peers, keep_alive, 42)?;
-        let cpu = |c: Option<Duration>| c.map_or(Cell::Missing, Cell::millis);
-        report.rows.push(vec![
-            Cell::num(peers as f64, 0),
-            Cell::millis(o.all_reconnected),
-            Cell::millis(o.recovery.0),
-            Cell::millis(o.recovery.1),
-            Cell::millis(o.detection.1),
-            Cell::text(format!("{}/{}", o.by_reset, o.peers)),
-            cpu(o.cpu.0),
-            Cell::millis(o.wall.0),
-            cpu(o.cpu.1),
-            Cell::millis(o.wall.1),
-        ]);
+        for staggered in [true, false] {
+            let o = measure(peers, keep_alive, staggered, 42)?;
+            report.rows.push(row(&o, staggered));
+        }
     }
     report.notes.push(format!(
         "simulated network, 5 ms one-way latency, keep-alive {} ms, idle peers: each learns of \
-         the restart at its next keep-alive; 'restart' columns time the phase from the restart \
-         to the last fresh connection, 'run' columns include building and connecting the \
-         network",
+         the restart at its next keep-alive; dials 'spread' over one keep-alive interval (phases \
+         as in a real network) or 'at once' (every peer hits the restarted hub in the same \
+         instant: the burst case); 'restart' columns time the phase from the restart to the \
+         last fresh connection, 'run' columns include building and connecting the network",
         keep_alive.as_millis()
     ));
     Ok(report)
+}
+
+fn row(o: &Outcome, staggered: bool) -> Vec<Cell> {
+    let cpu = |c: Option<Duration>| c.map_or(Cell::Missing, Cell::millis);
+    vec![
+        Cell::num(o.peers as f64, 0),
+        Cell::text(if staggered { "spread" } else { "at once" }),
+        Cell::millis(o.all_reconnected),
+        Cell::millis(o.recovery.0),
+        Cell::millis(o.recovery.1),
+        Cell::millis(o.detection.1),
+        Cell::text(format!("{}/{}", o.by_reset, o.peers)),
+        cpu(o.cpu.0),
+        Cell::millis(o.wall.0),
+        cpu(o.cpu.1),
+        Cell::millis(o.wall.1),
+    ]
 }
