@@ -27,6 +27,8 @@ pub struct Outcome {
     pub connections: usize,
     /// Bytes an empty manager owns.
     pub empty_manager: usize,
+    /// Bytes a hub's manager owned with a single connection (another network).
+    pub hub_one: usize,
     /// Bytes the hub's manager owned with all its connections.
     pub hub: usize,
     /// Bytes one peer's manager owned with its one connection.
@@ -34,14 +36,16 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    /// Bytes per idle connection at the hub.
+    /// Bytes per idle connection at the hub, on average: everything above an empty manager.
     pub fn per_connection_hub(&self) -> f64 {
         self.hub.saturating_sub(self.empty_manager) as f64 / self.connections.max(1) as f64
     }
 
-    /// Bytes of the one connection at a peer.
-    pub fn per_connection_peer(&self) -> f64 {
-        self.peer.saturating_sub(self.empty_manager) as f64
+    /// Bytes each connection after the first adds at the hub (what the first connection
+    /// allocates once for the whole endpoint is left out).
+    pub fn marginal_per_connection(&self) -> f64 {
+        self.hub.saturating_sub(self.hub_one) as f64
+            / self.connections.saturating_sub(1).max(1) as f64
     }
 }
 
@@ -65,7 +69,23 @@ pub fn measure(connections: usize, allocated: &dyn Fn() -> usize) -> Result<Outc
         drop(manager);
         after.saturating_sub(before)
     };
+    let (hub_one, peer) = hub_and_peer(1, &config, allocated)?;
+    let (hub, _) = hub_and_peer(connections, &config, allocated)?;
+    Ok(Outcome {
+        connections,
+        empty_manager,
+        hub_one,
+        hub,
+        peer,
+    })
+}
 
+/// Footprints of a hub with `connections` idle inbound connections and of its first peer.
+fn hub_and_peer(
+    connections: usize,
+    config: &Config,
+    allocated: &dyn Fn() -> usize,
+) -> Result<(usize, usize), BenchError> {
     let mut net = Network::new(1);
     net.record_sent = false;
     let hub = net.add_node("hub", Identity::from_ed25519_seed([0; 32]), config.clone());
@@ -107,12 +127,7 @@ pub fn measure(connections: usize, allocated: &dyn Fn() -> usize) -> Result<Outc
     };
     let hub_bytes = footprint(&mut net, hub);
     let peer_bytes = peers.first().map_or(0, |&p| footprint(&mut net, p));
-    Ok(Outcome {
-        connections,
-        empty_manager,
-        hub: hub_bytes,
-        peer: peer_bytes,
-    })
+    Ok((hub_bytes, peer_bytes))
 }
 
 /// Whether `allocated` sees an allocation.
@@ -129,30 +144,49 @@ pub fn run(connections: usize, allocated: &dyn Fn() -> usize) -> Result<Report, 
     let o = measure(connections, allocated)?;
     let mut report = Report::new(
         "memory",
-        &["side", "connections", "manager bytes", "bytes/connection"],
+        &[
+            "manager",
+            "connections",
+            "manager bytes",
+            "bytes/connection (avg)",
+            "bytes/connection (marginal)",
+        ],
     );
+    let bytes = |b: usize| Cell::num(b as f64, 0);
+    let above_empty = |b: usize| Cell::num(b.saturating_sub(o.empty_manager) as f64, 0);
     report.rows.push(vec![
-        Cell::text("empty manager"),
+        Cell::text("empty"),
         Cell::num(0.0, 0),
-        Cell::num(o.empty_manager as f64, 0),
+        bytes(o.empty_manager),
+        Cell::Missing,
+        Cell::Missing,
+    ]);
+    report.rows.push(vec![
+        Cell::text("peer (outbound, idle)"),
+        Cell::num(1.0, 0),
+        bytes(o.peer),
+        above_empty(o.peer),
+        Cell::Missing,
+    ]);
+    report.rows.push(vec![
+        Cell::text("hub (inbound, idle)"),
+        Cell::num(1.0, 0),
+        bytes(o.hub_one),
+        above_empty(o.hub_one),
         Cell::Missing,
     ]);
     report.rows.push(vec![
         Cell::text("hub (inbound, idle)"),
         Cell::num(o.connections as f64, 0),
-        Cell::num(o.hub as f64, 0),
+        bytes(o.hub),
         Cell::num(o.per_connection_hub(), 0),
-    ]);
-    report.rows.push(vec![
-        Cell::text("peer (outbound, idle)"),
-        Cell::num(1.0, 0),
-        Cell::num(o.peer as f64, 0),
-        Cell::num(o.per_connection_peer(), 0),
+        Cell::num(o.marginal_per_connection(), 0),
     ]);
     report.notes.push(
-        "bytes a manager frees when dropped, minus an empty manager's; simulated connections, \
-         established and idle (default config: keep-alive 5 s), measured 1 s after the last \
-         handshake"
+        "bytes a manager frees when dropped; avg: above an empty manager, per connection; \
+         marginal: what each connection after the first adds (the first also allocates \
+         endpoint-wide state once); simulated connections, established and idle (default \
+         config: keep-alive 5 s), measured 1 s after the last handshake"
             .into(),
     );
     Ok(report)
