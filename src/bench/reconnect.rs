@@ -182,10 +182,12 @@ pub fn run(trials: u64, latency: Duration, jitter: Duration) -> Result<Report, B
             "p90 (ms)",
             "max (ms)",
             "mean (ms)",
+            "p50 vs default",
             "detected by",
             "trials",
         ],
     );
+    let mut default_p50 = None;
     for mode in Mode::ALL {
         let mut latencies = Vec::new();
         let mut causes: Vec<String> = Vec::new();
@@ -206,6 +208,9 @@ pub fn run(trials: u64, latency: Duration, jitter: Duration) -> Result<Report, B
         causes.sort();
         causes.dedup();
         let pct = |p| percentile(&latencies, p).map_or(Cell::Missing, Cell::millis);
+        let p50 = percentile(&latencies, 50).unwrap_or_default();
+        let base = *default_p50.get_or_insert(p50);
+        let ratio = p50.as_secs_f64() / base.as_secs_f64().max(f64::MIN_POSITIVE);
         report.rows.push(vec![
             Cell::text("simulated"),
             Cell::text(mode.label()),
@@ -213,6 +218,7 @@ pub fn run(trials: u64, latency: Duration, jitter: Duration) -> Result<Report, B
             pct(90),
             pct(100),
             Cell::millis(mean),
+            Cell::num(ratio, 2),
             Cell::text(causes.join(", ")),
             Cell::num(trials as f64, 0),
         ]);
@@ -227,11 +233,13 @@ pub fn run(trials: u64, latency: Duration, jitter: Duration) -> Result<Report, B
             Cell::Missing,
             Cell::Missing,
             Cell::Missing,
+            Cell::Missing,
         ]);
     }
     report.notes.push(format!(
         "link {} ms ± {} ms jitter one way; A sends every {} ms and at once on a new \
-         connection (reaction within {} ms); default config (keep-alive 5 s, idle 10 s)",
+         connection (reaction within {} ms); default config (keep-alive 5 s, idle 10 s); \
+         'p50 vs default': against quicpeer's default (derived keys, suspicion on)",
         latency.as_millis(),
         jitter.as_millis(),
         TICK.as_millis(),
