@@ -61,6 +61,7 @@ use quinn_proto::{
 };
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
+use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer};
 use tracing::{debug, debug_span, info, trace, warn, Span};
 
 use crate::identity::{
@@ -266,11 +267,43 @@ impl Manager {
         now: Instant,
         wall_now: SystemTime,
     ) -> Result<Self, ManagerError> {
+        Self::build(identity, config, seed, now, wall_now, None)
+    }
+
+    /// Like [`Manager::new`], but presents `certificate` (signed by `key`), made beforehand by
+    /// [`generate_certificate`](crate::identity::generate_certificate) for the same identity,
+    /// instead of generating one. Generating the certificate is most of what `new` costs:
+    /// fuzzers, benchmarks and tests that build many managers of one identity share one.
+    #[doc(hidden)]
+    pub fn with_certificate(
+        identity: Identity,
+        config: Config,
+        seed: [u8; 32],
+        now: Instant,
+        wall_now: SystemTime,
+        certificate: (CertificateDer<'static>, PrivatePkcs8KeyDer<'static>),
+    ) -> Result<Self, ManagerError> {
+        Self::build(identity, config, seed, now, wall_now, Some(certificate))
+    }
+
+    fn build(
+        identity: Identity,
+        config: Config,
+        seed: [u8; 32],
+        now: Instant,
+        wall_now: SystemTime,
+        certificate: Option<(CertificateDer<'static>, PrivatePkcs8KeyDer<'static>)>,
+    ) -> Result<Self, ManagerError> {
         let span = debug_span!("manager", local = %identity.peer_id());
         let mut rng = ChaCha20Rng::from_seed(seed);
         let clock = WallClock::new(wall_now);
-        let tls = TlsContext::new(&identity, clock.clone())
-            .map_err(|e| ManagerError::Tls(Box::new(e)))?;
+        let tls = match certificate {
+            Some((certificate, key)) => {
+                TlsContext::with_certificate(certificate, key, clock.clone())
+            }
+            None => TlsContext::new(&identity, clock.clone()),
+        }
+        .map_err(|e| ManagerError::Tls(Box::new(e)))?;
 
         let (keys, derived) = match &config.keys {
             KeyMode::DerivedFromIdentity => match RestartKeys::derive(identity.keypair()) {
@@ -403,6 +436,22 @@ impl Manager {
     /// Connections that hold a slot: handshaking or established.
     pub fn live_connections(&self) -> usize {
         self.live
+    }
+
+    /// Connections by phase: (handshaking, established, closed but not yet drained). For the
+    /// fuzz targets' invariants (`live_connections` must equal the first two together).
+    #[cfg(feature = "fuzzing")]
+    #[doc(hidden)]
+    pub fn phase_counts(&self) -> (usize, usize, usize) {
+        let mut counts = (0, 0, 0);
+        for conn in self.conns.values() {
+            match conn.phase {
+                Phase::Handshaking { .. } => counts.0 += 1,
+                Phase::Established => counts.1 += 1,
+                Phase::Closed => counts.2 += 1,
+            }
+        }
+        counts
     }
 
     /// The peer of a connection.
