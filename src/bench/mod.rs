@@ -5,8 +5,9 @@
 //! link, or whole [`sim`](crate::sim) networks for restarts and reconnects. Comparisons with a
 //! bare `quinn_proto` endpoint run in the same process, in the same run, on the same machine,
 //! and each report gives ratios as well as times. Simulated durations are machine-independent;
-//! wall-clock and CPU times are not. This is the one library module that reads the system clock
-//! (`Instant::now`, to time the work); the core it measures still only sees the virtual clock.
+//! wall-clock and CPU times are not. Like the driver, and unlike the core, this module reads the
+//! system clock (`Instant::now`, to time the work); the core it measures only sees the virtual
+//! clock.
 //!
 //! | workload | what it measures |
 //! |---|---|
