@@ -9,7 +9,7 @@
 //! [`protocols`] (multistream-select and ping on the manager's streams, as [`Host`]),
 //! [`address`] (libp2p QUIC multiaddrs to and from socket addresses), [`sim`] (a
 //! deterministic network to test and benchmark any of these machines), `driver` (any of
-//! them on real UDP sockets with mio; the default `mio` feature), and [`bench`] (the benchmark
+//! them on real UDP sockets with mio; the default `mio` feature), and [`bench`](mod@bench) (the benchmark
 //! workloads behind `quicpeer bench` and `benches/`).
 #![deny(missing_docs)]
 
