@@ -8,13 +8,18 @@
 //! Layers, from the bottom: [`identity`] (certificates and keys), [`manager`] (the sans-IO core),
 //! [`protocols`] (multistream-select and ping on the manager's streams, as [`Host`]),
 //! [`address`] (libp2p QUIC multiaddrs to and from socket addresses), [`sim`] (a
-//! deterministic network to test and benchmark any of these machines), and `driver` (any of
-//! them on real UDP sockets with mio; the default `mio` feature).
+//! deterministic network to test and benchmark any of these machines), `driver` (any of
+//! them on real UDP sockets with mio; the default `mio` feature), and [`bench`](mod@bench) (the benchmark
+//! workloads behind `quicpeer bench` and `benches/`).
 #![deny(missing_docs)]
 
 pub mod address;
+pub mod bench;
 #[cfg(feature = "mio")]
 pub mod driver;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzz;
 pub mod identity;
 pub mod machine;
 pub mod manager;

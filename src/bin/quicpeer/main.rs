@@ -9,6 +9,7 @@
 
 #[cfg(feature = "mio")]
 mod addr;
+mod bench;
 mod cert;
 #[cfg(feature = "mio")]
 mod demo;
@@ -61,6 +62,8 @@ enum Command {
     /// Show restart recovery on loopback: derived keys against quinn's default keys.
     #[cfg(feature = "mio")]
     Demo(demo::Args),
+    /// Run a benchmark and print its table (`--json`: one JSON object).
+    Bench(bench::Args),
     // Commands to come (bench): one variant here, one module beside this file, one arm in
     // `main`.
 }
@@ -93,6 +96,7 @@ fn main() -> ExitCode {
         Command::Ping(args) => ping::run(&args, out),
         #[cfg(feature = "mio")]
         Command::Demo(args) => demo::run(&args, out),
+        Command::Bench(args) => bench::run(&args, out),
     };
     result.unwrap_or_else(|error| {
         eprintln!("error: {error}");

@@ -1,0 +1,346 @@
+//! One QUIC connection as the manager sees it: its phase, its verification slot, its open
+//! streams; how inbound connections are accepted, how quinn's endpoint and connection events
+//! are shuttled, and how quinn's reason for a death becomes a [`Cause`].
+
+use super::*;
+
+/// Where a connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Phase {
+    Handshaking {
+        deadline: Instant,
+    },
+    Established,
+    /// Lost and reported; kept until quinn has drained it.
+    Closed,
+}
+
+/// A PING sent on an established connection to learn whether it is still alive, because a
+/// second connection to the same peer completed.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Probe {
+    pub(super) challenger: ConnId,
+    pub(super) deadline: Instant,
+    pub(super) rx_before: u64,
+}
+
+pub(super) struct Conn {
+    pub(super) handle: ConnectionHandle,
+    pub(super) inner: quinn_proto::Connection,
+    pub(super) slot: VerificationSlot,
+    pub(super) direction: Direction,
+    pub(super) addr: SocketAddr,
+    /// The dialed PeerId (outbound), then the verified one.
+    pub(super) peer: Option<PeerId>,
+    pub(super) phase: Phase,
+    /// `Connected` was emitted, so `ConnectionLost` must be.
+    pub(super) announced: bool,
+    /// Streams whose sending half is not yet finished and acknowledged, stopped or reset.
+    pub(super) send_open: BTreeSet<quinn_proto::StreamId>,
+    /// Streams whose receiving half has not reached its end or a reset.
+    pub(super) recv_open: BTreeSet<quinn_proto::StreamId>,
+    pub(super) probe: Option<Probe>,
+    /// Since when our ack-eliciting packets have gone unanswered (cleared by any datagram in).
+    pub(super) unanswered_since: Option<Instant>,
+    /// Suspicion already acted on for the current silence.
+    pub(super) suspected: bool,
+    /// A suspicion redial failed (the peer is still down): race the silent connection again
+    /// at this time, if the silence lasts.
+    pub(super) resuspect_at: Option<Instant>,
+    /// Ack-eliciting frames sent so far, to tell which transmits expect an answer.
+    pub(super) eliciting_sent: u64,
+    pub(super) span: Span,
+}
+
+impl Manager {
+    pub(super) fn accept(
+        &mut self,
+        incoming: quinn_proto::Incoming,
+        now: Instant,
+        buf: &mut Vec<u8>,
+    ) {
+        let from = incoming.remote_address();
+        let limits = &self.config.limits;
+        if limits
+            .retry_above
+            .is_some_and(|n| self.inbound_handshakes >= n)
+            && !incoming.remote_address_validated()
+            && incoming.may_retry()
+        {
+            debug!(%from, "asking for address validation (Retry)");
+            buf.clear();
+            match self.endpoint.retry(incoming, buf) {
+                Ok(transmit) => self.queue_response(now, transmit, buf),
+                Err(e) => self.endpoint.ignore(e.into_incoming()),
+            }
+            return;
+        }
+        if self.shutting_down
+            || self.inbound_handshakes >= limits.max_inbound_handshakes
+            || self.live >= limits.max_connections
+        {
+            debug!(%from, "refusing inbound connection at limit");
+            buf.clear();
+            let transmit = self.endpoint.refuse(incoming, buf);
+            self.queue_response(now, transmit, buf);
+            return;
+        }
+        let (server, slot) = self.tls.server_config();
+        let config = match server_config(server, &self.transport, &self.clock) {
+            Ok(config) => config,
+            Err(e) => {
+                warn!(%from, "cannot build server config: {e}");
+                self.endpoint.ignore(incoming);
+                return;
+            }
+        };
+        buf.clear();
+        match self.endpoint.accept(incoming, now, buf, Some(config)) {
+            Ok((handle, inner)) => {
+                let id = self.new_conn_id();
+                self.inbound_handshakes += 1;
+                self.insert_conn(id, handle, inner, slot, Direction::Inbound, from, None, now);
+            }
+            Err(e) => {
+                debug!(%from, "accept failed: {}", e.cause);
+                if let Some(transmit) = e.response {
+                    self.queue_response(now, transmit, buf);
+                }
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn insert_conn(
+        &mut self,
+        id: ConnId,
+        handle: ConnectionHandle,
+        inner: quinn_proto::Connection,
+        slot: VerificationSlot,
+        direction: Direction,
+        addr: SocketAddr,
+        peer: Option<PeerId>,
+        now: Instant,
+    ) {
+        let span = match peer {
+            Some(peer) => debug_span!(parent: &self.span, "conn", %id, ?direction, %addr, %peer),
+            None => debug_span!(parent: &self.span, "conn", %id, ?direction, %addr),
+        };
+        span.in_scope(|| debug!("connection started"));
+        self.live += 1;
+        self.by_handle.insert(handle, id);
+        self.conns.insert(
+            id,
+            Conn {
+                handle,
+                inner,
+                slot,
+                direction,
+                addr,
+                peer,
+                phase: Phase::Handshaking {
+                    deadline: now + self.config.handshake_timeout,
+                },
+                announced: false,
+                send_open: BTreeSet::new(),
+                recv_open: BTreeSet::new(),
+                probe: None,
+                unanswered_since: None,
+                suspected: false,
+                resuspect_at: None,
+                eliciting_sent: 0,
+                span,
+            },
+        );
+        self.drive(id, now);
+    }
+
+    pub(super) fn new_conn_id(&mut self) -> ConnId {
+        let id = ConnId(self.next_conn);
+        self.next_conn += 1;
+        id
+    }
+
+    /// Polls a connection until it has nothing more to say, acting on what it says.
+    pub(super) fn drive(&mut self, id: ConnId, now: Instant) {
+        let mut drained = false;
+        loop {
+            let Some(conn) = self.conns.get_mut(&id) else {
+                return;
+            };
+            while let Some(event) = conn.inner.poll_endpoint_events() {
+                drained |= event.is_drained();
+                if let Some(event) = self.endpoint.handle_event(conn.handle, event) {
+                    conn.inner.handle_event(event);
+                }
+            }
+            let mut events = Vec::new();
+            while let Some(event) = conn.inner.poll() {
+                events.push(event);
+            }
+            if events.is_empty() {
+                break;
+            }
+            for event in events {
+                self.on_quinn_event(id, event, now);
+            }
+        }
+        // A probed connection that is still open and heard from the peer is alive. (Checked
+        // after its events: the datagram may have been the stateless reset that killed it.)
+        if let Some(conn) = self.conns.get(&id) {
+            if let Some(probe) = conn.probe.filter(|_| conn.phase == Phase::Established) {
+                if conn.inner.stats().udp_rx.datagrams > probe.rx_before {
+                    self.resolve_probe(id, probe, now);
+                }
+            }
+        }
+        self.dirty.insert(id);
+        if drained {
+            if self
+                .conns
+                .get(&id)
+                .is_some_and(|c| c.phase != Phase::Closed)
+            {
+                // Drained without a ConnectionLost (should not happen): account for it.
+                self.on_lost(id, Cause::ClosedLocally, now);
+            }
+            if let Some(conn) = self.conns.remove(&id) {
+                conn.span.in_scope(|| trace!("drained"));
+                // quinn reuses handles at once: a connection started while this one drained
+                // (a reconnect) may own the same handle already.
+                if self.by_handle.get(&conn.handle) == Some(&id) {
+                    self.by_handle.remove(&conn.handle);
+                }
+            }
+            self.dirty.remove(&id);
+        }
+    }
+
+    pub(super) fn on_quinn_event(&mut self, id: ConnId, event: quinn_proto::Event, now: Instant) {
+        use quinn_proto::{Event as E, StreamEvent as S};
+        match event {
+            E::HandshakeDataReady | E::DatagramReceived | E::DatagramsUnblocked => {}
+            E::Connected => self.on_connected(id, now),
+            E::ConnectionLost { reason } => {
+                let cause = self.classify(id, reason);
+                self.on_lost(id, cause, now);
+            }
+            E::Stream(event) => {
+                let Some(conn) = self.conns.get_mut(&id) else {
+                    return;
+                };
+                let Some(peer) = conn.peer.filter(|_| conn.phase == Phase::Established) else {
+                    return;
+                };
+                let event = match event {
+                    S::Opened { dir } => {
+                        while let Some(sid) = conn.inner.streams().accept(dir) {
+                            if dir == Dir::Bi {
+                                conn.send_open.insert(sid);
+                            }
+                            conn.recv_open.insert(sid);
+                            let stream = StreamId { conn: id, id: sid };
+                            self.events.push_back(Event::StreamOpened { peer, stream });
+                        }
+                        return;
+                    }
+                    S::Readable { id: sid } => Event::StreamReadable {
+                        stream: StreamId { conn: id, id: sid },
+                    },
+                    S::Writable { id: sid } => Event::StreamWritable {
+                        stream: StreamId { conn: id, id: sid },
+                    },
+                    S::Finished { id: sid } => {
+                        conn.send_open.remove(&sid);
+                        Event::StreamFinished {
+                            stream: StreamId { conn: id, id: sid },
+                        }
+                    }
+                    S::Stopped {
+                        id: sid,
+                        error_code,
+                    } => {
+                        conn.send_open.remove(&sid);
+                        Event::StreamStopped {
+                            stream: StreamId { conn: id, id: sid },
+                            code: error_code.into_inner(),
+                        }
+                    }
+                    S::Available { .. } => return,
+                };
+                self.events.push_back(event);
+            }
+        }
+    }
+
+    /// Turns quinn's reason into ours, using what the verifier recorded for handshake failures.
+    pub(super) fn classify(&self, id: ConnId, reason: ConnectionError) -> Cause {
+        let Some(conn) = self.conns.get(&id) else {
+            return Cause::ClosedLocally;
+        };
+        let established = conn.phase == Phase::Established;
+        let verdict = conn.slot.outcome();
+        match reason {
+            ConnectionError::Reset => Cause::PeerRestarted,
+            ConnectionError::TimedOut if established => Cause::IdleTimeout,
+            ConnectionError::TimedOut => Cause::HandshakeFailed(HandshakeFailure::TimedOut),
+            ConnectionError::ApplicationClosed(close)
+                if close.error_code == VarInt::from_u32(CLOSE_SUPERSEDED) =>
+            {
+                Cause::Superseded { by: None }
+            }
+            ConnectionError::ApplicationClosed(close) => Cause::ClosedByPeer {
+                code: close.error_code.into_inner(),
+                reason: String::from_utf8_lossy(&close.reason).into_owned(),
+            },
+            ConnectionError::ConnectionClosed(close) => {
+                let code = u64::from(close.error_code);
+                let reason = String::from_utf8_lossy(&close.reason).into_owned();
+                if established {
+                    Cause::TransportError { code, reason }
+                } else if close.error_code == TransportErrorCode::CONNECTION_REFUSED {
+                    Cause::HandshakeFailed(HandshakeFailure::Refused)
+                } else {
+                    Cause::HandshakeFailed(HandshakeFailure::RejectedByPeer { code, reason })
+                }
+            }
+            ConnectionError::TransportError(error) => match verdict {
+                Some(Err(CertificateError::PeerIdMismatch { expected, actual })) => {
+                    Cause::PeerIdMismatch { expected, actual }
+                }
+                Some(Err(error)) => Cause::HandshakeFailed(HandshakeFailure::Certificate(error)),
+                _ => Cause::TransportError {
+                    code: u64::from(error.code),
+                    reason: error.reason,
+                },
+            },
+            ConnectionError::VersionMismatch => {
+                Cause::HandshakeFailed(HandshakeFailure::VersionMismatch)
+            }
+            ConnectionError::LocallyClosed => Cause::ClosedLocally,
+            ConnectionError::CidsExhausted => Cause::TransportError {
+                code: 0x1,
+                reason: "connection IDs exhausted".into(),
+            },
+        }
+    }
+
+    /// Closes a connection we decided to end, and accounts for it at once.
+    pub(super) fn close_conn(&mut self, id: ConnId, now: Instant, cause: Cause) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if conn.phase == Phase::Closed {
+            return;
+        }
+        let (code, reason): (u32, &[u8]) = match cause {
+            Cause::Superseded { .. } => (CLOSE_SUPERSEDED, b"superseded"),
+            Cause::LimitReached => (CLOSE_LIMIT, b"connection limit"),
+            _ => (CLOSE_NORMAL, b""),
+        };
+        conn.inner
+            .close(now, VarInt::from_u32(code), Bytes::from_static(reason));
+        self.on_lost(id, cause, now);
+        self.drive(id, now);
+    }
+}

@@ -1,0 +1,309 @@
+//! What happens when a connection is established or dies: announcing it, make-before-break
+//! replacement, liveness probes of older connections, suspicion of silent ones, freeing slots,
+//! and deciding whether to reconnect.
+
+use super::*;
+
+/// When an established connection becomes suspect: `ptos` probe timeouts after the first
+/// unanswered ack-eliciting packet, or when a failed suspicion redial's backoff ends.
+pub(super) fn suspicion_deadline(conn: &Conn, ptos: u32) -> Option<Instant> {
+    if conn.phase != Phase::Established || conn.suspected {
+        return None;
+    }
+    let pto = conn.inner.rtt() * 3 + Duration::from_millis(25);
+    conn.unanswered_since
+        .map(|since| (since + pto * ptos).max(conn.resuspect_at.unwrap_or(since)))
+}
+
+/// Frames that make the peer acknowledge (everything but ACK, padding and CONNECTION_CLOSE).
+pub(super) fn ack_eliciting_frames(f: &quinn_proto::FrameStats) -> u64 {
+    f.ack_frequency
+        + f.crypto
+        + f.data_blocked
+        + f.datagram
+        + u64::from(f.handshake_done)
+        + f.immediate_ack
+        + f.max_data
+        + f.max_stream_data
+        + f.max_streams_bidi
+        + f.max_streams_uni
+        + f.new_connection_id
+        + f.new_token
+        + f.path_challenge
+        + f.path_response
+        + f.ping
+        + f.reset_stream
+        + f.retire_connection_id
+        + f.stream_data_blocked
+        + f.streams_blocked_bidi
+        + f.streams_blocked_uni
+        + f.stop_sending
+        + f.stream
+}
+
+impl Manager {
+    pub(super) fn on_connected(&mut self, id: ConnId, now: Instant) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let direction = conn.direction;
+        let addr = conn.addr;
+        let peer = match conn.slot.outcome() {
+            Some(Ok(peer)) => peer,
+            other => {
+                // rustls completed without our verifier running: refuse to trust the connection.
+                warn!(conn = %id, ?other, "handshake completed without a verified PeerId");
+                self.close_conn(
+                    id,
+                    now,
+                    Cause::HandshakeFailed(HandshakeFailure::Certificate(
+                        CertificateError::NoCertificate,
+                    )),
+                );
+                return;
+            }
+        };
+        if direction == Direction::Inbound {
+            self.inbound_handshakes = self.inbound_handshakes.saturating_sub(1);
+            conn.span.record("peer", tracing::field::display(peer));
+        }
+        conn.peer = Some(peer);
+        conn.phase = Phase::Established;
+
+        let max_per_peer = self.config.limits.max_connections_per_peer;
+        let entry = self.peers.entry(peer).or_default();
+        // Was this the winning attempt of a dial?
+        let mut replaced = None;
+        let mut losers = Vec::new();
+        if entry
+            .dial
+            .as_ref()
+            .is_some_and(|d| d.in_flight.contains(&id))
+        {
+            if let Some(dial) = entry.dial.take() {
+                losers.extend(dial.in_flight.into_iter().filter(|c| *c != id));
+                replaced = dial.replaces;
+            }
+            entry.backoff = Backoff::default();
+            entry.retry = None;
+            // Remember what worked first.
+            entry.addrs.retain(|a| *a != addr);
+            entry.addrs.insert(0, addr);
+        }
+        let over_limit = entry.established.len() >= max_per_peer;
+        if over_limit && replaced.is_none() {
+            debug!(conn = %id, %peer, "closing: per-peer connection limit");
+            self.close_conn(id, now, Cause::LimitReached);
+            return;
+        }
+        if direction == Direction::Inbound && entry.is_flapping(now) {
+            debug!(conn = %id, %peer, "closing: peer is flapping");
+            self.close_conn(id, now, Cause::LimitReached);
+            return;
+        }
+        // Make-before-break: a replacement takes over from a connection that is still up.
+        let replacing = replaced.filter(|old| entry.established.contains(old));
+        entry.established.insert(id);
+        let previous = entry.preferred;
+        if previous.is_none() || replacing.is_some() {
+            entry.preferred = Some(id);
+        }
+        if let Some(conn) = self.conns.get_mut(&id) {
+            conn.announced = true;
+            conn.span.in_scope(|| info!(?replaced, "connected"));
+        }
+        self.events.push_back(Event::Connected {
+            peer,
+            conn: id,
+            addr,
+            direction,
+            replaced,
+        });
+        for loser in losers {
+            self.close_conn(loser, now, Cause::Superseded { by: Some(id) });
+        }
+        if let Some(old) = replacing {
+            self.close_conn(old, now, Cause::Superseded { by: Some(id) });
+        } else if let Some(old) = previous {
+            self.start_probe(old, id, now);
+        }
+    }
+
+    /// A second connection to a peer completed while `old` is preferred: is `old` still alive?
+    pub(super) fn start_probe(&mut self, old: ConnId, challenger: ConnId, now: Instant) {
+        let (probe_rtts, probe_min) = (self.config.probe_rtts, self.config.probe_min);
+        let Some(conn) = self.conns.get_mut(&old) else {
+            return;
+        };
+        if conn.probe.is_some() {
+            // Already probing for another challenger: the newest one competes next time.
+            return;
+        }
+        let wait = (conn.inner.rtt() * probe_rtts).max(probe_min);
+        conn.inner.ping();
+        conn.probe = Some(Probe {
+            challenger,
+            deadline: now + wait,
+            rx_before: conn.inner.stats().udp_rx.datagrams,
+        });
+        conn.span
+            .in_scope(|| debug!(%challenger, ?wait, "probing the older connection"));
+        self.dirty.insert(old);
+    }
+
+    /// Ends a probe: if `old` heard back it is alive and one of the two goes by tie-break;
+    /// otherwise `old` is stale and the challenger takes over.
+    pub(super) fn resolve_probe(&mut self, old: ConnId, probe: Probe, now: Instant) {
+        let Some(conn) = self.conns.get_mut(&old) else {
+            return;
+        };
+        conn.probe = None;
+        let alive = conn.inner.stats().udp_rx.datagrams > probe.rx_before;
+        let Some(challenger) = self.conns.get(&probe.challenger) else {
+            return;
+        };
+        if challenger.phase != Phase::Established {
+            return;
+        }
+        let loser = if alive {
+            // Simultaneous dial: keep the connection dialed by the smaller PeerId; both sides
+            // compute the same answer. If the same side dialed both, keep the newer.
+            let local = self.identity.peer_id();
+            let dialer = |c: &Conn| match (c.direction, c.peer) {
+                (Direction::Outbound, _) => Some(local),
+                (Direction::Inbound, peer) => peer,
+            };
+            let (old_dialer, new_dialer) = match self.conns.get(&old) {
+                Some(o) => (dialer(o), dialer(challenger)),
+                None => return,
+            };
+            if old_dialer != new_dialer && old_dialer < new_dialer {
+                probe.challenger
+            } else {
+                old
+            }
+        } else {
+            old
+        };
+        let winner = if loser == old { probe.challenger } else { old };
+        debug!(%old, challenger = %probe.challenger, alive, %winner, "probe resolved");
+        self.close_conn(loser, now, Cause::Superseded { by: Some(winner) });
+        if let Some(peer) = self.conns.get(&winner).and_then(|c| c.peer) {
+            if let Some(p) = self.peers.get_mut(&peer) {
+                p.preferred = Some(winner);
+            }
+        }
+    }
+
+    /// A connection ended: report it, free its slot, and decide what comes next for the peer.
+    pub(super) fn on_lost(&mut self, id: ConnId, cause: Cause, now: Instant) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if conn.phase == Phase::Closed {
+            return;
+        }
+        let was_handshaking = matches!(conn.phase, Phase::Handshaking { .. });
+        conn.phase = Phase::Closed;
+        conn.probe = None;
+        self.live = self.live.saturating_sub(1);
+        let (direction, addr, announced) = (conn.direction, conn.addr, conn.announced);
+        let peer = conn.peer;
+        let unfinished: Vec<StreamId> = conn
+            .send_open
+            .union(&conn.recv_open)
+            .map(|sid| StreamId { conn: id, id: *sid })
+            .collect();
+        conn.span.in_scope(|| info!(%cause, "connection lost"));
+        if was_handshaking && direction == Direction::Inbound {
+            self.inbound_handshakes = self.inbound_handshakes.saturating_sub(1);
+        }
+        let Some(peer) = peer else { return };
+
+        if announced {
+            self.events.push_back(Event::ConnectionLost {
+                peer,
+                conn: id,
+                addr,
+                cause: cause.clone(),
+                unfinished_streams: unfinished,
+            });
+        }
+        let grace = self.config.limits.flap_grace;
+        let Some(entry) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        entry.established.remove(&id);
+        if announced && !matches!(cause, Cause::Superseded { .. } | Cause::ClosedLocally) {
+            if entry.last_loss.is_some_and(|t| now < t + grace) {
+                warn!(%peer, "connections die repeatedly: refusing the peer for {grace:?}");
+                entry.refuse_until = Some(now + grace);
+            }
+            entry.last_loss = Some(now);
+        }
+        if entry.preferred == Some(id) {
+            // The newest remaining connection takes over.
+            entry.preferred = entry.established.last().copied();
+        }
+        // A failed dial attempt?
+        let mut attempt_failed = false;
+        if let Some(dial) = entry.dial.as_mut() {
+            if dial.in_flight.remove(&id) {
+                dial.errors.push((addr, cause.clone()));
+                attempt_failed = true;
+            }
+        }
+        if attempt_failed {
+            self.after_attempt_failed(peer, now);
+            return;
+        }
+        // A connection with the peer ended: reconnect?
+        let policy = self.policy(&peer);
+        let wanted = match cause {
+            Cause::PeerRestarted => policy.on_restart,
+            Cause::IdleTimeout | Cause::TransportError { .. } => policy.on_other_loss,
+            _ => false,
+        };
+        let Some(entry) = self.peers.get(&peer) else {
+            return;
+        };
+        if announced && wanted && entry.preferred.is_none() && entry.dial.is_none() {
+            if entry.addrs.is_empty() {
+                debug!(%peer, "lost, but no address known to reconnect to");
+            } else {
+                self.start_reconnect(peer, id, now);
+            }
+        }
+        self.forget_if_idle(peer, now);
+    }
+
+    /// A connection went unanswered for the suspicion period: race it with a fresh dial.
+    pub(super) fn suspect(&mut self, id: ConnId, now: Instant) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        conn.suspected = true;
+        let (Some(peer), Some(since)) = (conn.peer, conn.unanswered_since) else {
+            return;
+        };
+        let Some(entry) = self.peers.get(&peer) else {
+            return;
+        };
+        if entry.preferred != Some(id) || entry.dial.is_some() || entry.addrs.is_empty() {
+            return;
+        }
+        if conn.resuspect_at.is_some() {
+            conn.span
+                .in_scope(|| info!(?since, "still unanswered: racing it again"));
+        } else {
+            conn.span
+                .in_scope(|| info!(?since, "unanswered: racing it with a fresh dial"));
+            self.events.push_back(Event::Unresponsive {
+                peer,
+                conn: id,
+                since,
+            });
+        }
+        self.start_dial(peer, Some(id), now);
+    }
+}

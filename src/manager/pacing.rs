@@ -1,0 +1,33 @@
+//! A token bucket pacing stateless responses (see [`ResponseRate`]).
+
+use super::*;
+
+/// A token bucket (see [`ResponseRate`]).
+pub(super) struct TokenBucket {
+    pub(super) rate: ResponseRate,
+    pub(super) tokens: f64,
+    pub(super) last: Instant,
+}
+
+impl TokenBucket {
+    pub(super) fn new(rate: ResponseRate, now: Instant) -> Self {
+        Self {
+            rate,
+            tokens: f64::from(rate.burst),
+            last: now,
+        }
+    }
+
+    pub(super) fn take(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = self.last.max(now);
+        self.tokens = (self.tokens + elapsed * f64::from(self.rate.per_second))
+            .min(f64::from(self.rate.burst));
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
