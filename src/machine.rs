@@ -40,6 +40,13 @@ pub trait SansIo {
     fn handle_unreachable(&mut self, now: Instant, addr: SocketAddr) {
         let _ = (now, addr);
     }
+    /// Tells the machine that one transmit may carry up to `max` datagrams of one size back to
+    /// back (`Transmit::segment_size`), because the driver sends such a run in one system call
+    /// (GSO). Optional on both sides: a driver without segmentation offload never calls it,
+    /// and a machine that keeps this default ignores it and returns one datagram per transmit.
+    fn set_max_datagrams(&mut self, max: usize) {
+        let _ = max;
+    }
 }
 
 impl SansIo for Manager {
@@ -73,5 +80,9 @@ impl SansIo for Manager {
 
     fn handle_unreachable(&mut self, now: Instant, addr: SocketAddr) {
         Manager::handle_unreachable(self, now, addr)
+    }
+
+    fn set_max_datagrams(&mut self, max: usize) {
+        Manager::set_max_datagrams(self, max)
     }
 }

@@ -39,8 +39,11 @@
 //!
 //! Through quinn-udp: on Linux one `recvmmsg` returns up to a batch of datagrams, each buffer
 //! possibly holding a GRO run of same-size datagrams; on send, consecutive datagrams to one
-//! destination of equal size go out in one GSO `sendmsg`. Elsewhere it falls back to one
-//! datagram per syscall. A send blocked on one socket holds back all output until it drains
+//! destination of equal size go out in one GSO `sendmsg` (up to the socket's segment count and
+//! 64 000 bytes), whether the machine gave them one per transmit or already as a run: where
+//! the sockets have GSO, the driver lets the machine batch up to 10 datagrams per transmit
+//! ([`SansIo::set_max_datagrams`]), which saves the machine work per datagram. Elsewhere it
+//! falls back to one datagram per syscall. A send blocked on one socket holds back all output until it drains
 //! (head-of-line across families, which only matters when a socket buffer is full).
 //!
 //! # ICMP errors
@@ -99,10 +102,17 @@ use socket::{UdpSocket, MAX_GSO_BYTES, RECV_BATCH, RECV_CHUNK};
 const WAKER: Token = Token(usize::MAX);
 /// `recv` calls per socket per wake-up before output and timers get their turn.
 const RECV_CALLS_PER_TURN: usize = 16;
-/// Datagrams taken from the machine before they are sent.
+/// Datagrams taken from the machine before they are sent (counted in datagrams, not
+/// transmits: a larger batch only delays the first send and makes the burst the receiver's
+/// socket buffer must absorb longer).
 const OUT_BATCH: usize = 64;
 /// Rounds of commands/timers/output/events per wake-up before the loop polls the sockets again.
 const ROUNDS_PER_TURN: usize = 64;
+/// Datagrams the machine may put in one transmit where the sockets have GSO
+/// ([`SansIo::set_max_datagrams`]). quinn's own driver asks quinn-proto for at most 10 (larger
+/// batches only grow the buffer quinn reserves up front); the driver merges consecutive
+/// transmits into longer GSO runs anyway.
+const MAX_TRANSMIT_DATAGRAMS: usize = 10;
 
 /// Errors of the driver.
 #[derive(Debug, thiserror::Error)]
@@ -334,6 +344,11 @@ impl<M: SansIo> Driver<M> {
         }
         let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(DriverError::Poll)?);
         let (tx, rx) = mpsc::channel();
+        let mut machine = machine;
+        let segments = bound.iter().map(UdpSocket::max_segments).min().unwrap_or(1);
+        if segments > 1 {
+            machine.set_max_datagrams(segments.min(MAX_TRANSMIT_DATAGRAMS));
+        }
         Ok(Self {
             machine,
             poll,
@@ -588,11 +603,15 @@ impl<M: SansIo> Driver<M> {
         loop {
             if self.outbox.items.is_empty() {
                 self.outbox.buf.clear();
-                while self.outbox.items.len() < OUT_BATCH {
+                let mut datagrams = 0;
+                while datagrams < OUT_BATCH {
                     let Some(t) = self.machine.poll_transmit(now, &mut self.scratch) else {
                         break;
                     };
                     let payload = self.scratch.get(..t.size).unwrap_or(&self.scratch);
+                    datagrams += payload
+                        .len()
+                        .div_ceil(t.segment_size.unwrap_or(t.size).max(1));
                     let start = self.outbox.buf.len();
                     self.outbox.buf.extend_from_slice(payload);
                     self.outbox.items.push_back(Out {
@@ -627,43 +646,45 @@ impl<M: SansIo> Driver<M> {
             if socket.blocked {
                 return false;
             }
-            // A run: same destination, source and ECN; equal sizes but for a shorter last one.
+            // A run: same destination, source and ECN; datagrams of one size but for a shorter
+            // last one, whether they came one per transmit or already segmented.
+            let seg = first.segment_size.unwrap_or(first.len).max(1);
+            let max = socket.max_segments();
             let mut count = 1;
+            let mut segments = first.len.div_ceil(seg);
             let mut end = first.start + first.len;
-            if first.segment_size.is_none() {
-                let max = socket.max_segments();
+            if first.len % seg == 0 {
                 for next in self.outbox.items.iter().skip(1) {
-                    let fits = count < max
-                        && next.segment_size.is_none()
-                        && next.destination == first.destination
+                    let next_segments = next
+                        .len
+                        .div_ceil(next.segment_size.unwrap_or(next.len).max(1));
+                    let fits = next.destination == first.destination
                         && next.src_ip == first.src_ip
                         && next.ecn == first.ecn
-                        && next.len <= first.len
                         && next.len > 0
+                        && match next.segment_size {
+                            Some(size) => size == seg,
+                            None => next.len <= seg,
+                        }
+                        && segments + next_segments <= max
                         && end - first.start + next.len <= MAX_GSO_BYTES;
                     if !fits {
                         break;
                     }
                     count += 1;
+                    segments += next_segments;
                     end += next.len;
-                    if next.len < first.len {
+                    if next.len % seg != 0 {
                         break;
                     }
                 }
             }
-            let segment_size = if count > 1 {
-                Some(first.len)
-            } else {
-                first.segment_size
-            };
+            let segment_size = (segments > 1).then_some(seg);
             let contents = self.outbox.buf.get(first.start..end).unwrap_or_default();
             match socket.send(destination, contents, segment_size, first.src_ip, first.ecn) {
                 Ok(()) => {
                     self.stats.send_calls += 1;
-                    self.stats.datagrams_sent += match first.segment_size {
-                        Some(size) if count == 1 => contents.len().div_ceil(size.max(1)) as u64,
-                        _ => count as u64,
-                    };
+                    self.stats.datagrams_sent += segments as u64;
                     trace!(to = %destination, bytes = contents.len(), count, "sent");
                     self.outbox.items.drain(..count);
                 }

@@ -135,6 +135,8 @@ pub struct Manager {
     next_sweep: Instant,
     /// `close_all` was called: no new connections, no reconnects.
     shutting_down: bool,
+    /// Datagrams one transmit may carry (see `set_max_datagrams`).
+    max_datagrams: usize,
     buf: Vec<u8>,
     span: Span,
 }
@@ -267,6 +269,7 @@ impl Manager {
             live: 0,
             next_sweep: now,
             shutting_down: false,
+            max_datagrams: 1,
             buf: Vec::new(),
             span,
         })
@@ -282,6 +285,11 @@ impl Manager {
     /// The configuration in force.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The most datagrams one [`Transmit`] may carry (see [`Manager::set_max_datagrams`]).
+    pub fn max_datagrams(&self) -> usize {
+        self.max_datagrams
     }
 
     /// The connection currently used for `peer`, if any.
@@ -623,7 +631,18 @@ impl Manager {
         }
     }
 
-    /// The next datagram to send, written into `buf` (cleared first).
+    /// Lets one [`Transmit`] carry up to `max` datagrams of one connection (segmentation
+    /// offload): then its payload is datagrams of `segment_size` bytes back to back, the last
+    /// one possibly shorter. A driver that sends such a batch in one system call (GSO) sets
+    /// this; the mio driver does, from its sockets' capability. The default, 1, gives one
+    /// datagram per transmit; 0 counts as 1. quinn builds a batch in one pass, so a bulk
+    /// sender spends less per datagram.
+    pub fn set_max_datagrams(&mut self, max: usize) {
+        self.max_datagrams = max.max(1);
+    }
+
+    /// The next datagram (or, see [`Manager::set_max_datagrams`], run of datagrams) to send,
+    /// written into `buf` (cleared first).
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
         buf.clear();
         if let Some((transmit, bytes)) = self.responses.pop_front() {
@@ -635,7 +654,7 @@ impl Manager {
                 self.dirty.remove(&id);
                 continue;
             };
-            match conn.inner.poll_transmit(now, 1, buf) {
+            match conn.inner.poll_transmit(now, self.max_datagrams, buf) {
                 Some(t) => {
                     trace!(conn = %id, size = t.size, to = %t.destination, "transmit");
                     let eliciting = ack_eliciting_frames(&conn.inner.stats().frame_tx);

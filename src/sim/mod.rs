@@ -210,6 +210,10 @@ pub struct Network<M: Simulated = Manager> {
     /// unreachable" (fed to the sender's `Manager::handle_unreachable`), as a closed port on a
     /// reachable host does. Off by default: such datagrams vanish, as behind a firewall.
     pub icmp_unreachable: bool,
+    /// Datagrams one transmit may carry, told to every machine as it starts
+    /// ([`SansIo::set_max_datagrams`]), as the mio driver does where its sockets have GSO. The
+    /// network splits such runs into datagrams. 1 (the default) leaves the machines alone.
+    pub max_datagrams: usize,
 }
 
 impl Network {
@@ -244,6 +248,7 @@ impl<M: Simulated> Network<M> {
             capture_payloads: false,
             record_sent: true,
             icmp_unreachable: false,
+            max_datagrams: 1,
         }
     }
 
@@ -381,8 +386,11 @@ impl<M: Simulated> Network<M> {
         seed[8..16].copy_from_slice(&(node.0 as u64).to_le_bytes());
         seed[16..20].copy_from_slice(&n.generation.to_le_bytes());
         let _entered = n.span.enter();
-        let machine = M::build(n.identity.clone(), n.config.clone(), seed, now, wall)
+        let mut machine = M::build(n.identity.clone(), n.config.clone(), seed, now, wall)
             .expect("manager construction failed");
+        if self.max_datagrams > 1 {
+            machine.set_max_datagrams(self.max_datagrams);
+        }
         n.machine = Some(machine);
         n.next_timeout = None;
     }

@@ -642,6 +642,10 @@ impl SansIo for Host {
         Host::handle_unreachable(self, now, addr);
     }
 
+    fn set_max_datagrams(&mut self, max: usize) {
+        self.manager.set_max_datagrams(max);
+    }
+
     fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
         self.now = now;
         self.pump(now);
