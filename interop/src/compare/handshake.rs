@@ -47,11 +47,22 @@ pub enum Stack {
     Libp2p,
     /// quinn on tokio current-thread, with quicpeer's TLS configurations.
     Quinn,
+    /// quicpeer's in-process workload (`quicpeer bench handshake`): two `Manager`s on one
+    /// thread joined by an instant in-memory link, no sockets.
+    SimQuicpeer,
+    /// The same workload with two bare `quinn_proto` endpoints (server-only TLS).
+    SimQuinnProto,
 }
 
 impl Stack {
     /// Every stack, in the order of the report.
-    pub const ALL: [Stack; 3] = [Stack::Quicpeer, Stack::Libp2p, Stack::Quinn];
+    pub const ALL: [Stack; 5] = [
+        Stack::Quicpeer,
+        Stack::Libp2p,
+        Stack::Quinn,
+        Stack::SimQuicpeer,
+        Stack::SimQuinnProto,
+    ];
 
     /// A short name.
     pub fn label(self) -> &'static str {
@@ -59,6 +70,8 @@ impl Stack {
             Stack::Quicpeer => "quicpeer (mio driver)",
             Stack::Libp2p => "rust-libp2p (tokio)",
             Stack::Quinn => "quinn + quicpeer TLS (tokio)",
+            Stack::SimQuicpeer => "in-process: quicpeer Manager",
+            Stack::SimQuinnProto => "in-process: bare quinn-proto",
         }
     }
 }
@@ -89,13 +102,100 @@ impl Round {
     }
 }
 
-/// Runs `count` measured handshakes of one stack with both threads pinned to `cpu`.
+/// Runs `count` measured handshakes of one loopback stack with both threads pinned to `cpu`
+/// (the in-process stacks run on this thread, pinned too, through [`InProcess`]).
 pub fn measure(stack: Stack, count: u32, cpu: usize) -> Result<Round, CompareError> {
     let warmup = (count / 10).max(1);
     match stack {
         Stack::Quicpeer => quicpeer_round(warmup, count, cpu),
         Stack::Libp2p => libp2p_round(warmup, count, cpu),
         Stack::Quinn => quinn_round(warmup, count, cpu),
+        Stack::SimQuicpeer | Stack::SimQuinnProto => {
+            let mut bench = InProcess::new(stack, cpu)?;
+            bench.measure(count)
+        }
+    }
+}
+
+/// quicpeer's own in-process handshake workload, on a thread pinned to the same CPU, so its
+/// figure sits in the same table, measured in the same run.
+pub struct InProcess {
+    thread: Option<Worker>,
+}
+
+/// The in-process bench's thread: counts go in, rounds come out.
+type Worker = (
+    mpsc::Sender<u32>,
+    mpsc::Receiver<Result<Round, String>>,
+    std::thread::JoinHandle<()>,
+);
+
+impl InProcess {
+    /// Builds the endpoints (and warms them up) on a thread of their own pinned to `cpu`.
+    pub fn new(stack: Stack, cpu: usize) -> Result<Self, CompareError> {
+        use quicpeer::bench::handshake::{Handshakes, Stack as SimStack};
+        let sim = match stack {
+            Stack::SimQuicpeer => SimStack::Quicpeer,
+            Stack::SimQuinnProto => SimStack::Quinn,
+            other => {
+                return Err(CompareError::Setup(format!(
+                    "{} is not an in-process stack",
+                    other.label()
+                )))
+            }
+        };
+        let (count_tx, count_rx) = mpsc::channel::<u32>();
+        let (round_tx, round_rx) = mpsc::channel();
+        let thread = pinned_thread("hs-in-process", cpu, move |pinned| {
+            let mut bench = match Handshakes::new(sim) {
+                Ok(bench) => bench,
+                Err(e) => {
+                    let _ = round_tx.send(Err(e.to_string()));
+                    return;
+                }
+            };
+            // Warm-up, as the loopback stacks get.
+            let _ = bench.run(10);
+            while let Ok(count) = count_rx.recv() {
+                let (c0, t0) = (thread_cpu_time(), Instant::now());
+                let result = bench.run(count);
+                let (wall, cpu) = (t0.elapsed(), cpu_since(c0));
+                let round = result.map_err(|e| e.to_string()).map(|()| Round {
+                    count,
+                    wall,
+                    cpu,
+                    pinned,
+                });
+                if round_tx.send(round).is_err() {
+                    return;
+                }
+            }
+        })?;
+        Ok(Self {
+            thread: Some((count_tx, round_rx, thread)),
+        })
+    }
+
+    /// Completes `count` handshakes and times them.
+    pub fn measure(&mut self, count: u32) -> Result<Round, CompareError> {
+        let (tx, rx, _) = self
+            .thread
+            .as_ref()
+            .ok_or_else(|| CompareError::Setup("in-process bench gone".into()))?;
+        tx.send(count)
+            .map_err(|_| CompareError::Setup("in-process bench thread died".into()))?;
+        rx.recv()
+            .map_err(|_| CompareError::Setup("in-process bench thread died".into()))?
+            .map_err(CompareError::Stuck)
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        if let Some((tx, _, thread)) = self.thread.take() {
+            drop(tx);
+            let _ = thread.join();
+        }
     }
 }
 
@@ -108,9 +208,15 @@ pub fn run(
 ) -> Result<Report, CompareError> {
     let load_before = super::load_note("before");
     let mut results: Vec<Vec<Round>> = vec![Vec::new(); Stack::ALL.len()];
+    let mut sim_quicpeer = InProcess::new(Stack::SimQuicpeer, cpu)?;
+    let mut sim_quinn = InProcess::new(Stack::SimQuinnProto, cpu)?;
     for round in 0..rounds.max(1) {
         for (stack, results) in Stack::ALL.iter().zip(&mut results) {
-            let measured = measure(*stack, count, cpu)?;
+            let measured = match stack {
+                Stack::SimQuicpeer => sim_quicpeer.measure(count)?,
+                Stack::SimQuinnProto => sim_quinn.measure(count)?,
+                other => measure(*other, count, cpu)?,
+            };
             progress(format!(
                 "handshake round {}/{} {}: {:.0}/s wall, {}/s CPU",
                 round + 1,
@@ -135,7 +241,7 @@ pub fn run(
         .collect();
     let rate = |(wall, cpu, _): &(f64, Option<f64>, bool)| cpu.unwrap_or(*wall);
     let base = rate(&summary[0]);
-    let mut report = Report::new(
+    let mut report = super::report(
         "handshake",
         &[
             "stack (loopback, one core)",
@@ -169,7 +275,9 @@ pub fn run(
     ));
     report.notes.push(
         "wall: the dialer's time; CPU: dialer + listener thread CPU time (the fair figure on a \
-         shared machine: what one busy core completes)"
+         shared machine: what one busy core completes); in-process rows: quicpeer's own \
+         `quicpeer bench handshake` workload (both ends on one thread, an instant in-memory \
+         link, no sockets; its baseline authenticates the server only), run in the same rounds"
             .into(),
     );
     report.notes.push(load_before);
@@ -292,7 +400,9 @@ fn quicpeer_round(warmup: u32, count: u32, cpu: usize) -> Result<Round, CompareE
                 let cpu = c0.zip(c1).map(|(a, b)| b.saturating_sub(a));
                 Ok((t1 - t0, cpu, pinned))
             }
-            _ => Err(format!("only {done} of {total} handshakes within {ROUND_TIMEOUT:?}")),
+            _ => Err(format!(
+                "only {done} of {total} handshakes within {ROUND_TIMEOUT:?}"
+            )),
         }
     })?;
     let dialed = dialer
@@ -323,14 +433,16 @@ fn quicpeer_round(warmup: u32, count: u32, cpu: usize) -> Result<Round, CompareE
 type Libp2pSwarm = libp2p::Swarm<dummy::Behaviour>;
 
 fn libp2p_swarm(seed: u8) -> Result<Libp2pSwarm, String> {
-    Ok(SwarmBuilder::with_existing_identity(crate::libp2p_peer::keypair(seed))
-        .with_tokio()
-        .with_quic()
-        .with_behaviour(|_| dummy::Behaviour)
-        .map_err(|e| e.to_string())?
-        // The dialer closes each connection itself, as quicpeer's does.
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-        .build())
+    Ok(
+        SwarmBuilder::with_existing_identity(crate::libp2p_peer::keypair(seed))
+            .with_tokio()
+            .with_quic()
+            .with_behaviour(|_| dummy::Behaviour)
+            .map_err(|e| e.to_string())?
+            // The dialer closes each connection itself, as quicpeer's does.
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+            .build(),
+    )
 }
 
 fn current_thread() -> Result<tokio::runtime::Runtime, String> {
@@ -408,7 +520,9 @@ fn libp2p_round(warmup: u32, count: u32, cpu: usize) -> Result<Round, CompareErr
             loop {
                 let event = tokio::time::timeout_at(deadline, swarm.select_next_some())
                     .await
-                    .map_err(|_| format!("only {done} of {total} handshakes in {ROUND_TIMEOUT:?}"))?;
+                    .map_err(|_| {
+                        format!("only {done} of {total} handshakes in {ROUND_TIMEOUT:?}")
+                    })?;
                 match event {
                     SwarmEvent::ConnectionEstablished { connection_id, .. } => {
                         done += 1;
@@ -420,7 +534,10 @@ fn libp2p_round(warmup: u32, count: u32, cpu: usize) -> Result<Round, CompareErr
                             let (t1, c1) = (Instant::now(), thread_cpu_time());
                             // Let the last close go out.
                             let linger = tokio::time::Instant::now() + Duration::from_millis(200);
-                            while let Ok(_) = tokio::time::timeout_at(linger, swarm.select_next_some()).await {}
+                            while tokio::time::timeout_at(linger, swarm.select_next_some())
+                                .await
+                                .is_ok()
+                            {}
                             let (t0, c0) = start.ok_or("no warm-up")?;
                             let cpu = c0.zip(c1).map(|(a, b)| b.saturating_sub(a));
                             return Ok::<_, String>((t1 - t0, cpu, pinned));
@@ -486,13 +603,13 @@ pub(crate) fn quinn_configs(listener_seed: u8, dialer_seed: u8) -> Result<QuinnC
         .keep_alive_interval(defaults.keep_alive);
     let transport = Arc::new(transport);
     let (server, _) = server_tls.server_config();
-    let server = quinn::crypto::rustls::QuicServerConfig::try_from(server)
-        .map_err(|e| e.to_string())?;
+    let server =
+        quinn::crypto::rustls::QuicServerConfig::try_from(server).map_err(|e| e.to_string())?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(server));
     server.transport_config(transport.clone());
     let (client, _) = client_tls.client_config(Some(listener.peer_id()));
-    let client = quinn::crypto::rustls::QuicClientConfig::try_from(client)
-        .map_err(|e| e.to_string())?;
+    let client =
+        quinn::crypto::rustls::QuicClientConfig::try_from(client).map_err(|e| e.to_string())?;
     let mut client = quinn::ClientConfig::new(Arc::new(client));
     client.transport_config(transport);
     let mut endpoint = quinn::EndpointConfig::default();

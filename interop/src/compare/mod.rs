@@ -18,12 +18,13 @@
 
 pub mod handshake;
 pub mod reconnect;
-pub mod report;
 pub mod throughput;
 
 use std::time::Duration;
 
-pub use report::{Cell, Report};
+/// The report, percentile and CPU-time helpers of quicpeer's own benchmarks, so both kinds
+/// print (and serialise) alike.
+pub use quicpeer::bench::{percentile, thread_cpu_time, Cell, Report};
 
 /// Why a comparison could not run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,22 +37,6 @@ pub enum CompareError {
     /// bug (the interop tests should fail too), or a machine too loaded to run it.
     #[error("stuck: {0}")]
     Stuck(String),
-}
-
-/// CPU time this thread has used, where the platform tells (Linux: `/proc/thread-self`).
-pub fn thread_cpu_time() -> Option<Duration> {
-    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    let nanos: u64 = text.split_whitespace().next()?.parse().ok()?;
-    Some(Duration::from_nanos(nanos))
-}
-
-/// The `p`th percentile (0–100) of sorted values, by the nearest-rank method.
-pub fn percentile(sorted: &[Duration], p: usize) -> Option<Duration> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let rank = (sorted.len() * p.min(100)).div_ceil(100).max(1);
-    sorted.get(rank - 1).copied()
 }
 
 /// The median of some figures (the upper one of an even count); `None` when there are none.
@@ -112,17 +97,29 @@ pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
+/// A duration in milliseconds with `decimals` decimals; `Missing` for `None`.
+pub(crate) fn millis(d: Option<Duration>, decimals: usize) -> Cell {
+    d.map_or(Cell::Missing, |d| Cell::num(ms(d), decimals))
+}
+
+/// An empty report with these columns.
+pub(crate) fn report(name: &str, columns: &[&str]) -> Report {
+    Report {
+        name: name.into(),
+        columns: columns.iter().map(|c| (*c).to_owned()).collect(),
+        rows: Vec::new(),
+        notes: Vec::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn percentiles_use_the_nearest_rank() {
+    fn medians_and_percentiles() {
         let v: Vec<Duration> = (1..=20).map(Duration::from_millis).collect();
-        assert_eq!(percentile(&v, 50), Some(Duration::from_millis(10)));
         assert_eq!(percentile(&v, 90), Some(Duration::from_millis(18)));
-        assert_eq!(percentile(&v, 100), Some(Duration::from_millis(20)));
-        assert_eq!(percentile(&[], 50), None);
         assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
         assert_eq!(median(&[]), None);
     }

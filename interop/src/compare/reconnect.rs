@@ -214,17 +214,14 @@ pub fn measure(
 }
 
 /// Runs every pair of `settings` and reports percentiles and ratios.
-pub fn run(
-    settings: &Settings,
-    progress: &mut dyn FnMut(String),
-) -> Result<Report, CompareError> {
+pub fn run(settings: &Settings, progress: &mut dyn FnMut(String)) -> Result<Report, CompareError> {
     let load_before = super::load_note("before");
     let mut results = Vec::new();
     for &pair in &settings.pairs {
         let samples = measure(pair, settings, progress)?;
         results.push((pair, samples));
     }
-    let mut report = Report::new(
+    let mut report = super::report(
         "reconnect",
         &[
             "dialer → listener",
@@ -255,8 +252,7 @@ pub fn run(
         let detection = sorted(samples, |s| s.detection);
         let first = sorted(samples, |s| s.first_ping);
         let back_up: Vec<f64> = samples.iter().map(|s| ms(s.back_up)).collect();
-        let mean = (!first.is_empty())
-            .then(|| first.iter().sum::<Duration>() / first.len() as u32);
+        let mean = (!first.is_empty()).then(|| first.iter().sum::<Duration>() / first.len() as u32);
         let ratio = match (percentile(&first, 50), reference) {
             (Some(p50), Some(reference)) if !reference.is_zero() => {
                 Cell::num(p50.as_secs_f64() / reference.as_secs_f64(), 1)
@@ -268,13 +264,13 @@ pub fn run(
             Cell::num(samples.len() as f64, 0),
             Cell::num(first.len() as f64, 0),
             Cell::text(ways(samples)),
-            Cell::millis(percentile(&detection, 50), 1),
-            Cell::millis(percentile(&detection, 90), 1),
-            Cell::millis(detection.last().copied(), 1),
-            Cell::millis(percentile(&first, 50), 1),
-            Cell::millis(percentile(&first, 90), 1),
-            Cell::millis(first.last().copied(), 1),
-            Cell::millis(mean, 1),
+            super::millis(percentile(&detection, 50), 1),
+            super::millis(percentile(&detection, 90), 1),
+            super::millis(detection.last().copied(), 1),
+            super::millis(percentile(&first, 50), 1),
+            super::millis(percentile(&first, 90), 1),
+            super::millis(first.last().copied(), 1),
+            super::millis(mean, 1),
             ratio,
             median(&back_up).map_or(Cell::Missing, |m| Cell::num(m, 1)),
         ]);
@@ -314,7 +310,7 @@ fn ways(samples: &[Sample]) -> String {
             None => counts.push((s.how.clone(), 1)),
         }
     }
-    counts.sort_by(|a, b| b.1.cmp(&a.1));
+    counts.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
     counts
         .iter()
         .map(|(how, n)| format!("{how} {n}/{}", samples.len()))
@@ -428,9 +424,11 @@ impl Dialer {
                 let addr = addr
                     .parse()
                     .map_err(|e| CompareError::Setup(format!("{addr}: {e}")))?;
-                let node =
-                    Libp2pPeer::spawn(libp2p_config(Libp2pConfig::dialer(DIALER_SEED, addr), interval))
-                        .map_err(|e| CompareError::Setup(format!("rust-libp2p dialer: {e}")))?;
+                let node = Libp2pPeer::spawn(libp2p_config(
+                    Libp2pConfig::dialer(DIALER_SEED, addr),
+                    interval,
+                ))
+                .map_err(|e| CompareError::Setup(format!("rust-libp2p dialer: {e}")))?;
                 Ok(Dialer::Libp2p(node))
             }
         }

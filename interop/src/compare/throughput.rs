@@ -113,7 +113,7 @@ pub fn run(
             results.push(t);
         }
     }
-    let mut report = Report::new(
+    let mut report = super::report(
         "throughput",
         &[
             "stack",
@@ -131,7 +131,10 @@ pub fn run(
         .iter()
         .map(|ts| {
             let rate: Vec<f64> = ts.iter().map(Transfer::mib_per_second).collect();
-            let sender: Vec<f64> = ts.iter().filter_map(|t| t.cpu_per_gib(t.sender_cpu)).collect();
+            let sender: Vec<f64> = ts
+                .iter()
+                .filter_map(|t| t.cpu_per_gib(t.sender_cpu))
+                .collect();
             let receiver: Vec<f64> = ts
                 .iter()
                 .filter_map(|t| t.cpu_per_gib(t.receiver_cpu))
@@ -140,7 +143,12 @@ pub fn run(
                 .iter()
                 .map(|t| t.datagrams as f64 / t.send_calls.max(1) as f64)
                 .collect();
-            [median(&rate), median(&sender), median(&receiver), median(&batch)]
+            [
+                median(&rate),
+                median(&sender),
+                median(&receiver),
+                median(&batch),
+            ]
         })
         .collect();
     let quinn = summary[1];
@@ -253,85 +261,87 @@ fn quicpeer_transfer(bytes: u64) -> Result<Transfer, CompareError> {
 
     let sender = std::thread::Builder::new()
         .name("tp-quicpeer-sender".into())
-        .spawn(move || -> Result<(Instant, Option<Duration>, DriverStats), String> {
-            let identity = Identity::from_ed25519_seed([SENDER_SEED; 32]);
-            let (now, wall) = (Instant::now(), SystemTime::now());
-            let manager = Manager::new(identity, Config::default(), rand::random(), now, wall)
-                .map_err(|e| e.to_string())?;
-            let mut driver =
-                Driver::bind(manager, &[([127, 0, 0, 1], 0).into()]).map_err(|e| e.to_string())?;
-            let now = driver.now();
-            driver
-                .machine_mut()
-                .dial(peer, [addr], now)
-                .map_err(|e| e.to_string())?;
-            let data = vec![0xa5u8; WRITE_CHUNK];
-            let mut written = 0u64;
-            let mut stream = None;
-            let mut start: Option<(Instant, Option<Duration>)> = None;
-            let mut end = None;
-            let mut failure = None;
-            let mut finished = false;
-            let deadline = Instant::now() + Duration::from_secs(600);
-            driver
-                .run_until(Some(deadline), |cx, event| {
-                    match event {
-                        Event::Connected { conn, .. } => match cx.open_stream(conn) {
-                            Ok(s) => {
-                                stream = Some(s);
-                                start = Some((Instant::now(), thread_cpu_time()));
-                            }
-                            Err(e) => {
-                                failure = Some(format!("open_stream: {e}"));
+        .spawn(
+            move || -> Result<(Instant, Option<Duration>, DriverStats), String> {
+                let identity = Identity::from_ed25519_seed([SENDER_SEED; 32]);
+                let (now, wall) = (Instant::now(), SystemTime::now());
+                let manager = Manager::new(identity, Config::default(), rand::random(), now, wall)
+                    .map_err(|e| e.to_string())?;
+                let mut driver = Driver::bind(manager, &[([127, 0, 0, 1], 0).into()])
+                    .map_err(|e| e.to_string())?;
+                let now = driver.now();
+                driver
+                    .machine_mut()
+                    .dial(peer, [addr], now)
+                    .map_err(|e| e.to_string())?;
+                let data = vec![0xa5u8; WRITE_CHUNK];
+                let mut written = 0u64;
+                let mut stream = None;
+                let mut start: Option<(Instant, Option<Duration>)> = None;
+                let mut end = None;
+                let mut failure = None;
+                let mut finished = false;
+                let deadline = Instant::now() + Duration::from_secs(600);
+                driver
+                    .run_until(Some(deadline), |cx, event| {
+                        match event {
+                            Event::Connected { conn, .. } => match cx.open_stream(conn) {
+                                Ok(s) => {
+                                    stream = Some(s);
+                                    start = Some((Instant::now(), thread_cpu_time()));
+                                }
+                                Err(e) => {
+                                    failure = Some(format!("open_stream: {e}"));
+                                    cx.stop();
+                                    return;
+                                }
+                            },
+                            Event::StreamWritable { .. } => {}
+                            Event::StreamFinished { .. } => {
+                                end = Some(thread_cpu_time());
                                 cx.stop();
                                 return;
                             }
-                        },
-                        Event::StreamWritable { .. } => {}
-                        Event::StreamFinished { .. } => {
-                            end = Some(thread_cpu_time());
-                            cx.stop();
-                            return;
-                        }
-                        Event::ConnectionLost { cause, .. } => {
-                            failure = Some(format!("connection lost: {cause}"));
-                            cx.stop();
-                            return;
-                        }
-                        _ => return,
-                    }
-                    let Some(s) = stream else { return };
-                    while written < bytes {
-                        let n = (bytes - written).min(WRITE_CHUNK as u64) as usize;
-                        match cx.stream_write(s, &data[..n]) {
-                            Ok(taken) => written += taken as u64,
-                            Err(StreamError::Blocked) => return,
-                            Err(e) => {
-                                failure = Some(format!("write: {e}"));
+                            Event::ConnectionLost { cause, .. } => {
+                                failure = Some(format!("connection lost: {cause}"));
                                 cx.stop();
                                 return;
                             }
+                            _ => return,
                         }
-                    }
-                    if !finished {
-                        finished = true;
-                        if let Err(e) = cx.stream_finish(s) {
-                            failure = Some(format!("finish: {e}"));
-                            cx.stop();
+                        let Some(s) = stream else { return };
+                        while written < bytes {
+                            let n = (bytes - written).min(WRITE_CHUNK as u64) as usize;
+                            match cx.stream_write(s, &data[..n]) {
+                                Ok(taken) => written += taken as u64,
+                                Err(StreamError::Blocked) => return,
+                                Err(e) => {
+                                    failure = Some(format!("write: {e}"));
+                                    cx.stop();
+                                    return;
+                                }
+                            }
                         }
-                    }
-                })
-                .map_err(|e| e.to_string())?;
-            if let Some(failure) = failure {
-                return Err(failure);
-            }
-            let (t0, c0) = start.ok_or("no connection")?;
-            let c1 = end.ok_or("the stream was not acknowledged in time")?;
-            let cpu = c0.zip(c1).map(|(a, b)| b.saturating_sub(a));
-            let stats = driver.stats();
-            let _ = driver.shutdown(Duration::from_millis(200), |_, _| {});
-            Ok((t0, cpu, stats))
-        })
+                        if !finished {
+                            finished = true;
+                            if let Err(e) = cx.stream_finish(s) {
+                                failure = Some(format!("finish: {e}"));
+                                cx.stop();
+                            }
+                        }
+                    })
+                    .map_err(|e| e.to_string())?;
+                if let Some(failure) = failure {
+                    return Err(failure);
+                }
+                let (t0, c0) = start.ok_or("no connection")?;
+                let c1 = end.ok_or("the stream was not acknowledged in time")?;
+                let cpu = c0.zip(c1).map(|(a, b)| b.saturating_sub(a));
+                let stats = driver.stats();
+                let _ = driver.shutdown(Duration::from_millis(200), |_, _| {});
+                Ok((t0, cpu, stats))
+            },
+        )
         .map_err(|e| CompareError::Setup(format!("thread: {e}")))?;
     let sent = sender
         .join()
@@ -343,7 +353,9 @@ fn quicpeer_transfer(bytes: u64) -> Result<Transfer, CompareError> {
     let (t0, sender_cpu, stats) = sent.map_err(CompareError::Stuck)?;
     let (t1, receiver_cpu, got) = received.map_err(CompareError::Stuck)?;
     if got != bytes {
-        return Err(CompareError::Stuck(format!("received {got} of {bytes} bytes")));
+        return Err(CompareError::Stuck(format!(
+            "received {got} of {bytes} bytes"
+        )));
     }
     Ok(Transfer {
         bytes,
@@ -429,7 +441,9 @@ fn quinn_transfer(bytes: u64) -> Result<Transfer, CompareError> {
                 let mut written = 0u64;
                 while written < bytes {
                     let n = (bytes - written).min(WRITE_CHUNK as u64) as usize;
-                    send.write_all(&data[..n]).await.map_err(|e| e.to_string())?;
+                    send.write_all(&data[..n])
+                        .await
+                        .map_err(|e| e.to_string())?;
                     written += n as u64;
                 }
                 send.finish().map_err(|e| e.to_string())?;
@@ -459,7 +473,9 @@ fn quinn_transfer(bytes: u64) -> Result<Transfer, CompareError> {
     let (t0, sender_cpu, datagrams, send_calls) = sent.map_err(CompareError::Stuck)?;
     let (t1, receiver_cpu, got) = received.map_err(CompareError::Stuck)?;
     if got != bytes {
-        return Err(CompareError::Stuck(format!("received {got} of {bytes} bytes")));
+        return Err(CompareError::Stuck(format!(
+            "received {got} of {bytes} bytes"
+        )));
     }
     Ok(Transfer {
         bytes,
