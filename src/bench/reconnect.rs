@@ -7,8 +7,9 @@
 //! stream is one sample. Each trial is its own network with its own seed.
 //!
 //! This is the simulated part of the reconnect benchmark. The same measurement over loopback
-//! UDP (through the mio driver) and against rust-libp2p belongs beside [`simulated`], as
-//! further rows of the same report.
+//! UDP, through the mio driver and against rust-libp2p, needs libp2p and tokio, which this
+//! crate does not depend on: the interop crate's `compare reconnect` runs it
+//! (`cargo run -p quicpeer-interop --release --bin compare -- reconnect`).
 
 use std::time::Duration;
 
@@ -170,8 +171,8 @@ fn step(
     events
 }
 
-/// `trials` simulated restarts per mode, as a report; slots for the loopback and rust-libp2p
-/// measurements stay empty in this round.
+/// `trials` simulated restarts per mode, as a report (the loopback and rust-libp2p
+/// measurements are the interop crate's `compare reconnect`).
 pub fn run(trials: u64, latency: Duration, jitter: Duration) -> Result<Report, BenchError> {
     let mut report = Report::new(
         "reconnect",
@@ -223,23 +224,12 @@ pub fn run(trials: u64, latency: Duration, jitter: Duration) -> Result<Report, B
             Cell::num(trials as f64, 0),
         ]);
     }
-    for environment in ["loopback (mio driver)", "rust-libp2p (loopback)"] {
-        report.rows.push(vec![
-            Cell::text(environment),
-            Cell::text("not measured in this round"),
-            Cell::Missing,
-            Cell::Missing,
-            Cell::Missing,
-            Cell::Missing,
-            Cell::Missing,
-            Cell::Missing,
-            Cell::Missing,
-        ]);
-    }
     report.notes.push(format!(
         "link {} ms ± {} ms jitter one way; A sends every {} ms and at once on a new \
          connection (reaction within {} ms); default config (keep-alive 5 s, idle 10 s); \
-         'p50 vs default': against quicpeer's default (derived keys, suspicion on)",
+         'p50 vs default': against quicpeer's default (derived keys, suspicion on); over \
+         loopback and against rust-libp2p: `cargo run -p quicpeer-interop --release --bin \
+         compare -- reconnect`",
         latency.as_millis(),
         jitter.as_millis(),
         TICK.as_millis(),

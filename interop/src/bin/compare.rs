@@ -4,7 +4,7 @@
 //! ```text
 //! compare reconnect [--restarts 20] [--pairs qq,ll,ql,lq] [--ping-interval-ms 100] [--spacing-ms 1500]
 //! compare handshake [--count 500] [--rounds 5] [--cpu 0]
-//! compare throughput [--bytes 1073741824] [--rounds 3]
+//! compare throughput [--bytes 1073741824] [--rounds 3] [--stacks quicpeer,quinn]
 //! ```
 //!
 //! Each prints a table (`--json`: one JSON object) on stdout and its progress on stderr.
@@ -72,6 +72,9 @@ enum Bench {
         /// Transfers per stack, alternating.
         #[arg(long, default_value_t = 3)]
         rounds: usize,
+        /// Stacks: quicpeer, quinn (one alone, e.g. under `perf stat`).
+        #[arg(long, value_delimiter = ',', default_value = "quicpeer,quinn")]
+        stacks: Vec<String>,
     },
 }
 
@@ -121,8 +124,22 @@ fn main() -> ExitCode {
         Bench::Handshake { count, rounds, cpu } => {
             handshake::run(count.max(1), rounds, cpu, &mut progress).map_err(|e| e.to_string())
         }
-        Bench::Throughput { bytes, rounds } => {
-            throughput::run(bytes.max(1), rounds, &mut progress).map_err(|e| e.to_string())
+        Bench::Throughput {
+            bytes,
+            rounds,
+            stacks,
+        } => {
+            let mut chosen = Vec::new();
+            for name in &stacks {
+                match throughput::Stack::from_name(name.trim()) {
+                    Some(stack) => chosen.push(stack),
+                    None => {
+                        eprintln!("unknown stack {name:?}: use quicpeer or quinn");
+                        return ExitCode::from(2);
+                    }
+                }
+            }
+            throughput::run(&chosen, bytes.max(1), rounds, &mut progress).map_err(|e| e.to_string())
         }
     };
     match report {

@@ -42,6 +42,15 @@ impl Stack {
     /// Both, in the order of the report.
     pub const ALL: [Stack; 2] = [Stack::Quicpeer, Stack::Quinn];
 
+    /// The stack named `name` on the command line: `quicpeer` or `quinn`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "quicpeer" => Some(Stack::Quicpeer),
+            "quinn" => Some(Stack::Quinn),
+            _ => None,
+        }
+    }
+
     /// A short name.
     pub fn label(self) -> &'static str {
         match self {
@@ -66,6 +75,8 @@ pub struct Transfer {
     pub datagrams: u64,
     /// Send system calls those took (each may carry a GSO batch).
     pub send_calls: u64,
+    /// Packets the sender declared lost (quinn's path statistics).
+    pub lost: u64,
 }
 
 impl Transfer {
@@ -88,20 +99,21 @@ pub fn measure(stack: Stack, bytes: u64) -> Result<Transfer, CompareError> {
     }
 }
 
-/// Runs `rounds` alternating transfers of each stack and reports the medians.
+/// Runs `rounds` alternating transfers of each of `stacks` and reports the medians.
 pub fn run(
+    stacks: &[Stack],
     bytes: u64,
     rounds: usize,
     progress: &mut dyn FnMut(String),
 ) -> Result<Report, CompareError> {
     let load_before = super::load_note("before");
-    let mut results: Vec<Vec<Transfer>> = vec![Vec::new(); Stack::ALL.len()];
+    let mut results: Vec<Vec<Transfer>> = vec![Vec::new(); stacks.len()];
     for round in 0..rounds.max(1) {
-        for (stack, results) in Stack::ALL.iter().zip(&mut results) {
+        for (stack, results) in stacks.iter().zip(&mut results) {
             let t = measure(*stack, bytes)?;
             progress(format!(
                 "throughput round {}/{} {}: {:.0} MiB/s, sender CPU {:.2} s/GiB, receiver CPU \
-                 {:.2} s/GiB, {:.1} datagrams per send call",
+                 {:.2} s/GiB, {:.1} datagrams per send call, {} packets lost",
                 round + 1,
                 rounds,
                 stack.label(),
@@ -109,6 +121,7 @@ pub fn run(
                 t.cpu_per_gib(t.sender_cpu).unwrap_or(f64::NAN),
                 t.cpu_per_gib(t.receiver_cpu).unwrap_or(f64::NAN),
                 t.datagrams as f64 / t.send_calls.max(1) as f64,
+                t.lost,
             ));
             results.push(t);
         }
@@ -122,12 +135,13 @@ pub fn run(
             "sender CPU s/GiB",
             "receiver CPU s/GiB",
             "datagrams/send call",
+            "packets lost",
             "MiB/s vs quinn",
             "sender CPU vs quinn",
             "receiver CPU vs quinn",
         ],
     );
-    let summary: Vec<[Option<f64>; 4]> = results
+    let summary: Vec<[Option<f64>; 5]> = results
         .iter()
         .map(|ts| {
             let rate: Vec<f64> = ts.iter().map(Transfer::mib_per_second).collect();
@@ -143,21 +157,26 @@ pub fn run(
                 .iter()
                 .map(|t| t.datagrams as f64 / t.send_calls.max(1) as f64)
                 .collect();
+            let lost: Vec<f64> = ts.iter().map(|t| t.lost as f64).collect();
             [
                 median(&rate),
                 median(&sender),
                 median(&receiver),
                 median(&batch),
+                median(&lost),
             ]
         })
         .collect();
-    let quinn = summary[1];
+    let quinn = stacks
+        .iter()
+        .position(|s| *s == Stack::Quinn)
+        .map_or([None; 5], |i| summary[i]);
     let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
         (Some(a), Some(b)) if b > 0.0 => Cell::num(a / b, 2),
         _ => Cell::Missing,
     };
     let num = |v: Option<f64>, d: usize| v.map_or(Cell::Missing, |v| Cell::num(v, d));
-    for (stack, s) in Stack::ALL.iter().zip(&summary) {
+    for (stack, s) in stacks.iter().zip(&summary) {
         report.rows.push(vec![
             Cell::text(stack.label()),
             num(s[0], 0),
@@ -165,6 +184,7 @@ pub fn run(
             num(s[1], 2),
             num(s[2], 2),
             num(s[3], 1),
+            num(s[4], 0),
             ratio(s[0], quinn[0]),
             ratio(s[1], quinn[1]),
             ratio(s[2], quinn[2]),
@@ -262,7 +282,7 @@ fn quicpeer_transfer(bytes: u64) -> Result<Transfer, CompareError> {
     let sender = std::thread::Builder::new()
         .name("tp-quicpeer-sender".into())
         .spawn(
-            move || -> Result<(Instant, Option<Duration>, DriverStats), String> {
+            move || -> Result<(Instant, Option<Duration>, DriverStats, u64), String> {
                 let identity = Identity::from_ed25519_seed([SENDER_SEED; 32]);
                 let (now, wall) = (Instant::now(), SystemTime::now());
                 let manager = Manager::new(identity, Config::default(), rand::random(), now, wall)
@@ -277,6 +297,7 @@ fn quicpeer_transfer(bytes: u64) -> Result<Transfer, CompareError> {
                 let data = vec![0xa5u8; WRITE_CHUNK];
                 let mut written = 0u64;
                 let mut stream = None;
+                let mut connection = None;
                 let mut start: Option<(Instant, Option<Duration>)> = None;
                 let mut end = None;
                 let mut failure = None;
@@ -288,6 +309,7 @@ fn quicpeer_transfer(bytes: u64) -> Result<Transfer, CompareError> {
                             Event::Connected { conn, .. } => match cx.open_stream(conn) {
                                 Ok(s) => {
                                     stream = Some(s);
+                                    connection = Some(conn);
                                     start = Some((Instant::now(), thread_cpu_time()));
                                 }
                                 Err(e) => {
@@ -338,8 +360,11 @@ fn quicpeer_transfer(bytes: u64) -> Result<Transfer, CompareError> {
                 let c1 = end.ok_or("the stream was not acknowledged in time")?;
                 let cpu = c0.zip(c1).map(|(a, b)| b.saturating_sub(a));
                 let stats = driver.stats();
+                let lost = connection
+                    .and_then(|c| driver.machine().stats(c))
+                    .map_or(0, |s| s.path.lost_packets);
                 let _ = driver.shutdown(Duration::from_millis(200), |_, _| {});
-                Ok((t0, cpu, stats))
+                Ok((t0, cpu, stats, lost))
             },
         )
         .map_err(|e| CompareError::Setup(format!("thread: {e}")))?;
@@ -350,7 +375,7 @@ fn quicpeer_transfer(bytes: u64) -> Result<Transfer, CompareError> {
     let received = receiver
         .join()
         .map_err(|_| CompareError::Setup("receiver thread panicked".into()))?;
-    let (t0, sender_cpu, stats) = sent.map_err(CompareError::Stuck)?;
+    let (t0, sender_cpu, stats, lost) = sent.map_err(CompareError::Stuck)?;
     let (t1, receiver_cpu, got) = received.map_err(CompareError::Stuck)?;
     if got != bytes {
         return Err(CompareError::Stuck(format!(
@@ -364,6 +389,7 @@ fn quicpeer_transfer(bytes: u64) -> Result<Transfer, CompareError> {
         receiver_cpu,
         datagrams: stats.datagrams_sent,
         send_calls: stats.send_calls,
+        lost,
     })
 }
 
@@ -419,7 +445,7 @@ fn quinn_transfer(bytes: u64) -> Result<Transfer, CompareError> {
         .map_err(|_| CompareError::Setup("quinn receiver did not start".into()))?
         .map_err(CompareError::Setup)?;
 
-    type Sent = Result<(Instant, Option<Duration>, u64, u64), String>;
+    type Sent = Result<(Instant, Option<Duration>, u64, u64, u64), String>;
     let sender = std::thread::Builder::new()
         .name("tp-quinn-sender".into())
         .spawn(move || -> Sent {
@@ -459,6 +485,7 @@ fn quinn_transfer(bytes: u64) -> Result<Transfer, CompareError> {
                     cpu,
                     after.udp_tx.datagrams - before.udp_tx.datagrams,
                     after.udp_tx.ios - before.udp_tx.ios,
+                    after.path.lost_packets - before.path.lost_packets,
                 ))
             })
         })
@@ -470,7 +497,7 @@ fn quinn_transfer(bytes: u64) -> Result<Transfer, CompareError> {
     let received = receiver
         .join()
         .map_err(|_| CompareError::Setup("receiver thread panicked".into()))?;
-    let (t0, sender_cpu, datagrams, send_calls) = sent.map_err(CompareError::Stuck)?;
+    let (t0, sender_cpu, datagrams, send_calls, lost) = sent.map_err(CompareError::Stuck)?;
     let (t1, receiver_cpu, got) = received.map_err(CompareError::Stuck)?;
     if got != bytes {
         return Err(CompareError::Stuck(format!(
@@ -484,5 +511,6 @@ fn quinn_transfer(bytes: u64) -> Result<Transfer, CompareError> {
         receiver_cpu,
         datagrams,
         send_calls,
+        lost,
     })
 }
