@@ -445,6 +445,43 @@ fn libp2p_swarm(seed: u8) -> Result<Libp2pSwarm, String> {
     )
 }
 
+/// What a tokio-stack round's dialer thread returns: wall time, CPU time, whether it was pinned.
+type DialerResult = Result<(Duration, Option<Duration>, bool), String>;
+/// What its listener thread returns: (CPU time, handshakes seen), and whether it was pinned.
+type ListenerResult = (Result<(Option<Duration>, u32), String>, bool);
+
+/// Ends a round of a tokio stack: waits for the dialer, stops the listener once the last close
+/// had time to go out, and checks the listener saw every handshake.
+fn finish_tokio_round(
+    label: &str,
+    count: u32,
+    dialer: std::thread::JoinHandle<DialerResult>,
+    listener: std::thread::JoinHandle<ListenerResult>,
+    stop_tx: tokio::sync::oneshot::Sender<()>,
+) -> Result<Round, CompareError> {
+    let dialed = dialer
+        .join()
+        .map_err(|_| CompareError::Setup("dialer thread panicked".into()))?;
+    std::thread::sleep(Duration::from_millis(100));
+    let _ = stop_tx.send(());
+    let (listened, listener_pinned) = listener
+        .join()
+        .map_err(|_| CompareError::Setup("listener thread panicked".into()))?;
+    let (wall, dialer_cpu, dialer_pinned) = dialed.map_err(CompareError::Stuck)?;
+    let (listener_cpu, seen) = listened.map_err(CompareError::Setup)?;
+    if seen < count {
+        return Err(CompareError::Stuck(format!(
+            "the {label} listener completed {seen} of {count} handshakes"
+        )));
+    }
+    Ok(Round {
+        count,
+        wall,
+        cpu: dialer_cpu.zip(listener_cpu).map(|(a, b)| a + b),
+        pinned: dialer_pinned && listener_pinned,
+    })
+}
+
 fn current_thread() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -552,27 +589,7 @@ fn libp2p_round(warmup: u32, count: u32, cpu: usize) -> Result<Round, CompareErr
             }
         })
     })?;
-    let dialed = dialer
-        .join()
-        .map_err(|_| CompareError::Setup("dialer thread panicked".into()))?;
-    std::thread::sleep(Duration::from_millis(100));
-    let _ = stop_tx.send(());
-    let (listened, listener_pinned) = listener
-        .join()
-        .map_err(|_| CompareError::Setup("listener thread panicked".into()))?;
-    let (wall, dialer_cpu, dialer_pinned) = dialed.map_err(CompareError::Stuck)?;
-    let (listener_cpu, seen) = listened.map_err(CompareError::Setup)?;
-    if seen < count {
-        return Err(CompareError::Stuck(format!(
-            "the rust-libp2p listener completed {seen} of {count} handshakes"
-        )));
-    }
-    Ok(Round {
-        count,
-        wall,
-        cpu: dialer_cpu.zip(listener_cpu).map(|(a, b)| a + b),
-        pinned: dialer_pinned && listener_pinned,
-    })
+    finish_tokio_round("rust-libp2p", count, dialer, listener, stop_tx)
 }
 
 // ---- quinn ----
@@ -715,25 +732,5 @@ fn quinn_round(warmup: u32, count: u32, cpu: usize) -> Result<Round, CompareErro
             Ok::<_, String>((t1 - t0, cpu, pinned))
         })
     })?;
-    let dialed = dialer
-        .join()
-        .map_err(|_| CompareError::Setup("dialer thread panicked".into()))?;
-    std::thread::sleep(Duration::from_millis(100));
-    let _ = stop_tx.send(());
-    let (listened, listener_pinned) = listener
-        .join()
-        .map_err(|_| CompareError::Setup("listener thread panicked".into()))?;
-    let (wall, dialer_cpu, dialer_pinned) = dialed.map_err(CompareError::Stuck)?;
-    let (listener_cpu, seen) = listened.map_err(CompareError::Setup)?;
-    if seen < count {
-        return Err(CompareError::Stuck(format!(
-            "the quinn listener completed {seen} of {count} handshakes"
-        )));
-    }
-    Ok(Round {
-        count,
-        wall,
-        cpu: dialer_cpu.zip(listener_cpu).map(|(a, b)| a + b),
-        pinned: dialer_pinned && listener_pinned,
-    })
+    finish_tokio_round("quinn", count, dialer, listener, stop_tx)
 }
