@@ -8,9 +8,9 @@
 
 use std::time::{Duration, Instant};
 
-use super::{percentile, timed, BenchError, Cell, Report};
-use crate::sim::{Network, NodeId};
-use crate::{Cause, Config, Event, Identity};
+use super::{hub_and_peers, percentile, timed, BenchError, Cell, Report};
+use crate::sim::NodeId;
+use crate::{Cause, Config, Event};
 
 /// The outcome of one mass restart.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,20 +58,7 @@ fn measure_inner(
         keep_alive: Some(keep_alive),
         ..Config::default()
     };
-    let mut net = Network::new(seed);
-    net.record_sent = false;
-    let hub = net.add_node("hub", Identity::from_ed25519_seed([0; 32]), config.clone());
-    let dialers: Vec<NodeId> = (0..peers)
-        .map(|i| {
-            let mut key = [0u8; 32];
-            key[..8].copy_from_slice(&(i as u64 + 1).to_le_bytes());
-            net.add_node(
-                &format!("p{i}"),
-                Identity::from_ed25519_seed(key),
-                config.clone(),
-            )
-        })
-        .collect();
+    let (mut net, hub, dialers) = hub_and_peers(seed, peers, &config);
     let (hub_peer, hub_addr) = (net.peer_id(hub), net.addr(hub));
     let start = net.now();
     for (i, &d) in dialers.iter().enumerate() {

@@ -13,7 +13,7 @@
 use std::time::{Duration, Instant};
 
 use super::endpoint::wall_start;
-use super::{BenchError, Cell, Report};
+use super::{hub_and_peers, BenchError, Cell, Report};
 use crate::sim::{Network, NodeId};
 use crate::{Config, Identity, Manager};
 
@@ -86,21 +86,8 @@ fn hub_and_peer(
     config: &Config,
     allocated: &dyn Fn() -> usize,
 ) -> Result<(usize, usize), BenchError> {
-    let mut net = Network::new(1);
-    net.record_sent = false;
-    let hub = net.add_node("hub", Identity::from_ed25519_seed([0; 32]), config.clone());
+    let (mut net, hub, peers) = hub_and_peers(1, connections, config);
     let (hub_peer, hub_addr) = (net.peer_id(hub), net.addr(hub));
-    let peers: Vec<NodeId> = (0..connections)
-        .map(|i| {
-            let mut key = [0u8; 32];
-            key[..8].copy_from_slice(&(i as u64 + 1).to_le_bytes());
-            net.add_node(
-                &format!("p{i}"),
-                Identity::from_ed25519_seed(key),
-                config.clone(),
-            )
-        })
-        .collect();
     for batch in peers.chunks(BATCH) {
         for &peer in batch {
             let now = net.now();

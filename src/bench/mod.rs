@@ -206,6 +206,39 @@ pub fn percentile(sorted: &[Duration], p: usize) -> Option<Duration> {
 }
 
 /// Wall-clock and CPU time of a closure.
+/// A simulated network of a hub and `peers` other nodes (not yet dialing), each with its own
+/// Ed25519 identity, all with `config`; datagrams are not recorded. Shared by the workloads that
+/// put many connections on one node.
+fn hub_and_peers(
+    seed: u64,
+    peers: usize,
+    config: &crate::Config,
+) -> (
+    crate::sim::Network,
+    crate::sim::NodeId,
+    Vec<crate::sim::NodeId>,
+) {
+    let mut net = crate::sim::Network::new(seed);
+    net.record_sent = false;
+    let hub = net.add_node(
+        "hub",
+        crate::Identity::from_ed25519_seed([0; 32]),
+        config.clone(),
+    );
+    let nodes = (0..peers)
+        .map(|i| {
+            let mut key = [0u8; 32];
+            key[..8].copy_from_slice(&(i as u64 + 1).to_le_bytes());
+            net.add_node(
+                &format!("p{i}"),
+                crate::Identity::from_ed25519_seed(key),
+                config.clone(),
+            )
+        })
+        .collect();
+    (net, hub, nodes)
+}
+
 fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration, Option<Duration>) {
     let cpu = thread_cpu_time();
     let start = std::time::Instant::now();
