@@ -57,7 +57,8 @@ enum Which {
         connections: usize,
     },
     /// Restart to first message on a fresh connection: derived vs random keys, suspicion
-    /// redial on and off (simulated; loopback and rust-libp2p rows come later).
+    /// redial on and off (simulated; loopback and rust-libp2p: `cargo run -p
+    /// quicpeer-interop --release --bin compare -- reconnect`).
     Reconnect {
         /// Restarts per mode.
         #[arg(long, default_value_t = 50)]
