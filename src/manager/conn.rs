@@ -129,6 +129,7 @@ impl Manager {
         span.in_scope(|| debug!("connection started"));
         self.live += 1;
         self.by_handle.insert(handle, id);
+        self.timers.touch(id);
         self.conns.insert(
             id,
             Conn {
@@ -213,6 +214,7 @@ impl Manager {
                 }
             }
             self.dirty.remove(&id);
+            self.timers.touch(id);
         }
     }
 

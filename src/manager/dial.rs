@@ -94,6 +94,7 @@ impl Manager {
         };
         if !dial.pending.is_empty() {
             dial.next_at = Some(now + stagger);
+            self.timed_peers.insert(peer);
         }
         let (client, slot) = self.tls.client_config(Some(peer));
         let result = QuicClientConfig::try_from(client)
@@ -174,6 +175,7 @@ impl Manager {
                         info!(%peer, errors = ?dial.errors, ?delay, "suspicion redial failed; trying again");
                         conn.suspected = false;
                         conn.resuspect_at = Some(now + delay);
+                        self.timers.touch(old);
                     }
                     None => {
                         info!(%peer, errors = ?dial.errors, "suspicion redial failed; giving up")
@@ -192,6 +194,7 @@ impl Manager {
                     let at = (now + delay).max(entry.refuse_until.unwrap_or(now));
                     retry_at = Some(at);
                     entry.retry = Some((at, lost));
+                    self.timed_peers.insert(peer);
                 }
                 None => info!(%peer, attempts = entry.backoff.failures(), "giving up reconnecting"),
             }
@@ -224,6 +227,7 @@ impl Manager {
         if let Some(until) = entry.refuse_until.filter(|t| now < *t) {
             debug!(%peer, "flapping: reconnect held until the grace period ends");
             entry.retry = Some((until, lost));
+            self.timed_peers.insert(peer);
             return;
         }
         let attempt = entry.backoff.failures() + 1;

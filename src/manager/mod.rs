@@ -51,6 +51,7 @@ mod event;
 mod lifecycle;
 mod pacing;
 mod streams;
+mod timers;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -83,6 +84,7 @@ pub use event::{
 };
 use lifecycle::{ack_eliciting_frames, suspicion_deadline};
 use pacing::TokenBucket;
+use timers::TimerIndex;
 
 /// Application close code: normal close.
 pub const CLOSE_NORMAL: u32 = 0;
@@ -125,6 +127,12 @@ pub struct Manager {
     responses: VecDeque<(Transmit, Vec<u8>)>,
     /// Connections that may have something to send.
     dirty: BTreeSet<ConnId>,
+    /// Each connection's next deadline, so that `poll_timeout` and `handle_timeout` never visit
+    /// every connection.
+    timers: TimerIndex,
+    /// Peers that may have a timer (a staggered dial attempt, a reconnect backoff); entries
+    /// without one are dropped lazily.
+    timed_peers: BTreeSet<PeerId>,
     rng: ChaCha20Rng,
     bucket: TokenBucket,
     inbound_handshakes: usize,
@@ -263,6 +271,8 @@ impl Manager {
             events: VecDeque::new(),
             responses: VecDeque::new(),
             dirty: BTreeSet::new(),
+            timers: TimerIndex::default(),
+            timed_peers: BTreeSet::new(),
             rng,
             bucket,
             inbound_handshakes: 0,
@@ -416,48 +426,54 @@ impl Manager {
     pub fn handle_timeout(&mut self, now: Instant) {
         let _span = self.span.clone().entered();
         self.set_time(now);
-        let due: Vec<ConnId> = self
-            .conns
-            .iter_mut()
-            .filter_map(|(id, c)| c.inner.poll_timeout().filter(|t| *t <= now).map(|_| *id))
-            .collect();
-        for id in due {
-            if let Some(conn) = self.conns.get_mut(&id) {
+        // Only the connections with a deadline at or before `now` are visited; each pass asks
+        // the index again, as the previous pass may have changed deadlines.
+        let mut visited = BTreeSet::new();
+        for id in self.due_conns(now) {
+            visited.insert(id);
+            let Some(conn) = self.conns.get_mut(&id) else {
+                continue;
+            };
+            if conn.inner.poll_timeout().is_some_and(|t| t <= now) {
                 conn.inner.handle_timeout(now);
+                self.drive(id, now);
             }
-            self.drive(id, now);
         }
 
-        let expired: Vec<ConnId> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| matches!(c.phase, Phase::Handshaking { deadline } if deadline <= now))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in expired {
-            debug!(conn = %id, "handshake timed out");
-            self.close_conn(id, now, Cause::HandshakeFailed(HandshakeFailure::TimedOut));
+        for id in self.due_conns(now) {
+            visited.insert(id);
+            if self.conns.get(&id).is_some_and(
+                |c| matches!(c.phase, Phase::Handshaking { deadline } if deadline <= now),
+            ) {
+                debug!(conn = %id, "handshake timed out");
+                self.close_conn(id, now, Cause::HandshakeFailed(HandshakeFailure::TimedOut));
+            }
         }
 
-        let probes: Vec<(ConnId, Probe)> = self
-            .conns
-            .iter()
-            .filter_map(|(id, c)| c.probe.filter(|p| p.deadline <= now).map(|p| (*id, p)))
-            .collect();
-        for (id, probe) in probes {
-            self.resolve_probe(id, probe, now);
+        for id in self.due_conns(now) {
+            visited.insert(id);
+            let probe = self.conns.get(&id).and_then(|c| c.probe);
+            if let Some(probe) = probe.filter(|p| p.deadline <= now) {
+                self.resolve_probe(id, probe, now);
+            }
         }
 
         if let Some(ptos) = self.config.suspicion_ptos {
-            let suspects: Vec<ConnId> = self
-                .conns
-                .iter()
-                .filter(|(_, c)| suspicion_deadline(c, ptos).is_some_and(|t| t <= now))
-                .map(|(id, _)| *id)
-                .collect();
-            for id in suspects {
-                self.suspect(id, now);
+            for id in self.due_conns(now) {
+                visited.insert(id);
+                if self
+                    .conns
+                    .get(&id)
+                    .is_some_and(|c| suspicion_deadline(c, ptos).is_some_and(|t| t <= now))
+                {
+                    self.suspect(id, now);
+                }
             }
+        }
+        // Whatever a pass did to them, their deadlines are recomputed before the next answer
+        // (a connection whose deadline passed without effect must not stay due).
+        for id in visited {
+            self.timers.touch(id);
         }
 
         if now >= self.next_sweep {
@@ -468,7 +484,10 @@ impl Manager {
 
         let mut staggered = Vec::new();
         let mut retries = Vec::new();
-        for (peer_id, peer) in &self.peers {
+        for peer_id in &self.timed_peers {
+            let Some(peer) = self.peers.get(peer_id) else {
+                continue;
+            };
             if peer
                 .dial
                 .as_ref()
@@ -675,6 +694,8 @@ impl Manager {
                 }
                 None => {
                     self.dirty.remove(&id);
+                    // Leaving the dirty set: index the deadline its last changes left.
+                    self.timers.touch(id);
                 }
             }
         }
@@ -688,27 +709,50 @@ impl Manager {
 
     /// When [`Manager::handle_timeout`] must be called next, if ever.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
-        let mut next: Option<Instant> = None;
-        let mut consider = |t: Option<Instant>| {
-            if let Some(t) = t {
-                next = Some(next.map_or(t, |n| n.min(t)));
-            }
-        };
+        self.refresh_timers();
+        let mut next = self.timers.next();
+        let peers = &self.peers;
+        self.timed_peers
+            .retain(|p| peers.get(p).and_then(peer_deadline).is_some());
+        for peer in self.timed_peers.iter().filter_map(|p| peers.get(p)) {
+            next = min_deadline(next, peer_deadline(peer));
+        }
+        #[cfg(debug_assertions)]
+        debug_assert_eq!(next, self.scan_timeout(), "the timer index lost a deadline");
+        next
+    }
+
+    /// `poll_timeout` the slow way, visiting every connection and peer: what debug builds
+    /// check the index against.
+    #[cfg(debug_assertions)]
+    fn scan_timeout(&mut self) -> Option<Instant> {
+        let ptos = self.config.suspicion_ptos;
+        let mut next = None;
         for conn in self.conns.values_mut() {
-            consider(conn.inner.poll_timeout());
-            if let Phase::Handshaking { deadline } = conn.phase {
-                consider(Some(deadline));
-            }
-            consider(conn.probe.map(|p| p.deadline));
-            if let Some(ptos) = self.config.suspicion_ptos {
-                consider(suspicion_deadline(conn, ptos));
-            }
+            next = min_deadline(next, conn_deadline(conn, ptos));
         }
         for peer in self.peers.values() {
-            consider(peer.dial.as_ref().and_then(|d| d.next_at));
-            consider(peer.retry.map(|(at, _)| at));
+            next = min_deadline(next, peer_deadline(peer));
         }
         next
+    }
+
+    /// Re-indexes the deadlines of connections that changed (and of those waiting to send,
+    /// which may have).
+    fn refresh_timers(&mut self) {
+        let mut stale = self.timers.take_stale();
+        stale.extend(self.dirty.iter().copied());
+        let ptos = self.config.suspicion_ptos;
+        for id in stale {
+            let deadline = self.conns.get_mut(&id).and_then(|c| conn_deadline(c, ptos));
+            self.timers.set(id, deadline);
+        }
+    }
+
+    /// The connections with a deadline at or before `now`.
+    fn due_conns(&mut self, now: Instant) -> Vec<ConnId> {
+        self.refresh_timers();
+        self.timers.due(now)
     }
 
     // ---- internals ----
@@ -761,4 +805,39 @@ fn server_config(
     // not from the system clock quinn would read by default.
     config.time_source(Arc::new(clock.clone()));
     Ok(Arc::new(config))
+}
+
+/// The earlier of two optional deadlines.
+fn min_deadline(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The earliest instant at which `conn` needs `handle_timeout`: quinn's timers, the handshake
+/// deadline, the liveness probe, the suspicion deadline.
+fn conn_deadline(conn: &mut Conn, suspicion_ptos: Option<u32>) -> Option<Instant> {
+    let handshake = match conn.phase {
+        Phase::Handshaking { deadline } => Some(deadline),
+        _ => None,
+    };
+    let suspicion = suspicion_ptos.and_then(|ptos| suspicion_deadline(conn, ptos));
+    [
+        conn.inner.poll_timeout(),
+        handshake,
+        conn.probe.map(|p| p.deadline),
+        suspicion,
+    ]
+    .into_iter()
+    .flatten()
+    .min()
+}
+
+/// The earliest timer of a peer: the next staggered dial attempt, or the reconnect backoff.
+fn peer_deadline(peer: &Peer) -> Option<Instant> {
+    min_deadline(
+        peer.dial.as_ref().and_then(|d| d.next_at),
+        peer.retry.map(|(at, _)| at),
+    )
 }
