@@ -14,12 +14,15 @@
 //! | [`per_datagram`] | CPU per datagram of established-connection stream traffic |
 //! | [`handshake`] | completed handshakes per second on one core |
 //! | [`mass_restart`] | a hub with N peers restarts: simulated time until all are reconnected |
+//! | `mass_restart_loopback` | the same on loopback UDP, through the mio driver, as many peers as the machine allows |
 //! | [`memory`] | bytes per idle connection, at 10 000 connections |
 //! | [`reconnect`] | restart to first message on a fresh connection, per key and redial mode |
 
 mod endpoint;
 pub mod handshake;
 pub mod mass_restart;
+#[cfg(feature = "mio")]
+pub mod mass_restart_loopback;
 pub mod memory;
 pub mod per_datagram;
 pub mod reconnect;

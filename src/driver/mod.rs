@@ -83,6 +83,8 @@
 mod icmp;
 mod socket;
 
+pub use socket::{bind, SOCKET_BUFFER};
+
 use std::collections::VecDeque;
 use std::fmt;
 use std::io;

@@ -41,7 +41,8 @@ enum Which {
         #[arg(long, default_value_t = 5)]
         rounds: usize,
     },
-    /// A hub with N peers restarts in the simulator: time until all reconnect, CPU time.
+    /// A hub with N peers restarts: time until all reconnect, CPU time. In the simulator, or
+    /// with `--loopback` on real UDP sockets (one per peer: `ulimit -n` bounds the peers).
     MassRestart {
         /// Peer counts, one run each.
         #[arg(long, value_delimiter = ',', default_values_t = [100, 1000])]
@@ -49,6 +50,16 @@ enum Which {
         /// The peers' keep-alive interval in milliseconds (idle peers detect at the next one).
         #[arg(long, default_value_t = 1000)]
         keep_alive_ms: u64,
+        /// Run on loopback UDP: the hub on the mio driver, the peers on one thread.
+        #[arg(long)]
+        loopback: bool,
+        /// With `--loopback`: dials per second while the peers connect.
+        #[arg(long, default_value_t = 1000, requires = "loopback")]
+        dial_rate: u32,
+        /// With `--loopback`: the hub socket's receive buffer to ask for (`SO_RCVBUF`, bytes);
+        /// the driver's otherwise (4 MiB asked, capped by `net.core.rmem_max`).
+        #[arg(long, requires = "loopback")]
+        hub_recv_buffer: Option<usize>,
     },
     /// Bytes per idle connection, at N simulated connections to one manager.
     Memory {
@@ -79,7 +90,16 @@ pub fn run(args: &Args, out: Output) -> Result<ExitCode, UsageError> {
         Which::MassRestart {
             peers,
             keep_alive_ms,
+            loopback: false,
+            ..
         } => bench::mass_restart::run(peers, Duration::from_millis(*keep_alive_ms)),
+        Which::MassRestart {
+            peers,
+            keep_alive_ms,
+            loopback: true,
+            dial_rate,
+            hub_recv_buffer,
+        } => loopback_mass_restart(peers, *keep_alive_ms, *dial_rate, *hub_recv_buffer),
         Which::Memory { connections } => bench::memory::run(*connections, &allocated),
         Which::Reconnect {
             trials,
@@ -92,6 +112,33 @@ pub fn run(args: &Args, out: Output) -> Result<ExitCode, UsageError> {
         ),
     };
     print(report, out.is_json())
+}
+
+#[cfg(feature = "mio")]
+fn loopback_mass_restart(
+    peers: &[usize],
+    keep_alive_ms: u64,
+    dial_rate: u32,
+    hub_recv_buffer: Option<usize>,
+) -> Result<Report, BenchError> {
+    bench::mass_restart_loopback::run(
+        peers,
+        Duration::from_millis(keep_alive_ms),
+        dial_rate,
+        hub_recv_buffer,
+    )
+}
+
+#[cfg(not(feature = "mio"))]
+fn loopback_mass_restart(
+    _: &[usize],
+    _: u64,
+    _: u32,
+    _: Option<usize>,
+) -> Result<Report, BenchError> {
+    Err(BenchError::Setup(
+        "--loopback needs the mio driver (build with the default feature `mio`)".into(),
+    ))
 }
 
 fn print(report: Result<Report, BenchError>, json: bool) -> Result<ExitCode, UsageError> {
