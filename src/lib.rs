@@ -29,8 +29,9 @@ pub mod sim;
 pub use identity::{Identity, Keypair, PeerId};
 pub use machine::SansIo;
 pub use manager::{
-    Cause, Config, ConnId, DialError, DialOutcome, Direction, Event, HandshakeFailure, KeyMode,
-    Limits, Manager, ManagerError, Read, ReconnectPolicy, StreamError, StreamId, Transmit,
+    Cause, ChunksRead, Config, ConnId, DialError, DialOutcome, Direction, Event, HandshakeFailure,
+    KeyMode, Limits, Manager, ManagerError, Read, ReadStatus, ReconnectPolicy, StreamError,
+    StreamId, Transmit,
 };
 pub use protocols::{Host, HostConfig, HostEvent};
 

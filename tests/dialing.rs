@@ -537,6 +537,49 @@ fn a_flapping_peer_is_refused_for_the_grace_period() {
     assert!(connected(&net, hub, peer_d, since).is_some());
 }
 
+/// Connections that keep dying of something other than a restart (here idle timeouts: no
+/// keep-alive) make the peer flapping: after the second death within `flap_grace` the
+/// reconnect waits until the grace period has passed.
+#[test]
+fn reconnects_to_a_flapping_peer_wait_for_the_grace_period() {
+    let mut net = Network::new(13);
+    let mut cfg = config(Duration::from_secs(1), Duration::from_millis(100));
+    cfg.keep_alive = None;
+    cfg.suspicion_ptos = None;
+    let a = net.add_node("a", identity(1), cfg.clone());
+    let b = net.add_node("b", identity(2), cfg);
+    let grace = Config::default().limits.flap_grace;
+    let start = net.now();
+    net.dial(a, b);
+    net.run_for(Duration::from_secs(3));
+    let losses: Vec<(Instant, Cause)> = net
+        .events(a)
+        .iter()
+        .filter_map(|(at, e)| match e {
+            Event::ConnectionLost { cause, .. } => Some((*at, cause.clone())),
+            _ => None,
+        })
+        .collect();
+    let reconnects: Vec<Instant> = net
+        .events(a)
+        .iter()
+        .filter_map(|(at, e)| matches!(e, Event::Reconnecting { .. }).then_some(*at))
+        .collect();
+    assert!(losses.len() >= 3, "{losses:?}");
+    assert!(losses[..2].iter().all(|(_, c)| *c == Cause::IdleTimeout));
+    let (first, second) = (losses[0].0, losses[1].0);
+    assert!(second - first < grace, "{losses:?}");
+    // The first loss is redialed at once, the second waits for the grace period.
+    assert_eq!(reconnects.first(), Some(&first));
+    assert_eq!(reconnects.get(1), Some(&(second + grace)), "{reconnects:?}");
+    println!(
+        "idle-timeout flapping: deaths at +{} and +{}, second reconnect at +{}",
+        ms(first - start),
+        ms(second - start),
+        ms(second + grace - start)
+    );
+}
+
 #[test]
 fn stateless_retry_under_load_costs_one_round_trip() {
     let mut net = Network::new(12);

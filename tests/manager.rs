@@ -4,8 +4,12 @@ mod support;
 
 use std::time::Duration;
 
-use quicpeer::sim::{Link, Network};
-use quicpeer::{Cause, Config, Event, HandshakeFailure, Read, StreamError};
+use bytes::Bytes;
+use quicpeer::sim::{Link, Network, NodeId};
+use quicpeer::{
+    Cause, ChunksRead, Config, ConnId, Event, HandshakeFailure, Read, ReadStatus, StreamError,
+    StreamId,
+};
 use support::*;
 
 #[test]
@@ -222,6 +226,257 @@ fn streams_carry_data_and_unfinished_ones_are_reported_on_loss() {
         m.stream_write(open, b"x"),
         Err(StreamError::UnknownConnection)
     );
+}
+
+/// The stream `node` saw opened on its connection from the peer, after `since`.
+fn opened_stream(net: &Network, node: NodeId, since: std::time::Instant) -> StreamId {
+    find(net, node, since, |e| match e {
+        Event::StreamOpened { stream, .. } => Some(*stream),
+        _ => None,
+    })
+    .expect("the peer opened a stream")
+    .1
+}
+
+/// A pair connected A to B, and a stream A opened and wrote `first` on, as B sees it.
+fn pair_with_stream(
+    seed: u64,
+    first: &[u8],
+) -> (Network, NodeId, NodeId, ConnId, StreamId, StreamId) {
+    let mut net = Network::new(seed);
+    let a = net.add_node("a", identity(1), Config::default());
+    let b = net.add_node("b", identity(2), Config::default());
+    let conn = connect(&mut net, a, b);
+    let since = net.now();
+    let m = net.manager(a).expect("up");
+    let ours = m.open_stream(conn).expect("stream");
+    assert_eq!(m.stream_write(ours, first), Ok(first.len()));
+    net.run_for(Duration::from_millis(20));
+    let theirs = opened_stream(&net, b, since);
+    (net, a, b, conn, ours, theirs)
+}
+
+fn concat(chunks: &[Bytes]) -> Vec<u8> {
+    chunks.iter().flat_map(|c| c.iter().copied()).collect()
+}
+
+#[test]
+fn stream_read_chunks_drains_many_chunks_in_one_call_then_reports_the_end() {
+    // 40 writes, each in its own packet: the receiver holds 40 chunks when it reads.
+    let pattern: Vec<u8> = (0..4000u32).map(|i| (i % 251) as u8).collect();
+    let (mut net, a, b, _, ours, theirs) = pair_with_stream(20, &pattern[..100]);
+    for piece in pattern[100..].chunks(100) {
+        let m = net.manager(a).expect("up");
+        assert_eq!(m.stream_write(ours, piece), Ok(piece.len()));
+        net.run_for(Duration::from_millis(1));
+    }
+    net.run_for(Duration::from_millis(20));
+
+    let mb = net.manager(b).expect("up");
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let read = mb.stream_read_chunks(theirs, usize::MAX, &mut chunks);
+    assert_eq!(
+        read,
+        Ok(ChunksRead {
+            bytes: pattern.len(),
+            status: ReadStatus::Blocked
+        })
+    );
+    assert!(chunks.len() > 1, "{} chunk(s)", chunks.len());
+    assert_eq!(concat(&chunks), pattern);
+    println!("one call read {} chunks", chunks.len());
+
+    // Nothing new: no bytes, still blocked, nothing appended.
+    chunks.clear();
+    let read = mb.stream_read_chunks(theirs, usize::MAX, &mut chunks);
+    assert_eq!(
+        read,
+        Ok(ChunksRead {
+            bytes: 0,
+            status: ReadStatus::Blocked
+        })
+    );
+    assert!(chunks.is_empty());
+
+    // The last bytes and the end arrive together: one call reads both.
+    let m = net.manager(a).expect("up");
+    assert_eq!(m.stream_write(ours, b"tail"), Ok(4));
+    m.stream_finish(ours).expect("finish");
+    net.run_for(Duration::from_millis(20));
+    let mb = net.manager(b).expect("up");
+    let read = mb.stream_read_chunks(theirs, usize::MAX, &mut chunks);
+    assert_eq!(
+        read,
+        Ok(ChunksRead {
+            bytes: 4,
+            status: ReadStatus::Finished
+        })
+    );
+    assert_eq!(concat(&chunks), b"tail");
+    // Read to its end, the stream is gone: both reads say so.
+    assert_eq!(
+        mb.stream_read_chunks(theirs, usize::MAX, &mut chunks),
+        Err(StreamError::Closed)
+    );
+    assert_eq!(mb.stream_read(theirs, 100), Err(StreamError::Closed));
+}
+
+#[test]
+fn stream_read_chunks_stops_at_its_byte_budget() {
+    let pattern: Vec<u8> = (0..3000u32).map(|i| (i % 253) as u8).collect();
+    let (mut net, a, b, _, ours, theirs) = pair_with_stream(21, &pattern[..1000]);
+    for piece in pattern[1000..].chunks(1000) {
+        let m = net.manager(a).expect("up");
+        assert_eq!(m.stream_write(ours, piece), Ok(piece.len()));
+        net.run_for(Duration::from_millis(1));
+    }
+    net.manager(a)
+        .expect("up")
+        .stream_finish(ours)
+        .expect("finish");
+    net.run_for(Duration::from_millis(20));
+
+    let mb = net.manager(b).expect("up");
+    let mut chunks: Vec<Bytes> = Vec::new();
+    // A budget of nothing reads nothing.
+    assert_eq!(
+        mb.stream_read_chunks(theirs, 0, &mut chunks),
+        Ok(ChunksRead {
+            bytes: 0,
+            status: ReadStatus::BudgetReached
+        })
+    );
+    assert!(chunks.is_empty());
+    // 700 bytes at a time: budgets end inside chunks, which are split, never exceeded.
+    let mut reads = Vec::new();
+    loop {
+        let before = chunks.len();
+        let read = mb
+            .stream_read_chunks(theirs, 700, &mut chunks)
+            .expect("read");
+        let appended: usize = chunks[before..].iter().map(Bytes::len).sum();
+        assert_eq!(appended, read.bytes);
+        reads.push(read);
+        if read.status != ReadStatus::BudgetReached {
+            break;
+        }
+    }
+    assert_eq!(concat(&chunks), pattern);
+    let budget = |bytes| ChunksRead {
+        bytes,
+        status: ReadStatus::BudgetReached,
+    };
+    assert_eq!(
+        reads,
+        vec![
+            budget(700),
+            budget(700),
+            budget(700),
+            budget(700),
+            ChunksRead {
+                bytes: 200,
+                status: ReadStatus::Finished
+            }
+        ]
+    );
+}
+
+#[test]
+fn stream_read_chunks_reports_a_reset_and_unknown_streams() {
+    let (mut net, a, b, conn, ours, theirs) = pair_with_stream(22, b"doomed");
+    net.manager(a)
+        .expect("up")
+        .stream_reset(ours, 7)
+        .expect("reset");
+    net.run_for(Duration::from_millis(20));
+    let mb = net.manager(b).expect("up");
+    let mut chunks: Vec<Bytes> = Vec::new();
+    // quinn discards what a reset stream carried: the reset is all there is to read.
+    assert_eq!(
+        mb.stream_read_chunks(theirs, usize::MAX, &mut chunks),
+        Err(StreamError::Reset(7))
+    );
+    assert!(chunks.is_empty());
+    assert_eq!(
+        mb.stream_read_chunks(theirs, usize::MAX, &mut chunks),
+        Err(StreamError::Closed)
+    );
+
+    // A stream we stopped reading is no longer readable.
+    let since = net.now();
+    let m = net.manager(a).expect("up");
+    let second = m.open_stream(conn).expect("stream");
+    assert_eq!(m.stream_write(second, b"unwanted"), Ok(8));
+    net.run_for(Duration::from_millis(20));
+    let stopped = opened_stream(&net, b, since);
+    let mb = net.manager(b).expect("up");
+    mb.stream_stop(stopped, 3).expect("stop");
+    assert_eq!(
+        mb.stream_read_chunks(stopped, usize::MAX, &mut chunks),
+        Err(StreamError::Closed)
+    );
+
+    // A stream of a connection that is gone.
+    let now = net.now();
+    net.manager(b).expect("up").close(stopped.conn(), now);
+    net.run_for(Duration::from_millis(20));
+    let mb = net.manager(b).expect("up");
+    assert_eq!(
+        mb.stream_read_chunks(stopped, usize::MAX, &mut chunks),
+        Err(StreamError::UnknownConnection)
+    );
+    assert!(chunks.is_empty());
+}
+
+#[test]
+fn stream_read_chunks_returns_flow_control_credit_as_it_reads() {
+    // More than three times quinn's default stream receive window, read only with
+    // stream_read_chunks: the transfer completes only if reading grants the sender credit.
+    const LEN: usize = 4 * 1024 * 1024;
+    let data: Vec<u8> = (0..LEN).map(|i| (i % 249) as u8).collect();
+    let (mut net, a, b, _, ours, theirs) = pair_with_stream(23, &data[..1000]);
+    let (mut written, mut finished) = (1000, false);
+    let mut received: Vec<u8> = Vec::with_capacity(LEN);
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut end = false;
+    for _ in 0..10_000 {
+        let m = net.manager(a).expect("up");
+        while written < LEN {
+            match m.stream_write(ours, &data[written..(written + 65_536).min(LEN)]) {
+                Ok(n) => written += n,
+                Err(StreamError::Blocked) => break,
+                Err(e) => panic!("write: {e}"),
+            }
+        }
+        if written == LEN && !finished {
+            m.stream_finish(ours).expect("finish");
+            finished = true;
+        }
+        net.run_for(Duration::from_millis(1));
+        let mb = net.manager(b).expect("up");
+        // 256 KiB per call at most, as an application sharing its time between streams would.
+        loop {
+            let read = mb
+                .stream_read_chunks(theirs, 256 * 1024, &mut chunks)
+                .expect("read");
+            for chunk in chunks.drain(..) {
+                received.extend_from_slice(&chunk);
+            }
+            match read.status {
+                ReadStatus::BudgetReached => continue,
+                ReadStatus::Blocked => break,
+                ReadStatus::Finished => {
+                    end = true;
+                    break;
+                }
+            }
+        }
+        if end {
+            break;
+        }
+    }
+    assert!(end, "{} of {LEN} bytes", received.len());
+    assert!(received == data, "corrupted");
 }
 
 #[test]

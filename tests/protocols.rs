@@ -543,6 +543,31 @@ fn at_most_two_inbound_ping_streams_per_connection() {
     assert_eq!(read_all(&mut net, a, streams[2]), (Vec::new(), true));
 }
 
+/// The peer sends its ping and finishes the stream in one go: the host reads the payload and
+/// the end, echoes, and finishes its side too.
+#[test]
+fn a_ping_stream_finished_with_its_payload_is_echoed_and_finished() {
+    let (mut net, a, b) = hosts(14);
+    let conn = connect(&mut net, a, b);
+    let mut request = frame(multistream::HEADER);
+    request.extend(frame(ping::PROTOCOL));
+    let payloads: Vec<u8> = (0..3 * ping::PAYLOAD_LEN).map(|i| i as u8).collect();
+    let m = host(&mut net, a).manager_mut();
+    let stream = m.open_stream(conn).expect("stream");
+    m.stream_write(stream, &request).expect("write");
+    net.run_for(Duration::from_millis(20));
+    // Three pings and the end in one packet, after the negotiation.
+    let m = host(&mut net, a).manager_mut();
+    m.stream_write(stream, &payloads).expect("write");
+    m.stream_finish(stream).expect("finish");
+    net.run_for(Duration::from_millis(50));
+    let mut echo = frame(multistream::HEADER);
+    echo.extend(frame(ping::PROTOCOL));
+    echo.extend_from_slice(&payloads);
+    assert_eq!(read_all(&mut net, a, stream), (echo, true));
+    assert_eq!(host(&mut net, b).stream_count(), 0);
+}
+
 #[test]
 fn dialing_from_multiaddrs() {
     let (mut net, a, b) = hosts(11);

@@ -466,3 +466,90 @@ fn restart_on_a_new_port_is_found_by_the_suspicion_redial() {
         ms(at - restarted)
     );
 }
+
+/// A restart proven by a stateless reset is a new incarnation of the peer, not a flapping link:
+/// two restarts within 200 ms (well inside `Limits::flap_grace`) are each reconnected in the
+/// call that saw the reset, one handshake later.
+#[test]
+fn two_restarts_within_the_flap_grace_are_each_reconnected_at_once() {
+    let (mut net, a, b) = pair(13, Duration::from_secs(5), Duration::from_secs(10));
+    let grace = quicpeer::Config::default().limits.flap_grace;
+    let mut conn = connect(&mut net, a, b);
+    let first = net.now();
+    for round in 1..=2 {
+        net.restart(b);
+        let restarted = net.now();
+        send_until_lost(&mut net, a, conn, restarted, Duration::from_secs(1));
+        let (detected, cause) = lost(&net, a, conn, restarted).expect("restart detected");
+        assert_eq!(cause, Cause::PeerRestarted, "restart {round}");
+        let reconnecting = find(&net, a, restarted, |e| match e {
+            Event::Reconnecting { lost, .. } if *lost == conn => Some(()),
+            _ => None,
+        });
+        assert_eq!(
+            reconnecting.map(|(at, _)| at),
+            Some(detected),
+            "restart {round}: the reconnect starts in the call that saw the reset"
+        );
+        let (reconnected, new) = wait_reconnected(&mut net, a, b, conn, restarted);
+        assert!(
+            reconnected - detected <= 2 * RTT,
+            "restart {round}: reconnected {} after the reset",
+            ms(reconnected - detected)
+        );
+        println!(
+            "restart {round} at +{}: reconnected {} after the reset",
+            ms(restarted - first),
+            ms(reconnected - detected)
+        );
+        conn = new;
+        net.run_for(Duration::from_millis(50));
+    }
+    assert!(net.now() - first < Duration::from_millis(200));
+    assert!(Duration::from_millis(200) < grace);
+}
+
+/// The restarting node is the dialer: after each of three restarts within 300 ms it dials the
+/// listener again, and the listener, which saw each old connection die of a stateless reset,
+/// takes every new connection instead of refusing the peer as flapping.
+#[test]
+fn a_dialer_restarting_again_and_again_is_not_refused_as_flapping() {
+    let (mut net, a, b) = pair(14, Duration::from_secs(5), Duration::from_secs(10));
+    let peer_a = net.peer_id(a);
+    connect(&mut net, a, b);
+    let first = net.now();
+    let mut last = first;
+    for round in 1..=3 {
+        net.restart(a);
+        let restarted = net.now();
+        last = restarted;
+        let conn = connect(&mut net, a, b);
+        net.run_for(Duration::from_millis(50));
+        assert_eq!(
+            lost(&net, a, conn, restarted),
+            None,
+            "restart {round}: the listener closed the new connection"
+        );
+        let manager = net.manager(b).expect("up");
+        assert_eq!(
+            manager.connections(&peer_a).len(),
+            1,
+            "restart {round}: the stale connection is gone, the new one kept"
+        );
+        let old_causes: Vec<Cause> = net
+            .events(b)
+            .iter()
+            .filter(|(at, _)| *at >= restarted)
+            .filter_map(|(_, e)| match e {
+                Event::ConnectionLost { cause, .. } => Some(cause.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(old_causes, vec![Cause::PeerRestarted], "restart {round}");
+    }
+    assert!(
+        last - first < Duration::from_millis(300),
+        "restarts over {}",
+        ms(last - first)
+    );
+}

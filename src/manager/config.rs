@@ -78,7 +78,10 @@ pub struct Limits {
     pub retry_above: Option<usize>,
     /// A peer whose connections died twice within this period is flapping: its new connections
     /// are refused, and reconnects to it wait, until the period has passed since the last death.
-    /// A single restart is never penalised.
+    /// Deaths by `Cause::PeerRestarted` do not count: a valid stateless reset proves that the
+    /// peer restarted and lost the connection, not that the link flaps, so a peer is reconnected
+    /// (and let back in) at once however quickly it restarts. Closes by us and replacements
+    /// (`Superseded`) do not count either.
     pub flap_grace: Duration,
 }
 

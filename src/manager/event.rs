@@ -312,3 +312,26 @@ pub enum Read {
     /// The peer finished the stream; nothing more will come.
     Finished,
 }
+
+/// What one `Manager::stream_read_chunks` call read, and why it stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunksRead {
+    /// Bytes appended to the output, at most the call's `max_bytes`.
+    pub bytes: usize,
+    /// Why the call stopped reading.
+    pub status: ReadStatus,
+}
+
+/// Where a stream stands after `Manager::stream_read_chunks`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadStatus {
+    /// Everything received so far was read and the stream is still open: wait for the next
+    /// `Event::StreamReadable`.
+    Blocked,
+    /// `max_bytes` were read and more may be waiting: call again (which may read nothing and
+    /// report `Blocked` or `Finished`).
+    BudgetReached,
+    /// The peer finished the stream and all of it has been read: nothing more will come, and
+    /// further reads fail with `StreamError::Closed`.
+    Finished,
+}

@@ -234,7 +234,15 @@ impl Manager {
             return;
         };
         entry.established.remove(&id);
-        if announced && !matches!(cause, Cause::Superseded { .. } | Cause::ClosedLocally) {
+        // Flap detection counts deaths that say something about the link or the peer's
+        // behaviour. Not ours (a close, a replacement), and not a restart: a valid stateless
+        // reset proves the peer is a new incarnation that lost the connection, so a node that
+        // restarts twice in quick succession is reconnected (and let back in) at once each time.
+        let counts = !matches!(
+            cause,
+            Cause::Superseded { .. } | Cause::ClosedLocally | Cause::PeerRestarted
+        );
+        if announced && counts {
             if entry.last_loss.is_some_and(|t| now < t + grace) {
                 warn!(%peer, "connections die repeatedly: refusing the peer for {grace:?}");
                 entry.refuse_until = Some(now + grace);

@@ -79,8 +79,8 @@ pub use config::{Config, KeyMode, Limits, ReconnectPolicy, ResponseRate};
 use conn::{Conn, Phase, Probe};
 use dial::Peer;
 pub use event::{
-    Cause, ConnId, DialError, DialOutcome, Direction, Event, HandshakeFailure, Read, StreamError,
-    StreamId, Transmit,
+    Cause, ChunksRead, ConnId, DialError, DialOutcome, Direction, Event, HandshakeFailure, Read,
+    ReadStatus, StreamError, StreamId, Transmit,
 };
 use lifecycle::{ack_eliciting_frames, suspicion_deadline};
 use pacing::TokenBucket;

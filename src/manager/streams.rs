@@ -74,6 +74,10 @@ impl Manager {
 
     /// Reads up to `max` bytes in order. `Err(Blocked)` means nothing is there yet: wait for
     /// [`Event::StreamReadable`].
+    ///
+    /// Each call returns one chunk and costs one of quinn's read sessions, so draining a stream
+    /// this way takes one call per chunk plus one that answers `Blocked`;
+    /// [`Manager::stream_read_chunks`] drains it in one call.
     pub fn stream_read(&mut self, stream: StreamId, max: usize) -> Result<Read, StreamError> {
         let c = self.established_mut(stream.conn)?;
         let mut recv = c.inner.recv_stream(stream.id);
@@ -84,13 +88,97 @@ impl Manager {
             Err(quinn_proto::ReadError::Blocked) => Err(StreamError::Blocked),
             Err(quinn_proto::ReadError::Reset(code)) => Err(StreamError::Reset(code.into_inner())),
         };
-        // Finalizing may grant the peer more flow-control credit.
-        let _ = chunks.finalize();
+        // Finalizing may grant the peer more flow-control credit (or stream credit, once the
+        // stream is done): then the connection has something to send.
+        let transmit = chunks.finalize().should_transmit();
         if matches!(result, Ok(Read::Finished) | Err(StreamError::Reset(_))) {
             c.recv_open.remove(&stream.id);
         }
-        self.dirty.insert(stream.conn);
+        if transmit {
+            self.dirty.insert(stream.conn);
+        }
         result
+    }
+
+    /// Reads what has arrived on a stream, in order, in one go: appends its chunks to `out`
+    /// until everything received so far is read ([`ReadStatus::Blocked`]), the stream's end is
+    /// reached ([`ReadStatus::Finished`]), or `max_bytes` bytes were read
+    /// ([`ReadStatus::BudgetReached`]). The chunks are the buffers quinn received, handed over
+    /// without copying; `out` may be any collection of [`Bytes`] (`Vec`, `VecDeque`,
+    /// [`BytesMut`] to have them in one buffer).
+    ///
+    /// One call costs one of quinn's read sessions however many chunks it returns, where
+    /// [`Manager::stream_read`] costs one per chunk and one more to learn that the stream is
+    /// blocked. Flow-control credit for what was read is granted to the peer as the call ends.
+    ///
+    /// Errors, with nothing appended: [`StreamError::UnknownConnection`] if the connection is
+    /// not established, [`StreamError::Closed`] if the stream was never open, was stopped, or
+    /// was already read to its end or its reset, and [`StreamError::Reset`] if the peer reset
+    /// it (quinn discards what was received and not yet read). After `Finished` or `Reset` the
+    /// stream is gone, and further reads fail with `Closed`. A `max_bytes` of 0 reads nothing
+    /// and reports `BudgetReached` (or an error).
+    ///
+    /// ```no_run
+    /// # use bytes::Bytes;
+    /// # use quicpeer::{Event, Manager, ReadStatus, StreamError};
+    /// # fn consume(_: &[Bytes]) {}
+    /// # fn example(manager: &mut Manager, event: Event) -> Result<(), StreamError> {
+    /// let mut chunks: Vec<Bytes> = Vec::new();
+    /// if let Event::StreamOpened { stream, .. } | Event::StreamReadable { stream } = event {
+    ///     loop {
+    ///         // At most 64 KiB per call, so that one busy stream cannot starve the others.
+    ///         let read = manager.stream_read_chunks(stream, 64 * 1024, &mut chunks)?;
+    ///         consume(&chunks);
+    ///         chunks.clear();
+    ///         match read.status {
+    ///             // Everything that arrived is read: the next `StreamReadable` says when more did.
+    ///             ReadStatus::Blocked => break,
+    ///             ReadStatus::Finished => break, // the stream's end: nothing more will come
+    ///             ReadStatus::BudgetReached => continue,
+    ///         }
+    ///     }
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn stream_read_chunks(
+        &mut self,
+        stream: StreamId,
+        max_bytes: usize,
+        out: &mut impl Extend<Bytes>,
+    ) -> Result<ChunksRead, StreamError> {
+        let c = self.established_mut(stream.conn)?;
+        let mut recv = c.inner.recv_stream(stream.id);
+        let mut chunks = recv.read(true).map_err(|_| StreamError::Closed)?;
+        let mut bytes = 0;
+        let result = loop {
+            let budget = max_bytes.saturating_sub(bytes);
+            if budget == 0 {
+                break Ok(ReadStatus::BudgetReached);
+            }
+            match chunks.next(budget) {
+                Ok(Some(chunk)) => {
+                    bytes += chunk.bytes.len();
+                    out.extend(Some(chunk.bytes));
+                }
+                Ok(None) => break Ok(ReadStatus::Finished),
+                Err(quinn_proto::ReadError::Blocked) => break Ok(ReadStatus::Blocked),
+                Err(quinn_proto::ReadError::Reset(code)) => {
+                    break Err(StreamError::Reset(code.into_inner()))
+                }
+            }
+        };
+        let transmit = chunks.finalize().should_transmit();
+        if matches!(
+            result,
+            Ok(ReadStatus::Finished) | Err(StreamError::Reset(_))
+        ) {
+            c.recv_open.remove(&stream.id);
+        }
+        if transmit {
+            self.dirty.insert(stream.conn);
+        }
+        result.map(|status| ChunksRead { bytes, status })
     }
 
     pub(super) fn established_mut(&mut self, conn: ConnId) -> Result<&mut Conn, StreamError> {

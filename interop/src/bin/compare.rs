@@ -47,8 +47,7 @@ enum Bench {
         /// How long one restart may take to recover, in milliseconds.
         #[arg(long, default_value_t = 15_000)]
         timeout_ms: u64,
-        /// Least time between a recovery and the next restart, in milliseconds (above
-        /// quicpeer's 1 s flap grace, or its reconnects wait for it).
+        /// Least time between a recovery and the next restart, in milliseconds.
         #[arg(long, default_value_t = 1_500)]
         spacing_ms: u64,
     },

@@ -110,9 +110,9 @@ pub struct Settings {
     pub ping_interval: Duration,
     /// How long a restart may take to recover before it counts as not recovered.
     pub timeout: Duration,
-    /// Least time between a recovery and the next crash. Keep it above quicpeer's
-    /// `Limits::flap_grace` (1 s): a peer whose connections die twice within it is flapping,
-    /// and reconnects to it wait until the grace period has passed.
+    /// Least time between a recovery and the next crash. It no longer needs to exceed
+    /// quicpeer's `Limits::flap_grace` (1 s): connections that die of a stateless reset
+    /// (`Cause::PeerRestarted`) do not count toward flapping.
     pub spacing: Duration,
 }
 

@@ -10,7 +10,8 @@
 //! (quinn's defaults, quicpeer's idle timeout, keep-alive and largest UDP payload); the
 //! handshake is not timed.
 //!
-//! - **quicpeer**: a `Manager` on the mio driver on each side (`stream_write`, `stream_read`).
+//! - **quicpeer**: a `Manager` on the mio driver on each side (`stream_write`,
+//!   `stream_read_chunks`).
 //! - **quinn**: quinn 0.11 on a tokio current-thread runtime on each side (`write_all`,
 //!   `read_chunk`).
 
@@ -18,7 +19,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
 use quicpeer::driver::{Driver, DriverStats};
-use quicpeer::{Config, Event, Identity, Manager, Read, StreamError};
+use quicpeer::{Config, Event, Identity, Manager, ReadStatus, StreamError};
 
 use super::handshake::{quinn_configs, quinn_endpoint, QuinnConfigs};
 use super::{median, thread_cpu_time, Cell, CompareError, Report};
@@ -237,6 +238,7 @@ fn quicpeer_transfer(bytes: u64) -> Result<Transfer, CompareError> {
             let mut start = None;
             let mut end = None;
             let mut failure = None;
+            let mut chunks = Vec::new();
             let _ = driver.run(|cx, event| {
                 let stream = match event {
                     Event::Connected { .. } => {
@@ -250,19 +252,18 @@ fn quicpeer_transfer(bytes: u64) -> Result<Transfer, CompareError> {
                     }
                     _ => return,
                 };
-                loop {
-                    match cx.stream_read(stream, usize::MAX) {
-                        Ok(Read::Data(chunk)) => received += chunk.len() as u64,
-                        Ok(Read::Finished) => {
+                // No budget: one call reads everything that has arrived.
+                match cx.stream_read_chunks(stream, usize::MAX, &mut chunks) {
+                    Ok(read) => {
+                        received += read.bytes as u64;
+                        chunks.clear();
+                        if read.status == ReadStatus::Finished {
                             end = Some((Instant::now(), thread_cpu_time()));
-                            break;
                         }
-                        Err(StreamError::Blocked) => break,
-                        Err(e) => {
-                            failure = Some(e.to_string());
-                            cx.stop();
-                            break;
-                        }
+                    }
+                    Err(e) => {
+                        failure = Some(e.to_string());
+                        cx.stop();
                     }
                 }
             });

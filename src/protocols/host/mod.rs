@@ -39,7 +39,8 @@
 //!     }
 //!     while let Some(event) = host.poll_event() {
 //!         if let HostEvent::InboundStream { stream: _, leftover: _, .. } = event {
-//!             // `leftover` is the first data; read the rest with host.manager_mut().stream_read
+//!             // `leftover` is the first data; read the rest with
+//!             // host.manager_mut().stream_read_chunks
 //!         }
 //!     }
 //!     sleep_until(host.poll_timeout());
@@ -66,8 +67,8 @@ use super::multistream::{validate_protocol_name, Dialer, Listener, ProtocolNameE
 use super::ping::{self, Responder};
 use crate::address::{self, Multiaddr};
 use crate::{
-    Cause, ConnId, DialOutcome, Event, Manager, PeerId, Read, SansIo, StreamError, StreamId,
-    Transmit,
+    Cause, ConnId, DialOutcome, Event, Manager, PeerId, Read, ReadStatus, SansIo, StreamError,
+    StreamId, Transmit,
 };
 
 /// Application error code with which the host resets and stops a stream it abandons.
@@ -111,6 +112,8 @@ pub struct Host {
     now: Instant,
     /// Bytes were handed to the manager after `poll_transmit` last ran dry.
     unflushed: bool,
+    /// Scratch for the chunks of one read, kept for its allocation.
+    chunks: Vec<Bytes>,
 }
 
 impl Host {
@@ -126,6 +129,7 @@ impl Host {
             events: VecDeque::new(),
             now,
             unflushed: false,
+            chunks: Vec::new(),
         }
     }
 
@@ -285,6 +289,7 @@ impl Host {
             role,
             out: Vec::new(),
             deadline,
+            eof: false,
         };
         if let Role::Opening(dialer) | Role::PingOpening { dialer, .. } = &mut stream.role {
             stream.out = dialer.take_output();
@@ -417,6 +422,8 @@ impl Host {
 
     /// Moves a stream on as far as it goes: writes, reads, and acts on what it read.
     fn service(&mut self, conn: ConnId, id: StreamId, now: Instant) {
+        // The last read found nothing more: the next `StreamReadable` brings the host back.
+        let mut blocked = false;
         loop {
             if let Err(error) = self.flush(conn, id) {
                 self.fail(conn, id, StreamFailure::Stream(error));
@@ -441,11 +448,44 @@ impl Host {
                 }
                 _ => {}
             }
-            let read = match self.manager.stream_read(id, READ_CHUNK) {
-                Ok(Read::Data(bytes)) => Some(bytes),
-                Ok(Read::Finished) => None,
-                Err(StreamError::Blocked) => return,
-                Err(error) => return self.fail(conn, id, StreamFailure::Stream(error)),
+            // A ping stream stays the host's to its end, so it is read in bulk, its end
+            // included. A negotiating stream may be handed over after any message: it is read
+            // a chunk at a time, so that its end stays in the manager for the application.
+            let bulk = matches!(
+                stream.role,
+                Role::PingOpening { .. } | Role::Pinging(_) | Role::PingIn { .. }
+            );
+            let read = if std::mem::take(&mut stream.eof) {
+                None
+            } else if blocked {
+                return;
+            } else if bulk {
+                match self.read_bulk(id) {
+                    Ok((data, status)) => {
+                        blocked = status == ReadStatus::Blocked;
+                        if status == ReadStatus::Finished {
+                            // Acted on after the data, even if the host must wait for
+                            // `StreamWritable` in between.
+                            if let Some(stream) = self.stream_mut(conn, id) {
+                                stream.eof = true;
+                            }
+                        }
+                        if data.is_empty() {
+                            // Nothing new; an end it found is acted on at the next turn.
+                            self.unflushed |= status == ReadStatus::Finished;
+                            continue;
+                        }
+                        Some(data)
+                    }
+                    Err(error) => return self.fail(conn, id, StreamFailure::Stream(error)),
+                }
+            } else {
+                match self.manager.stream_read(id, READ_CHUNK) {
+                    Ok(Read::Data(bytes)) => Some(bytes),
+                    Ok(Read::Finished) => None,
+                    Err(StreamError::Blocked) => return,
+                    Err(error) => return self.fail(conn, id, StreamFailure::Stream(error)),
+                }
             };
             self.unflushed = true; // reading may grant the peer credit
             let Self {
@@ -497,6 +537,20 @@ impl Host {
                 Outcome::Fail(error) => return self.fail(conn, id, error),
             }
         }
+    }
+
+    /// Reads up to [`READ_CHUNK`] bytes of a stream in one read session, as one buffer.
+    fn read_bulk(&mut self, id: StreamId) -> Result<(Bytes, ReadStatus), StreamError> {
+        let mut chunks = std::mem::take(&mut self.chunks);
+        let result = self.manager.stream_read_chunks(id, READ_CHUNK, &mut chunks);
+        let data = match chunks.as_slice() {
+            [] => Bytes::new(),
+            [one] => one.clone(),
+            many => Bytes::from(many.concat()),
+        };
+        chunks.clear();
+        self.chunks = chunks;
+        result.map(|read| (data, read.status))
     }
 
     /// Keeps at most [`MAX_INBOUND_PINGS`] ping streams of the peer, dropping the oldest.

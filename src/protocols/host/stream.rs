@@ -141,6 +141,8 @@ pub(super) struct HostStream {
     pub(super) out: Vec<u8>,
     /// When the negotiation or the ping in flight fails with `TimedOut`.
     pub(super) deadline: Option<Instant>,
+    /// A read found the peer's end of the stream, still to be acted on.
+    pub(super) eof: bool,
 }
 
 /// The host's state of one connection.
