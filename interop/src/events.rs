@@ -1,8 +1,8 @@
 //! The JSON-lines vocabulary every comparison peer speaks, and a log to wait on it.
 //!
-//! The rust-libp2p peer (in process or as `libp2p-peer`) and the js-libp2p peer
-//! (`interop/js/peer.mjs`) print the same events, one JSON object per line, so one parser and
-//! one set of assertions serve both.
+//! The rust-libp2p peer (in process or as `libp2p-peer`), the js-libp2p peer
+//! (`interop/js/peer.mjs`) and the py-libp2p peer (`interop/py/peer.py`) print the same events,
+//! one JSON object per line, so one parser and one set of assertions serve them all.
 
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 /// Something a comparison peer reports. PeerIds and multiaddrs are kept as their text forms:
-/// rust-libp2p, js-libp2p and quicpeer each have their own types for them.
+/// rust-libp2p, js-libp2p, py-libp2p and quicpeer each have their own types for them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 #[non_exhaustive]
@@ -40,15 +40,17 @@ pub enum PeerEvent {
         /// `inbound` or `outbound`.
         direction: String,
         /// Why, as the libp2p implementation reports it (rust-libp2p's
-        /// `ConnectionClosed { cause }`); js-libp2p gives no reason here, see `QuicClosed`.
+        /// `ConnectionClosed { cause }`); js-libp2p and py-libp2p give no reason here, see
+        /// `QuicClosed`.
         #[serde(default)]
         cause: Option<String>,
     },
-    /// js-libp2p only: why the QUIC transport saw a connection end (quinn's error text).
+    /// js-libp2p and py-libp2p: why the QUIC transport saw a connection end.
     QuicClosed {
         /// The transport's connection id.
         conn: String,
-        /// quinn's `ConnectionError` text, or `closed`.
+        /// js: quinn's `ConnectionError` text, or `closed`. py: aioquic's `ConnectionTerminated`
+        /// reason and error code, e.g. `Idle timeout (error code 0x1)`.
         reason: String,
     },
     /// An outbound ping completed.
@@ -223,6 +225,24 @@ mod tests {
             }
         );
         assert!(!event.is_stateless_reset());
+    }
+
+    #[test]
+    fn the_py_peers_lines_parse() {
+        // Python's json.dumps puts a space after each separator.
+        let line = r#"{"event": "quic_closed", "conn": "139949083031696", "reason": "Idle timeout (error code 0x1)"}"#;
+        let event: PeerEvent = serde_json::from_str(line).unwrap();
+        assert!(!event.is_stateless_reset());
+        let line = r#"{"event": "connected", "peer": "12D3", "addr": "/ip4/127.0.0.1/udp/1/quic-v1", "direction": "outbound"}"#;
+        let event: PeerEvent = serde_json::from_str(line).unwrap();
+        assert_eq!(
+            event,
+            PeerEvent::Connected {
+                peer: "12D3".into(),
+                addr: "/ip4/127.0.0.1/udp/1/quic-v1".into(),
+                direction: "outbound".into(),
+            }
+        );
     }
 
     #[test]

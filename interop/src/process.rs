@@ -1,5 +1,6 @@
 //! A comparison peer running as a child process that prints [`PeerEvent`]s as JSON lines: the
-//! js-libp2p peer, or the `libp2p-peer` binary when a test needs a real process crash.
+//! js-libp2p or py-libp2p peer, or the `libp2p-peer` binary when a test needs a real process
+//! crash.
 
 use std::io::{self, BufRead, BufReader};
 use std::process::{Child, ChildStdin, Command, Stdio};
