@@ -90,6 +90,8 @@ pub struct Outcome {
     pub by_reset: usize,
     /// Peers whose old connection ended otherwise (timed out, superseded by a suspicion redial).
     pub by_other: usize,
+    /// The causes of those other losses, counted.
+    pub other_causes: BTreeMap<String, usize>,
     /// Dials that failed during the restart phase (a peer's manager redials with backoff).
     pub failed_dials: usize,
     /// Why they failed: each failed attempt's cause, counted.
@@ -240,14 +242,15 @@ pub fn measure(params: &Params) -> Result<Outcome, BenchError> {
         detection: (pct(&detections, 50), pct(&detections, 100)),
         by_reset,
         by_other: lost - by_reset,
-        failed_dials: fleet.records.iter().map(|r| r.failed_dials).sum(),
-        failure_causes: fleet.records.iter().flat_map(|r| &r.failures).fold(
-            BTreeMap::new(),
-            |mut counts, cause| {
-                *counts.entry(cause_name(cause)).or_insert(0) += 1;
-                counts
-            },
+        other_causes: count_causes(
+            fleet
+                .records
+                .iter()
+                .filter_map(|r| r.lost.as_ref().map(|(_, cause)| cause))
+                .filter(|cause| **cause != Cause::PeerRestarted),
         ),
+        failed_dials: fleet.records.iter().map(|r| r.failed_dials).sum(),
+        failure_causes: count_causes(fleet.records.iter().flat_map(|r| &r.failures)),
         app_redials: fleet.records.iter().map(|r| r.app_redials).sum(),
         hub_idle_cpu,
         hub_connected,
@@ -320,6 +323,16 @@ pub fn run(
             o.recv_buffer_drops
                 .map_or(Cell::Missing, |d| Cell::num(d as f64, 0)),
         ]);
+        if !o.other_causes.is_empty() {
+            let causes: Vec<String> = (o.other_causes.iter())
+                .map(|(cause, n)| format!("{cause} x{n}"))
+                .collect();
+            report.notes.push(format!(
+                "{} peers: old connections that ended otherwise than by a reset: {}",
+                o.peers,
+                causes.join(", ")
+            ));
+        }
         if !o.failure_causes.is_empty() {
             let causes: Vec<String> = (o.failure_causes.iter())
                 .map(|(cause, n)| format!("{cause} x{n}"))
@@ -775,6 +788,14 @@ fn bind_error(i: usize, e: &io::Error) -> String {
 }
 
 // ---- helpers ----
+
+/// Counts causes by [`cause_name`].
+fn count_causes<'a>(causes: impl Iterator<Item = &'a Cause>) -> BTreeMap<String, usize> {
+    causes.fold(BTreeMap::new(), |mut counts, cause| {
+        *counts.entry(cause_name(cause)).or_insert(0) += 1;
+        counts
+    })
+}
 
 /// A short name of a dial failure's cause, for counting.
 fn cause_name(cause: &Cause) -> String {

@@ -31,9 +31,10 @@ pub(crate) const MAX_GSO_BYTES: usize = 64_000;
 /// arrives within one keep-alive interval. Linux's default receive buffer (208 KiB) holds about
 /// a hundred Initial packets; the rest are dropped, and each dropped Initial costs its client
 /// a probe timeout (1 s, then 2 s, ...) or the whole handshake. Measured with `quicpeer bench
-/// mass-restart --loopback` (3 000 peers, keep-alive 1 s): with the default buffer, 12 000
-/// datagrams dropped, 728 handshakes timed out and the last peer back after 6.9 s; with 4 MiB,
-/// none dropped and every peer back after 1.3 s. The kernel caps the request at
+/// mass-restart --loopback` (3 000 peers, keep-alive 1 s, quiet machine): with the default
+/// buffer about 2 000 datagrams dropped and the last peer back 3.5 s after the restart (on a
+/// busy machine 12 000, with 728 handshakes timed out, and 6.9 s); with 4 MiB none dropped and
+/// every peer back after 1.2 s. The kernel caps the request at
 /// `net.core.rmem_max` / `net.core.wmem_max`; raise those to let it through.
 pub const SOCKET_BUFFER: usize = 4 << 20;
 
