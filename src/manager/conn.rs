@@ -129,6 +129,9 @@ impl Manager {
         span.in_scope(|| debug!("connection started"));
         self.live += 1;
         self.by_handle.insert(handle, id);
+        if direction == Direction::Outbound {
+            self.dialing_conns.insert(id);
+        }
         self.timers.touch(id);
         self.conns.insert(
             id,

@@ -133,6 +133,10 @@ pub struct Manager {
     /// Peers that may have a timer (a staggered dial attempt, a reconnect backoff); entries
     /// without one are dropped lazily.
     timed_peers: BTreeSet<PeerId>,
+    /// Outbound connections that may still be handshaking (entries that are not are dropped
+    /// lazily), so that an ICMP error, which anyone on the path can forge, costs a visit of the
+    /// dials in flight rather than of every connection.
+    dialing_conns: BTreeSet<ConnId>,
     rng: ChaCha20Rng,
     bucket: TokenBucket,
     inbound_handshakes: usize,
@@ -273,6 +277,7 @@ impl Manager {
             dirty: BTreeSet::new(),
             timers: TimerIndex::default(),
             timed_peers: BTreeSet::new(),
+            dialing_conns: BTreeSet::new(),
             rng,
             bucket,
             inbound_handshakes: 0,
@@ -479,6 +484,7 @@ impl Manager {
         if now >= self.next_sweep {
             let grace = self.config.limits.flap_grace;
             self.peers.retain(|_, p| !p.is_idle(now, grace));
+            self.forget_finished_dials();
             self.next_sweep = now + Duration::from_secs(1);
         }
 
@@ -587,15 +593,10 @@ impl Manager {
     pub fn handle_unreachable(&mut self, now: Instant, addr: SocketAddr) {
         let _span = self.span.clone().entered();
         self.set_time(now);
-        let failed: Vec<ConnId> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| {
-                c.addr == addr
-                    && c.direction == Direction::Outbound
-                    && matches!(c.phase, Phase::Handshaking { .. })
-            })
-            .map(|(id, _)| *id)
+        self.forget_finished_dials();
+        let failed: Vec<ConnId> = (self.dialing_conns.iter())
+            .filter(|id| self.conns.get(id).is_some_and(|c| c.addr == addr))
+            .copied()
             .collect();
         for id in failed {
             self.close_conn(
@@ -747,6 +748,16 @@ impl Manager {
             let deadline = self.conns.get_mut(&id).and_then(|c| conn_deadline(c, ptos));
             self.timers.set(id, deadline);
         }
+    }
+
+    /// Drops from `dialing_conns` the connections no longer handshaking.
+    fn forget_finished_dials(&mut self) {
+        let conns = &self.conns;
+        self.dialing_conns.retain(|id| {
+            conns
+                .get(id)
+                .is_some_and(|c| matches!(c.phase, Phase::Handshaking { .. }))
+        });
     }
 
     /// The connections with a deadline at or before `now`.
