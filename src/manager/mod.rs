@@ -51,7 +51,7 @@ mod event;
 mod lifecycle;
 mod pacing;
 mod streams;
-mod timers;
+pub(crate) mod timers;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -129,7 +129,7 @@ pub struct Manager {
     dirty: BTreeSet<ConnId>,
     /// Each connection's next deadline, so that `poll_timeout` and `handle_timeout` never visit
     /// every connection.
-    timers: TimerIndex,
+    timers: TimerIndex<ConnId>,
     /// Peers that may have a timer (a staggered dial attempt, a reconnect backoff); entries
     /// without one are dropped lazily.
     timed_peers: BTreeSet<PeerId>,
@@ -704,6 +704,13 @@ impl Manager {
     }
 
     /// The next event for the application.
+    ///
+    /// Events wait in a queue until polled. Each call into the manager adds a bounded number
+    /// of them (one datagram, one timer round or one command can only open, establish or end so
+    /// many streams and connections, and those are bounded by quinn's stream limits and
+    /// [`Limits`]), so an application that drains the queue after every call, as the loop
+    /// above does, holds a bounded queue whatever the peers send; one that never polls lets it
+    /// grow.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }

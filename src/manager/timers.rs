@@ -11,35 +11,48 @@
 //! every place that touches a connection, the manager marks connections *stale* (every
 //! connection it marks dirty for sending counts as stale too) and the index recomputes the
 //! stale ones before it answers. Debug builds check every answer against a full scan.
+//!
+//! The index is generic over what it times: the host layer keeps one of its streams'
+//! negotiation and ping deadlines the same way.
 
 use std::collections::{BTreeSet, HashMap};
+use std::hash::Hash;
 use std::time::Instant;
 
-use super::ConnId;
-
-#[derive(Debug, Default)]
-pub(super) struct TimerIndex {
-    /// Each connection's earliest deadline, ordered.
-    by_time: BTreeSet<(Instant, ConnId)>,
-    /// The deadline each indexed connection has in `by_time`.
-    armed: HashMap<ConnId, Instant>,
-    /// Connections whose deadline may have changed since it was indexed.
-    stale: BTreeSet<ConnId>,
+/// Deadlines of things named by `K` (a connection, a stream), earliest first.
+#[derive(Debug)]
+pub(crate) struct TimerIndex<K> {
+    /// Each thing's earliest deadline, ordered.
+    by_time: BTreeSet<(Instant, K)>,
+    /// The deadline each indexed thing has in `by_time`.
+    armed: HashMap<K, Instant>,
+    /// Things whose deadline may have changed since it was indexed.
+    stale: BTreeSet<K>,
 }
 
-impl TimerIndex {
+impl<K> Default for TimerIndex<K> {
+    fn default() -> Self {
+        Self {
+            by_time: BTreeSet::new(),
+            armed: HashMap::new(),
+            stale: BTreeSet::new(),
+        }
+    }
+}
+
+impl<K: Copy + Ord + Hash> TimerIndex<K> {
     /// Notes that `id`'s deadline may have changed (or that it is gone).
-    pub(super) fn touch(&mut self, id: ConnId) {
+    pub(crate) fn touch(&mut self, id: K) {
         self.stale.insert(id);
     }
 
     /// Takes the connections marked stale.
-    pub(super) fn take_stale(&mut self) -> BTreeSet<ConnId> {
+    pub(crate) fn take_stale(&mut self) -> BTreeSet<K> {
         std::mem::take(&mut self.stale)
     }
 
     /// Indexes `id` at `deadline`; `None` removes it.
-    pub(super) fn set(&mut self, id: ConnId, deadline: Option<Instant>) {
+    pub(crate) fn set(&mut self, id: K, deadline: Option<Instant>) {
         let old = match deadline {
             Some(at) => self.armed.insert(id, at),
             None => self.armed.remove(&id),
@@ -56,12 +69,12 @@ impl TimerIndex {
     }
 
     /// The earliest deadline indexed.
-    pub(super) fn next(&self) -> Option<Instant> {
+    pub(crate) fn next(&self) -> Option<Instant> {
         self.by_time.first().map(|(at, _)| *at)
     }
 
-    /// The connections whose deadline is at or before `now`, earliest first.
-    pub(super) fn due(&self, now: Instant) -> Vec<ConnId> {
+    /// The things whose deadline is at or before `now`, earliest first.
+    pub(crate) fn due(&self, now: Instant) -> Vec<K> {
         self.by_time
             .iter()
             .take_while(|(at, _)| *at <= now)
@@ -69,9 +82,9 @@ impl TimerIndex {
             .collect()
     }
 
-    /// Connections indexed.
+    /// Things indexed.
     #[cfg(test)]
-    pub(super) fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.armed.len()
     }
 }
@@ -79,6 +92,7 @@ impl TimerIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ConnId;
     use std::time::Duration;
 
     #[test]

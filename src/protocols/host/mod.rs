@@ -60,6 +60,7 @@ use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use tracing::{debug, trace};
 
+use crate::manager::timers::TimerIndex;
 pub use event::{DialAddrsError, HostEvent, OpenError, PingStartError, StreamFailure};
 use stream::{ConnState, HostStream, Input, Outcome, Role};
 
@@ -114,6 +115,9 @@ pub struct Host {
     unflushed: bool,
     /// Scratch for the chunks of one read, kept for its allocation.
     chunks: Vec<Bytes>,
+    /// The negotiation and ping deadlines of the streams, so that `poll_timeout` and the
+    /// expiry of deadlines never visit every stream of every connection.
+    deadlines: TimerIndex<StreamId>,
 }
 
 impl Host {
@@ -130,6 +134,7 @@ impl Host {
             now,
             unflushed: false,
             chunks: Vec::new(),
+            deadlines: TimerIndex::default(),
         }
     }
 
@@ -295,6 +300,7 @@ impl Host {
             stream.out = dialer.take_output();
         }
         state.streams.insert(id, stream);
+        self.deadlines.touch(id);
     }
 
     fn stream_mut(&mut self, conn: ConnId, id: StreamId) -> Option<&mut HostStream> {
@@ -351,6 +357,9 @@ impl Host {
                 mut unfinished_streams,
             } => {
                 if let Some(state) = self.conns.remove(&conn) {
+                    for id in state.streams.keys() {
+                        self.deadlines.touch(*id);
+                    }
                     unfinished_streams.retain(|s| !state.streams.contains_key(s));
                     self.report_lost(conn, state, &cause);
                 }
@@ -422,6 +431,8 @@ impl Host {
 
     /// Moves a stream on as far as it goes: writes, reads, and acts on what it read.
     fn service(&mut self, conn: ConnId, id: StreamId, now: Instant) {
+        // Whatever happens to the stream here may move its deadline.
+        self.deadlines.touch(id);
         // The last read found nothing more: the next `StreamReadable` brings the host back.
         let mut blocked = false;
         loop {
@@ -581,6 +592,7 @@ impl Host {
         else {
             return;
         };
+        self.deadlines.touch(id);
         debug!(%peer, stream = %id, protocol = %negotiated.protocol, "inbound stream negotiated");
         self.events.push_back(HostEvent::InboundStream {
             peer,
@@ -642,6 +654,7 @@ impl Host {
 
     /// Drops the host's state of a stream (closed, or handed over).
     fn forget_quietly(&mut self, conn: ConnId, id: StreamId) {
+        self.deadlines.touch(id);
         if let Some(state) = self.conns.get_mut(&conn) {
             state.streams.remove(&id);
             state.inbound_pings.retain(|s| *s != id);
@@ -653,20 +666,35 @@ impl Host {
 
     /// Fails every negotiation and ping whose deadline passed.
     fn expire(&mut self, now: Instant) {
-        let expired: Vec<(ConnId, StreamId)> = self
-            .conns
-            .iter()
-            .flat_map(|(conn, state)| {
-                state
-                    .streams
-                    .iter()
-                    .filter(|(_, s)| s.deadline.is_some_and(|d| d <= now))
-                    .map(|(id, _)| (*conn, *id))
-            })
-            .collect();
-        for (conn, id) in expired {
-            self.fail(conn, id, StreamFailure::TimedOut);
+        self.refresh_deadlines();
+        for id in self.deadlines.due(now) {
+            let expired = (self.conns.get(&id.conn()))
+                .and_then(|state| state.streams.get(&id))
+                .is_some_and(|s| s.deadline.is_some_and(|d| d <= now));
+            if expired {
+                self.fail(id.conn(), id, StreamFailure::TimedOut);
+            }
+            self.deadlines.touch(id);
         }
+    }
+
+    /// Re-indexes the deadlines of the streams marked stale.
+    fn refresh_deadlines(&mut self) {
+        for id in self.deadlines.take_stale() {
+            let deadline = (self.conns.get(&id.conn()))
+                .and_then(|state| state.streams.get(&id))
+                .and_then(|s| s.deadline);
+            self.deadlines.set(id, deadline);
+        }
+    }
+
+    /// The earliest stream deadline, the slow way: what debug builds check the index against.
+    #[cfg(debug_assertions)]
+    fn scan_deadlines(&self) -> Option<Instant> {
+        (self.conns.values())
+            .flat_map(|c| c.streams.values())
+            .filter_map(|s| s.deadline)
+            .min()
     }
 }
 
@@ -720,15 +748,14 @@ impl SansIo for Host {
             // Bytes are queued in the manager: send them before sleeping.
             return Some(self.now);
         }
-        let deadlines = self
-            .conns
-            .values()
-            .flat_map(|c| c.streams.values())
-            .filter_map(|s| s.deadline);
-        self.manager
-            .poll_timeout()
-            .into_iter()
-            .chain(deadlines)
-            .min()
+        self.refresh_deadlines();
+        let streams = self.deadlines.next();
+        #[cfg(debug_assertions)]
+        debug_assert_eq!(
+            streams,
+            self.scan_deadlines(),
+            "the deadline index lost one"
+        );
+        self.manager.poll_timeout().into_iter().chain(streams).min()
     }
 }
