@@ -37,6 +37,9 @@ use super::{percentile, thread_cpu_time, BenchError, Cell, Report};
 use crate::driver::{Driver, DriverStats, Handle};
 use crate::{Cause, Config, Event, Identity, Limits, Manager};
 
+/// More peers than any open-file limit lets one process bind sockets for.
+pub const MAX_PEERS: usize = 1 << 20;
+
 /// Parameters of one loopback mass restart.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Params {
@@ -124,6 +127,12 @@ pub fn measure(params: &Params) -> Result<Outcome, BenchError> {
         return Err(BenchError::Setup(
             "peers and dial rate must be positive".into(),
         ));
+    }
+    if params.peers > MAX_PEERS {
+        return Err(BenchError::Setup(format!(
+            "{} peers: at most {MAX_PEERS} (one socket each; the open-file limit comes first)",
+            params.peers
+        )));
     }
     let peers = params.peers;
     let config = Config {
