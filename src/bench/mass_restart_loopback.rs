@@ -57,6 +57,11 @@ pub struct Params {
     pub hub_recv_buffer: Option<usize>,
     /// How long after the restart the benchmark waits for every peer to reconnect.
     pub timeout: Duration,
+    /// The hub's `Limits::max_inbound_handshakes`; `None` keeps the default.
+    pub hub_max_inbound_handshakes: Option<usize>,
+    /// The hub's `Limits::retry_above` (`Some(0)`: always validate addresses with a Retry);
+    /// `None` keeps the default.
+    pub hub_retry_above: Option<usize>,
 }
 
 impl Params {
@@ -69,6 +74,8 @@ impl Params {
             dial_rate: 1000,
             hub_recv_buffer: None,
             timeout: Duration::from_secs(60),
+            hub_max_inbound_handshakes: None,
+            hub_retry_above: None,
         }
     }
 }
@@ -149,7 +156,14 @@ pub fn measure(params: &Params) -> Result<Outcome, BenchError> {
     let hub_addr = socket
         .local_addr()
         .map_err(|e| BenchError::Setup(format!("hub socket: {e}")))?;
-    let hub = Hub::spawn(hub_identity.clone(), config.clone(), socket, 1)?;
+    let mut hub_config = config.clone();
+    if let Some(max) = params.hub_max_inbound_handshakes {
+        hub_config.limits.max_inbound_handshakes = max;
+    }
+    if let Some(above) = params.hub_retry_above {
+        hub_config.limits.retry_above = Some(above);
+    }
+    let hub = Hub::spawn(hub_identity.clone(), hub_config.clone(), socket, 1)?;
 
     let started = Instant::now();
     let shared = Arc::new(Shared::default());
@@ -199,7 +213,7 @@ pub fn measure(params: &Params) -> Result<Outcome, BenchError> {
     let _old = hub.crash()?;
     let crashed = Instant::now();
     let (socket, _) = bind_hub(Some(hub_addr), params.hub_recv_buffer)?;
-    let hub = Hub::spawn(hub_identity, config, socket, 2)?;
+    let hub = Hub::spawn(hub_identity, hub_config, socket, 2)?;
     let hub_back_up = crashed.elapsed();
     let reconnected = wait_for(&shared.fresh, peers, params.timeout, &fleet);
     let drops_after = udp_counter("RcvbufErrors");
@@ -279,6 +293,8 @@ pub fn run(
     keep_alive: Duration,
     dial_rate: u32,
     hub_recv_buffer: Option<usize>,
+    hub_max_inbound_handshakes: Option<usize>,
+    hub_retry_above: Option<usize>,
 ) -> Result<Report, BenchError> {
     let mut report = Report::new(
         "mass-restart-loopback",
@@ -308,6 +324,8 @@ pub fn run(
             keep_alive,
             dial_rate,
             hub_recv_buffer,
+            hub_max_inbound_handshakes,
+            hub_retry_above,
             ..Params::new(peers)
         })?;
         let cpu = |c: Option<Duration>| c.map_or(Cell::Missing, Cell::millis);

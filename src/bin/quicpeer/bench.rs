@@ -60,6 +60,14 @@ enum Which {
         /// the driver's otherwise (4 MiB asked, capped by `net.core.rmem_max`).
         #[arg(long, requires = "loopback")]
         hub_recv_buffer: Option<usize>,
+        /// With `--loopback`: the hub's limit of inbound handshakes in flight (above it, new
+        /// ones are refused); the default limit otherwise (1024).
+        #[arg(long, requires = "loopback")]
+        hub_max_inbound_handshakes: Option<usize>,
+        /// With `--loopback`: above this many inbound handshakes in flight, the hub asks new
+        /// clients to prove their address with a Retry first (0: always).
+        #[arg(long, requires = "loopback")]
+        hub_retry_above: Option<usize>,
     },
     /// Bytes per idle connection, at N simulated connections to one manager.
     Memory {
@@ -99,7 +107,15 @@ pub fn run(args: &Args, out: Output) -> Result<ExitCode, UsageError> {
             loopback: true,
             dial_rate,
             hub_recv_buffer,
-        } => loopback_mass_restart(peers, *keep_alive_ms, *dial_rate, *hub_recv_buffer),
+            hub_max_inbound_handshakes,
+            hub_retry_above,
+        } => loopback_mass_restart(
+            peers,
+            *keep_alive_ms,
+            *dial_rate,
+            *hub_recv_buffer,
+            (*hub_max_inbound_handshakes, *hub_retry_above),
+        ),
         Which::Memory { connections } => bench::memory::run(*connections, &allocated),
         Which::Reconnect {
             trials,
@@ -120,12 +136,15 @@ fn loopback_mass_restart(
     keep_alive_ms: u64,
     dial_rate: u32,
     hub_recv_buffer: Option<usize>,
+    (hub_max_inbound_handshakes, hub_retry_above): (Option<usize>, Option<usize>),
 ) -> Result<Report, BenchError> {
     bench::mass_restart_loopback::run(
         peers,
         Duration::from_millis(keep_alive_ms),
         dial_rate,
         hub_recv_buffer,
+        hub_max_inbound_handshakes,
+        hub_retry_above,
     )
 }
 
@@ -135,6 +154,7 @@ fn loopback_mass_restart(
     _: u64,
     _: u32,
     _: Option<usize>,
+    _: (Option<usize>, Option<usize>),
 ) -> Result<Report, BenchError> {
     Err(BenchError::Setup(
         "--loopback needs the mio driver (build with the default feature `mio`)".into(),
