@@ -10,45 +10,21 @@ use std::time::{Duration, Instant};
 
 use quicpeer::Direction;
 use quicpeer_interop::quicpeer_node::{NodeConfig, QuicpeerNode};
-use quicpeer_interop::{js, ChildPeer, PeerEvent};
+use quicpeer_interop::{js, PeerEvent};
 use support::*;
 
 /// Node starts slowly (module loading): the first `listening` line may take a while.
-const JS_START: Duration = Duration::from_secs(30);
-
-fn js_peer(args: &[&str]) -> ChildPeer {
-    js::spawn("js-libp2p", args).unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn js_listener(port: u16) -> ChildPeer {
-    js_peer(&["listen", "--seed", "2", "--port", &port.to_string()])
-}
-
-fn js_dialer(addr: &str) -> ChildPeer {
-    js_peer(&["dial", "--seed", "3", "--addr", addr])
-}
-
-/// The `(PeerId, first address)` a js listener reports.
-fn listening(remote: &mut ChildPeer) -> (String, String) {
-    let (id, addrs) = remote
-        .listening(JS_START)
-        .unwrap_or_else(|| panic!("the js peer did not start:\n{}", remote.report()));
-    let addr = addrs.first().cloned().unwrap_or_default();
-    (id, addr)
-}
-
-fn js_pinged(remote: &mut ChildPeer, quicpeer_id: &str, since: Instant) -> Option<(Instant, f64)> {
-    remote.events.wait_for(since, STEP, |e| match e {
-        PeerEvent::Ping { peer, rtt_ms } if peer == quicpeer_id => Some(*rtt_ms),
-        _ => None,
-    })
-}
+const JS: ChildImpl = ChildImpl {
+    name: "js-libp2p",
+    spawn: js::spawn,
+    start: Duration::from_secs(30),
+};
 
 #[test]
 fn quicpeer_dials_and_pings_a_js_libp2p_listener() {
     init_tracing();
-    let mut remote = js_listener(0);
-    let (id, addr) = listening(&mut remote);
+    let mut remote = JS.listener(0);
+    let (id, addr) = JS.listening(&mut remote);
     let remote_id = peer_id(&id);
     assert_eq!(
         remote_id,
@@ -70,18 +46,7 @@ fn quicpeer_dials_and_pings_a_js_libp2p_listener() {
     });
     assert_eq!(ping_conn, conn);
     let quicpeer_id = node.peer_id().to_string();
-    remote
-        .events
-        .wait_for(start, STEP, |e| match e {
-            PeerEvent::Connected {
-                peer, direction, ..
-            } if *peer == quicpeer_id => {
-                assert_eq!(direction, "inbound");
-                Some(())
-            }
-            _ => None,
-        })
-        .unwrap_or_else(|| panic!("js never saw quicpeer's PeerId:\n{}", remote.report()));
+    JS.saw_quicpeer(&mut remote, &quicpeer_id, "inbound", start);
     println!(
         "quicpeer -> js-libp2p: connected and pinged, RTT {}",
         ms(rtt)
@@ -94,9 +59,9 @@ fn js_libp2p_dials_and_pings_a_quicpeer_listener() {
     let mut node = QuicpeerNode::spawn(NodeConfig::new(1)).unwrap();
     let quicpeer_id = node.peer_id().to_string();
     let start = Instant::now();
-    let mut remote = js_dialer(&node.multiaddr().to_string());
-    let (id, _) = listening(&mut remote);
-    let (_, rtt) = js_pinged(&mut remote, &quicpeer_id, start)
+    let mut remote = JS.dialer(&node.multiaddr().to_string());
+    let (id, _) = JS.listening(&mut remote);
+    let (_, rtt) = remote_pinged(&mut remote, &quicpeer_id, start)
         .unwrap_or_else(|| panic!("quicpeer did not answer js's ping:\n{}", remote.report()));
     let (_, _, direction, _) = connected(&mut node, peer_id(&id), start)
         .unwrap_or_else(|| panic!("no connection:\n{}", report(&mut node, start)));
@@ -113,9 +78,9 @@ fn a_restarted_quicpeer_listener_resets_the_js_libp2p_dialer() {
     let bind = node.local_addr();
     let quicpeer_id = node.peer_id().to_string();
     let start = Instant::now();
-    let mut remote = js_dialer(&node.multiaddr().to_string());
-    let (id, _) = listening(&mut remote);
-    js_pinged(&mut remote, &quicpeer_id, start)
+    let mut remote = JS.dialer(&node.multiaddr().to_string());
+    let (id, _) = JS.listening(&mut remote);
+    remote_pinged(&mut remote, &quicpeer_id, start)
         .unwrap_or_else(|| panic!("not pinging before the restart:\n{}", remote.report()));
 
     let crashed = Instant::now();
@@ -145,7 +110,7 @@ fn a_restarted_quicpeer_listener_resets_the_js_libp2p_dialer() {
         "the reset took {}",
         ms(detection)
     );
-    let (pinged_at, _) = js_pinged(&mut remote, &quicpeer_id, closed_at)
+    let (pinged_at, _) = remote_pinged(&mut remote, &quicpeer_id, closed_at)
         .unwrap_or_else(|| panic!("js did not ping again:\n{}", remote.report()));
     let (reconnected_at, _, direction, _) = connected(&mut node, peer_id(&id), up)
         .unwrap_or_else(|| panic!("no new connection:\n{}", report(&mut node, up)));
@@ -167,5 +132,5 @@ fn a_restarted_quicpeer_listener_resets_the_js_libp2p_dialer() {
 #[test]
 fn quicpeer_recovers_from_a_restarted_js_libp2p_listener() {
     init_tracing();
-    listener_restarts_under_quicpeer("js-libp2p", JS_START, js_listener);
+    listener_restarts_under_quicpeer(JS.name, JS.start, |port| JS.listener(port));
 }

@@ -12,45 +12,21 @@ use std::time::{Duration, Instant};
 
 use quicpeer::Direction;
 use quicpeer_interop::quicpeer_node::{NodeConfig, QuicpeerNode};
-use quicpeer_interop::{py, ChildPeer, PeerEvent};
+use quicpeer_interop::{py, PeerEvent};
 use support::*;
 
 /// Python starts slowly (py-libp2p imports a lot): the first `listening` line may take a while.
-const PY_START: Duration = Duration::from_secs(30);
-
-fn py_peer(args: &[&str]) -> ChildPeer {
-    py::spawn("py-libp2p", args).unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn py_listener(port: u16) -> ChildPeer {
-    py_peer(&["listen", "--seed", "2", "--port", &port.to_string()])
-}
-
-fn py_dialer(addr: &str) -> ChildPeer {
-    py_peer(&["dial", "--seed", "3", "--addr", addr])
-}
-
-/// The `(PeerId, first address)` a py listener reports.
-fn listening(remote: &mut ChildPeer) -> (String, String) {
-    let (id, addrs) = remote
-        .listening(PY_START)
-        .unwrap_or_else(|| panic!("the py peer did not start:\n{}", remote.report()));
-    let addr = addrs.first().cloned().unwrap_or_default();
-    (id, addr)
-}
-
-fn py_pinged(remote: &mut ChildPeer, quicpeer_id: &str, since: Instant) -> Option<(Instant, f64)> {
-    remote.events.wait_for(since, STEP, |e| match e {
-        PeerEvent::Ping { peer, rtt_ms } if peer == quicpeer_id => Some(*rtt_ms),
-        _ => None,
-    })
-}
+const PY: ChildImpl = ChildImpl {
+    name: "py-libp2p",
+    spawn: py::spawn,
+    start: Duration::from_secs(30),
+};
 
 #[test]
 fn quicpeer_dials_and_pings_a_py_libp2p_listener() {
     init_tracing();
-    let mut remote = py_listener(0);
-    let (id, addr) = listening(&mut remote);
+    let mut remote = PY.listener(0);
+    let (id, addr) = PY.listening(&mut remote);
     let remote_id = peer_id(&id);
     assert_eq!(
         remote_id,
@@ -76,19 +52,8 @@ fn quicpeer_dials_and_pings_a_py_libp2p_listener() {
     assert_eq!(ping_conn, conn);
     // ...and py-libp2p saw quicpeer's PeerId and got its own pings answered by quicpeer.
     let quicpeer_id = node.peer_id().to_string();
-    remote
-        .events
-        .wait_for(start, STEP, |e| match e {
-            PeerEvent::Connected {
-                peer, direction, ..
-            } if *peer == quicpeer_id => {
-                assert_eq!(direction, "inbound");
-                Some(())
-            }
-            _ => None,
-        })
-        .unwrap_or_else(|| panic!("py never saw quicpeer's PeerId:\n{}", remote.report()));
-    let (_, py_rtt) = py_pinged(&mut remote, &quicpeer_id, start)
+    PY.saw_quicpeer(&mut remote, &quicpeer_id, "inbound", start);
+    let (_, py_rtt) = remote_pinged(&mut remote, &quicpeer_id, start)
         .unwrap_or_else(|| panic!("quicpeer did not answer py's ping:\n{}", remote.report()));
     println!(
         "quicpeer -> py-libp2p: connected and pinged, RTT {} (py's pings of quicpeer: {py_rtt:.1} ms)",
@@ -102,27 +67,16 @@ fn py_libp2p_dials_and_pings_a_quicpeer_listener() {
     let mut node = QuicpeerNode::spawn(NodeConfig::new(1)).unwrap();
     let quicpeer_id = node.peer_id().to_string();
     let start = Instant::now();
-    let mut remote = py_dialer(&node.multiaddr().to_string());
-    let (id, _) = listening(&mut remote);
+    let mut remote = PY.dialer(&node.multiaddr().to_string());
+    let (id, _) = PY.listening(&mut remote);
     assert_eq!(
         peer_id(&id),
         quicpeer::Identity::from_ed25519_seed([3; 32]).peer_id()
     );
     // py verified quicpeer's certificate and reports quicpeer's PeerId...
-    remote
-        .events
-        .wait_for(start, STEP, |e| match e {
-            PeerEvent::Connected {
-                peer, direction, ..
-            } if *peer == quicpeer_id => {
-                assert_eq!(direction, "outbound");
-                Some(())
-            }
-            _ => None,
-        })
-        .unwrap_or_else(|| panic!("py never saw quicpeer's PeerId:\n{}", remote.report()));
+    PY.saw_quicpeer(&mut remote, &quicpeer_id, "outbound", start);
     // ...quicpeer answers its pings, and quicpeer verified py's PeerId.
-    let (_, rtt) = py_pinged(&mut remote, &quicpeer_id, start)
+    let (_, rtt) = remote_pinged(&mut remote, &quicpeer_id, start)
         .unwrap_or_else(|| panic!("quicpeer did not answer py's ping:\n{}", remote.report()));
     let (_, _, direction, _) = connected(&mut node, peer_id(&id), start)
         .unwrap_or_else(|| panic!("no connection:\n{}", report(&mut node, start)));
@@ -144,9 +98,9 @@ fn a_restarted_quicpeer_listener_is_dropped_by_the_py_libp2p_dialer_at_its_idle_
     let bind = node.local_addr();
     let quicpeer_id = node.peer_id().to_string();
     let start = Instant::now();
-    let mut remote = py_dialer(&node.multiaddr().to_string());
-    let (id, _) = listening(&mut remote);
-    py_pinged(&mut remote, &quicpeer_id, start)
+    let mut remote = PY.dialer(&node.multiaddr().to_string());
+    let (id, _) = PY.listening(&mut remote);
+    remote_pinged(&mut remote, &quicpeer_id, start)
         .unwrap_or_else(|| panic!("not pinging before the restart:\n{}", remote.report()));
 
     let crashed = Instant::now();
@@ -183,7 +137,7 @@ fn a_restarted_quicpeer_listener_is_dropped_by_the_py_libp2p_dialer_at_its_idle_
          aioquic now acts on stateless resets, update this test and docs/interop.md:\n{}",
         remote.report()
     );
-    let (pinged_at, _) = py_pinged(&mut remote, &quicpeer_id, closed_at)
+    let (pinged_at, _) = remote_pinged(&mut remote, &quicpeer_id, closed_at)
         .unwrap_or_else(|| panic!("py did not ping again:\n{}", remote.report()));
     let (reconnected_at, _, direction, _) = connected(&mut node, peer_id(&id), closed_at)
         .unwrap_or_else(|| panic!("no new connection:\n{}", report(&mut node, up)));
@@ -205,5 +159,5 @@ fn a_restarted_quicpeer_listener_is_dropped_by_the_py_libp2p_dialer_at_its_idle_
 #[test]
 fn quicpeer_recovers_from_a_restarted_py_libp2p_listener() {
     init_tracing();
-    listener_restarts_under_quicpeer("py-libp2p", PY_START, py_listener);
+    listener_restarts_under_quicpeer(PY.name, PY.start, |port| PY.listener(port));
 }

@@ -166,3 +166,82 @@ pub fn listener_restarts_under_quicpeer(
 pub fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1e3)
 }
+
+/// A libp2p implementation run as a child process (js-libp2p, py-libp2p): how to start one,
+/// with the seeds the tests use (2: a listener, 3: a dialer), and how long it may take.
+pub struct ChildImpl {
+    /// Its name in messages ("js-libp2p").
+    pub name: &'static str,
+    /// Starts it with these arguments (`interop::js::spawn`, `interop::py::spawn`).
+    pub spawn: fn(&str, &[&str]) -> Result<ChildPeer, String>,
+    /// How long its first `listening` line may take (interpreters start slowly).
+    pub start: Duration,
+}
+
+impl ChildImpl {
+    pub fn peer(&self, args: &[&str]) -> ChildPeer {
+        (self.spawn)(self.name, args).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// A listener with seed 2 on `port` (0: any).
+    pub fn listener(&self, port: u16) -> ChildPeer {
+        self.peer(&["listen", "--seed", "2", "--port", &port.to_string()])
+    }
+
+    /// A dialer with seed 3 of `addr`.
+    pub fn dialer(&self, addr: &str) -> ChildPeer {
+        self.peer(&["dial", "--seed", "3", "--addr", addr])
+    }
+
+    /// The `(PeerId, first address)` the peer reports when it is up.
+    pub fn listening(&self, remote: &mut ChildPeer) -> (String, String) {
+        let (id, addrs) = remote.listening(self.start).unwrap_or_else(|| {
+            panic!("the {} peer did not start:\n{}", self.name, remote.report())
+        });
+        let addr = addrs.first().cloned().unwrap_or_default();
+        (id, addr)
+    }
+
+    /// Waits until the peer reports a connection to `quicpeer_id` in `direction` ("inbound" or
+    /// "outbound"): it verified quicpeer's certificate and took its PeerId from it.
+    pub fn saw_quicpeer(
+        &self,
+        remote: &mut ChildPeer,
+        quicpeer_id: &str,
+        direction: &str,
+        since: Instant,
+    ) {
+        remote
+            .events
+            .wait_for(since, STEP, |e| match e {
+                PeerEvent::Connected {
+                    peer,
+                    direction: seen,
+                    ..
+                } if peer == quicpeer_id => {
+                    assert_eq!(seen, direction);
+                    Some(())
+                }
+                _ => None,
+            })
+            .unwrap_or_else(|| {
+                panic!(
+                    "{} never saw quicpeer's PeerId:\n{}",
+                    self.name,
+                    remote.report()
+                )
+            });
+    }
+}
+
+/// The first ping of `quicpeer_id` that `remote` reports after `since`: when, and its RTT in ms.
+pub fn remote_pinged(
+    remote: &mut ChildPeer,
+    quicpeer_id: &str,
+    since: Instant,
+) -> Option<(Instant, f64)> {
+    remote.events.wait_for(since, STEP, |e| match e {
+        PeerEvent::Ping { peer, rtt_ms } if peer == quicpeer_id => Some(*rtt_ms),
+        _ => None,
+    })
+}
