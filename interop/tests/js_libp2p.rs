@@ -56,16 +56,7 @@ fn quicpeer_dials_and_pings_a_js_libp2p_listener() {
 #[test]
 fn js_libp2p_dials_and_pings_a_quicpeer_listener() {
     init_tracing();
-    let mut node = QuicpeerNode::spawn(NodeConfig::new(1)).unwrap();
-    let quicpeer_id = node.peer_id().to_string();
-    let start = Instant::now();
-    let mut remote = JS.dialer(&node.multiaddr().to_string());
-    let (id, _) = JS.listening(&mut remote);
-    let (_, rtt) = remote_pinged(&mut remote, &quicpeer_id, start)
-        .unwrap_or_else(|| panic!("quicpeer did not answer js's ping:\n{}", remote.report()));
-    let (_, _, direction, _) = connected(&mut node, peer_id(&id), start)
-        .unwrap_or_else(|| panic!("no connection:\n{}", report(&mut node, start)));
-    assert_eq!(direction, Direction::Inbound);
+    let rtt = JS.dials_and_pings_quicpeer();
     println!("js-libp2p -> quicpeer: connected and pinged, RTT {rtt:.1} ms");
 }
 
@@ -74,23 +65,14 @@ fn js_libp2p_dials_and_pings_a_quicpeer_listener() {
 #[test]
 fn a_restarted_quicpeer_listener_resets_the_js_libp2p_dialer() {
     init_tracing();
-    let node = QuicpeerNode::spawn(NodeConfig::new(1)).unwrap();
-    let bind = node.local_addr();
-    let quicpeer_id = node.peer_id().to_string();
-    let start = Instant::now();
-    let mut remote = JS.dialer(&node.multiaddr().to_string());
-    let (id, _) = JS.listening(&mut remote);
-    remote_pinged(&mut remote, &quicpeer_id, start)
-        .unwrap_or_else(|| panic!("not pinging before the restart:\n{}", remote.report()));
-
-    let crashed = Instant::now();
-    node.crash();
-    let mut node = QuicpeerNode::spawn(NodeConfig {
-        bind,
-        ..NodeConfig::new(1)
-    })
-    .unwrap();
-    let up = Instant::now();
+    let QuicpeerRestarted {
+        mut node,
+        mut remote,
+        remote_id: id,
+        quicpeer_id,
+        crashed,
+        up,
+    } = JS.dialer_under_restarting_quicpeer();
 
     let (closed_at, reason) = remote
         .events

@@ -64,23 +64,7 @@ fn quicpeer_dials_and_pings_a_py_libp2p_listener() {
 #[test]
 fn py_libp2p_dials_and_pings_a_quicpeer_listener() {
     init_tracing();
-    let mut node = QuicpeerNode::spawn(NodeConfig::new(1)).unwrap();
-    let quicpeer_id = node.peer_id().to_string();
-    let start = Instant::now();
-    let mut remote = PY.dialer(&node.multiaddr().to_string());
-    let (id, _) = PY.listening(&mut remote);
-    assert_eq!(
-        peer_id(&id),
-        quicpeer::Identity::from_ed25519_seed([3; 32]).peer_id()
-    );
-    // py verified quicpeer's certificate and reports quicpeer's PeerId...
-    PY.saw_quicpeer(&mut remote, &quicpeer_id, "outbound", start);
-    // ...quicpeer answers its pings, and quicpeer verified py's PeerId.
-    let (_, rtt) = remote_pinged(&mut remote, &quicpeer_id, start)
-        .unwrap_or_else(|| panic!("quicpeer did not answer py's ping:\n{}", remote.report()));
-    let (_, _, direction, _) = connected(&mut node, peer_id(&id), start)
-        .unwrap_or_else(|| panic!("no connection:\n{}", report(&mut node, start)));
-    assert_eq!(direction, Direction::Inbound);
+    let rtt = PY.dials_and_pings_quicpeer();
     println!("py-libp2p -> quicpeer: connected and pinged, RTT {rtt:.1} ms");
 }
 
@@ -94,23 +78,14 @@ fn py_libp2p_dials_and_pings_a_quicpeer_listener() {
 #[test]
 fn a_restarted_quicpeer_listener_is_dropped_by_the_py_libp2p_dialer_at_its_idle_timeout() {
     init_tracing();
-    let node = QuicpeerNode::spawn(NodeConfig::new(1)).unwrap();
-    let bind = node.local_addr();
-    let quicpeer_id = node.peer_id().to_string();
-    let start = Instant::now();
-    let mut remote = PY.dialer(&node.multiaddr().to_string());
-    let (id, _) = PY.listening(&mut remote);
-    remote_pinged(&mut remote, &quicpeer_id, start)
-        .unwrap_or_else(|| panic!("not pinging before the restart:\n{}", remote.report()));
-
-    let crashed = Instant::now();
-    node.crash();
-    let mut node = QuicpeerNode::spawn(NodeConfig {
-        bind,
-        ..NodeConfig::new(1)
-    })
-    .unwrap();
-    let up = Instant::now();
+    let QuicpeerRestarted {
+        mut node,
+        mut remote,
+        remote_id: id,
+        quicpeer_id,
+        crashed,
+        up,
+    } = PY.dialer_under_restarting_quicpeer();
 
     // The stale connection ends at py's idle timer, not at the first reset: bound the wait by
     // the idle timeout plus the usual step.

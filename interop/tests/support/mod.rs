@@ -234,6 +234,82 @@ impl ChildImpl {
     }
 }
 
+/// A quicpeer listener under a dialer of `kind` that pings it; then quicpeer is crashed and
+/// rebuilt with the same identity on the same port (restart case A of every child
+/// implementation). The fields are what the assertions on the dialer's reaction need.
+pub struct QuicpeerRestarted {
+    /// The rebuilt quicpeer.
+    pub node: QuicpeerNode,
+    /// The dialer.
+    pub remote: ChildPeer,
+    /// The dialer's PeerId, as it reported it.
+    pub remote_id: String,
+    pub quicpeer_id: String,
+    pub crashed: Instant,
+    /// When the rebuilt quicpeer was listening again.
+    pub up: Instant,
+}
+
+impl ChildImpl {
+    /// A dialer of this kind connects to a quicpeer listener and pings it, then quicpeer
+    /// restarts under it.
+    pub fn dialer_under_restarting_quicpeer(&self) -> QuicpeerRestarted {
+        let node = QuicpeerNode::spawn(NodeConfig::new(1)).unwrap();
+        let bind = node.local_addr();
+        let quicpeer_id = node.peer_id().to_string();
+        let start = Instant::now();
+        let mut remote = self.dialer(&node.multiaddr().to_string());
+        let (remote_id, _) = self.listening(&mut remote);
+        remote_pinged(&mut remote, &quicpeer_id, start)
+            .unwrap_or_else(|| panic!("not pinging before the restart:\n{}", remote.report()));
+
+        let crashed = Instant::now();
+        node.crash();
+        let node = QuicpeerNode::spawn(NodeConfig {
+            bind,
+            ..NodeConfig::new(1)
+        })
+        .unwrap();
+        let up = Instant::now();
+        QuicpeerRestarted {
+            node,
+            remote,
+            remote_id,
+            quicpeer_id,
+            crashed,
+            up,
+        }
+    }
+
+    /// A dialer of this kind (seed 3) connects to a quicpeer listener: both sides verify the
+    /// other's PeerId, and quicpeer answers the dialer's pings. Returns the RTT the dialer saw.
+    pub fn dials_and_pings_quicpeer(&self) -> f64 {
+        let mut node = QuicpeerNode::spawn(NodeConfig::new(1)).unwrap();
+        let quicpeer_id = node.peer_id().to_string();
+        let start = Instant::now();
+        let mut remote = self.dialer(&node.multiaddr().to_string());
+        let (id, _) = self.listening(&mut remote);
+        assert_eq!(
+            peer_id(&id),
+            quicpeer::Identity::from_ed25519_seed([3; 32]).peer_id()
+        );
+        // The dialer verified quicpeer's certificate and reports quicpeer's PeerId...
+        self.saw_quicpeer(&mut remote, &quicpeer_id, "outbound", start);
+        // ...quicpeer answers its pings, and quicpeer verified the dialer's PeerId.
+        let (_, rtt) = remote_pinged(&mut remote, &quicpeer_id, start).unwrap_or_else(|| {
+            panic!(
+                "quicpeer did not answer {}'s ping:\n{}",
+                self.name,
+                remote.report()
+            )
+        });
+        let (_, _, direction, _) = connected(&mut node, peer_id(&id), start)
+            .unwrap_or_else(|| panic!("no connection:\n{}", report(&mut node, start)));
+        assert_eq!(direction, Direction::Inbound);
+        rtt
+    }
+}
+
 /// The first ping of `quicpeer_id` that `remote` reports after `since`: when, and its RTT in ms.
 pub fn remote_pinged(
     remote: &mut ChildPeer,
