@@ -204,7 +204,9 @@ pub enum Event {
         /// The new stream.
         stream: StreamId,
     },
-    /// A stream has data (or its end, or a reset) to read.
+    /// A stream has data (or its end, or a reset) to read. Never reported for a stream the
+    /// application has already read to its end or reset, or stopped ([`Manager::poll_event`](crate::Manager::poll_event)
+    /// drops one queued before that read).
     StreamReadable {
         /// The stream.
         stream: StreamId,

@@ -711,8 +711,27 @@ impl Manager {
     /// [`Limits`]), so an application that drains the queue after every call, as the loop
     /// above does, holds a bounded queue whatever the peers send; one that never polls lets it
     /// grow.
+    ///
+    /// A `StreamReadable` queued before the application read the stream to its end (or reset,
+    /// or stopped it) is dropped here: a read would only fail with `Closed`.
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        while let Some(event) = self.events.pop_front() {
+            if let Event::StreamReadable { stream } = &event {
+                if self.read_ended(*stream) {
+                    continue;
+                }
+            }
+            return Some(event);
+        }
+        None
+    }
+
+    /// The application can read nothing more from `stream`: it read its end or reset, or
+    /// stopped it (false while its connection is unknown: reads say why).
+    pub(crate) fn read_ended(&self, stream: StreamId) -> bool {
+        self.conns
+            .get(&stream.conn)
+            .is_some_and(|c| !c.recv_open.contains(&stream.id))
     }
 
     /// When [`Manager::handle_timeout`] must be called next, if ever.

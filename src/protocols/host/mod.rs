@@ -740,7 +740,17 @@ impl SansIo for Host {
 
     fn poll_event(&mut self) -> Option<HostEvent> {
         self.pump(self.now);
-        self.events.pop_front()
+        while let Some(event) = self.events.pop_front() {
+            // As the manager does: no `StreamReadable` for a stream read to its end since the
+            // event was queued (the host queues one after each handed-over stream).
+            if let HostEvent::Manager(Event::StreamReadable { stream }) = &event {
+                if self.manager.read_ended(*stream) {
+                    continue;
+                }
+            }
+            return Some(event);
+        }
+        None
     }
 
     fn poll_timeout(&mut self) -> Option<Instant> {
