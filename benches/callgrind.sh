@@ -2,8 +2,8 @@
 # Instructions per received datagram of established-connection traffic, quicpeer vs bare
 # quinn-proto, counted by callgrind: deterministic, so comparable between commits (unlike
 # times). Counts only `quicpeer::bench::endpoint::receive` (B handles the datagram, reads the
-# stream, sends its ACKs), at two workload lengths; the difference over the difference in
-# datagrams cancels the warm-up.
+# stream, sends its ACKs and asks for its next timeout, as a driver does), at two workload
+# lengths; the difference over the difference in datagrams cancels the warm-up.
 #
 # Usage: benches/callgrind.sh [SHORT LONG]   (default 5000 25000 datagrams)
 set -euo pipefail

@@ -196,7 +196,8 @@ pub fn run(datagrams: u64, rounds: usize) -> Result<Report, BenchError> {
          {WARM_UP} warm-up datagrams; one stream A->B on an instant in-memory link"
     ));
     report.notes.push(
-        "receive: B handles the datagram, reads the stream, sends its ACKs (wall time, timed \
+        "receive: B handles the datagram, reads the stream, sends its ACKs, asks for its next \
+         timeout (wall time, timed \
          around each call); round: sender + receiver + ACKs back per datagram, wall and this \
          thread's CPU time (the CPU figure holds on a loaded machine); ratios: against bare \
          quinn-proto"

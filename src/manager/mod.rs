@@ -432,10 +432,10 @@ impl Manager {
         let _span = self.span.clone().entered();
         self.set_time(now);
         // Only the connections with a deadline at or before `now` are visited; each pass asks
-        // the index again, as the previous pass may have changed deadlines.
-        let mut visited = BTreeSet::new();
+        // the index again, as the previous pass may have changed deadlines. (The index takes
+        // the due connections out and re-indexes them at their new deadlines before it next
+        // answers, so one whose deadline passed without effect does not stay due.)
         for id in self.due_conns(now) {
-            visited.insert(id);
             let Some(conn) = self.conns.get_mut(&id) else {
                 continue;
             };
@@ -446,7 +446,6 @@ impl Manager {
         }
 
         for id in self.due_conns(now) {
-            visited.insert(id);
             if self.conns.get(&id).is_some_and(
                 |c| matches!(c.phase, Phase::Handshaking { deadline } if deadline <= now),
             ) {
@@ -456,7 +455,6 @@ impl Manager {
         }
 
         for id in self.due_conns(now) {
-            visited.insert(id);
             let probe = self.conns.get(&id).and_then(|c| c.probe);
             if let Some(probe) = probe.filter(|p| p.deadline <= now) {
                 self.resolve_probe(id, probe, now);
@@ -465,7 +463,6 @@ impl Manager {
 
         if let Some(ptos) = self.config.suspicion_ptos {
             for id in self.due_conns(now) {
-                visited.insert(id);
                 if self
                     .conns
                     .get(&id)
@@ -475,12 +472,6 @@ impl Manager {
                 }
             }
         }
-        // Whatever a pass did to them, their deadlines are recomputed before the next answer
-        // (a connection whose deadline passed without effect must not stay due).
-        for id in visited {
-            self.timers.touch(id);
-        }
-
         if now >= self.next_sweep {
             let grace = self.config.limits.flap_grace;
             self.peers.retain(|_, p| !p.is_idle(now, grace));
@@ -767,13 +758,13 @@ impl Manager {
     /// Re-indexes the deadlines of connections that changed (and of those waiting to send,
     /// which may have).
     fn refresh_timers(&mut self) {
-        let mut stale = self.timers.take_stale();
-        stale.extend(self.dirty.iter().copied());
-        let ptos = self.config.suspicion_ptos;
-        for id in stale {
-            let deadline = self.conns.get_mut(&id).and_then(|c| conn_deadline(c, ptos));
-            self.timers.set(id, deadline);
+        for id in &self.dirty {
+            self.timers.touch(*id);
         }
+        let ptos = self.config.suspicion_ptos;
+        let conns = &mut self.conns;
+        self.timers
+            .refresh(|id| conns.get_mut(&id).and_then(|c| conn_deadline(c, ptos)));
     }
 
     /// Drops from `dialing_conns` the connections no longer handshaking.

@@ -674,18 +674,17 @@ impl Host {
             if expired {
                 self.fail(id.conn(), id, StreamFailure::TimedOut);
             }
-            self.deadlines.touch(id);
         }
     }
 
     /// Re-indexes the deadlines of the streams marked stale.
     fn refresh_deadlines(&mut self) {
-        for id in self.deadlines.take_stale() {
-            let deadline = (self.conns.get(&id.conn()))
+        let conns = &self.conns;
+        self.deadlines.refresh(|id| {
+            (conns.get(&id.conn()))
                 .and_then(|state| state.streams.get(&id))
-                .and_then(|s| s.deadline);
-            self.deadlines.set(id, deadline);
-        }
+                .and_then(|s| s.deadline)
+        });
     }
 
     /// The earliest stream deadline, the slow way: what debug builds check the index against.
