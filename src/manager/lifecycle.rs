@@ -66,6 +66,8 @@ impl Manager {
         if direction == Direction::Inbound {
             self.inbound_handshakes = self.inbound_handshakes.saturating_sub(1);
             conn.span.record("peer", tracing::field::display(peer));
+        } else {
+            self.dialing_conns.remove(&id);
         }
         conn.peer = Some(peer);
         conn.phase = Phase::Established;
@@ -218,6 +220,7 @@ impl Manager {
         if was_handshaking && direction == Direction::Inbound {
             self.inbound_handshakes = self.inbound_handshakes.saturating_sub(1);
         }
+        self.dialing_conns.remove(&id);
         let Some(peer) = peer else { return };
 
         if announced {

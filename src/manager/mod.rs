@@ -133,9 +133,9 @@ pub struct Manager {
     /// Peers that may have a timer (a staggered dial attempt, a reconnect backoff); entries
     /// without one are dropped lazily.
     timed_peers: BTreeSet<PeerId>,
-    /// Outbound connections that may still be handshaking (entries that are not are dropped
-    /// lazily), so that an ICMP error, which anyone on the path can forge, costs a visit of the
-    /// dials in flight rather than of every connection.
+    /// Outbound connections still handshaking (the outbound twin of `inbound_handshakes`, left
+    /// where that counter is decremented), so that an ICMP error, which anyone on the path can
+    /// forge, costs a visit of the dials in flight rather than of every connection.
     dialing_conns: BTreeSet<ConnId>,
     rng: ChaCha20Rng,
     bucket: TokenBucket,
@@ -475,7 +475,6 @@ impl Manager {
         if now >= self.next_sweep {
             let grace = self.config.limits.flap_grace;
             self.peers.retain(|_, p| !p.is_idle(now, grace));
-            self.forget_finished_dials();
             self.next_sweep = now + Duration::from_secs(1);
         }
 
@@ -493,14 +492,14 @@ impl Manager {
             {
                 staggered.push(*peer_id);
             }
-            if let Some((at, lost)) = peer.retry.filter(|(at, _)| *at <= now) {
-                retries.push((*peer_id, lost, at));
+            if let Some((_, lost)) = peer.retry.filter(|(at, _)| *at <= now) {
+                retries.push((*peer_id, lost));
             }
         }
         for peer in staggered {
             self.start_next_attempt(peer, now);
         }
-        for (peer, lost, _) in retries {
+        for (peer, lost) in retries {
             if let Some(p) = self.peers.get_mut(&peer) {
                 p.retry = None;
             }
@@ -584,9 +583,12 @@ impl Manager {
     pub fn handle_unreachable(&mut self, now: Instant, addr: SocketAddr) {
         let _span = self.span.clone().entered();
         self.set_time(now);
-        self.forget_finished_dials();
         let failed: Vec<ConnId> = (self.dialing_conns.iter())
-            .filter(|id| self.conns.get(id).is_some_and(|c| c.addr == addr))
+            .filter(|id| {
+                self.conns
+                    .get(id)
+                    .is_some_and(|c| c.addr == addr && matches!(c.phase, Phase::Handshaking { .. }))
+            })
             .copied()
             .collect();
         for id in failed {
@@ -765,16 +767,6 @@ impl Manager {
         let conns = &mut self.conns;
         self.timers
             .refresh(|id| conns.get_mut(&id).and_then(|c| conn_deadline(c, ptos)));
-    }
-
-    /// Drops from `dialing_conns` the connections no longer handshaking.
-    fn forget_finished_dials(&mut self) {
-        let conns = &self.conns;
-        self.dialing_conns.retain(|id| {
-            conns
-                .get(id)
-                .is_some_and(|c| matches!(c.phase, Phase::Handshaking { .. }))
-        });
     }
 
     /// The connections with a deadline at or before `now`.
