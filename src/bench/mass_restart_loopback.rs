@@ -33,7 +33,7 @@ use crate::PeerId;
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
 
-use super::{percentile, thread_cpu_time, BenchError, Cell, Report};
+use super::{percentile, schedstat_cpu_time, thread_cpu_time, BenchError, Cell, Report};
 use crate::driver::{Driver, DriverStats, Handle};
 use crate::{Cause, Config, Event, Identity, Limits, Manager};
 
@@ -474,9 +474,7 @@ impl Hub {
 
     /// CPU time the hub's thread has used so far.
     fn cpu(&self) -> Option<Duration> {
-        let text = std::fs::read_to_string(self.schedstat.as_ref()?).ok()?;
-        let nanos: u64 = text.split_whitespace().next()?.parse().ok()?;
-        Some(Duration::from_nanos(nanos))
+        schedstat_cpu_time(self.schedstat.as_deref()?)
     }
 
     /// How many peers the hub holds connections to, asked on its own thread.

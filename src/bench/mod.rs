@@ -194,7 +194,13 @@ fn json_string(s: &str) -> String {
 
 /// CPU time this thread has used, where the platform tells (Linux: `/proc/thread-self`).
 pub fn thread_cpu_time() -> Option<Duration> {
-    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    schedstat_cpu_time("/proc/thread-self/schedstat")
+}
+
+/// The CPU time a Linux `schedstat` file reports (its first field, in nanoseconds): this
+/// thread's, or another's (`/proc/self/task/<tid>/schedstat`).
+fn schedstat_cpu_time(path: &str) -> Option<Duration> {
+    let text = std::fs::read_to_string(path).ok()?;
     let nanos: u64 = text.split_whitespace().next()?.parse().ok()?;
     Some(Duration::from_nanos(nanos))
 }
