@@ -1,4 +1,4 @@
-//! `cargo fuzz run certificate`: see `quicpeer::fuzz::certificate` and docs/fuzzing.md.
+//! `cargo fuzz run certificate`: see `quicpeer_fuzz::certificate` and docs/fuzzing.md.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| quicpeer::fuzz::certificate(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| quicpeer_fuzz::certificate(data));

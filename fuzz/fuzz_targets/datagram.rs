@@ -1,4 +1,4 @@
-//! `cargo fuzz run datagram`: see `quicpeer::fuzz::datagram` and docs/fuzzing.md.
+//! `cargo fuzz run datagram`: see `quicpeer_fuzz::datagram` and docs/fuzzing.md.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| quicpeer::fuzz::datagram(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| quicpeer_fuzz::datagram(data));

@@ -1,4 +1,4 @@
-//! `cargo fuzz run multistream`: see `quicpeer::fuzz::multistream` and docs/fuzzing.md.
+//! `cargo fuzz run multistream`: see `quicpeer_fuzz::multistream` and docs/fuzzing.md.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| quicpeer::fuzz::multistream(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| quicpeer_fuzz::multistream(data));

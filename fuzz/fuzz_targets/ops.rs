@@ -1,4 +1,4 @@
-//! `cargo fuzz run ops`: see `quicpeer::fuzz::ops` and docs/fuzzing.md.
+//! `cargo fuzz run ops`: see `quicpeer_fuzz::ops` and docs/fuzzing.md.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| quicpeer::fuzz::ops(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| quicpeer_fuzz::ops(data));

@@ -7,7 +7,6 @@
 //! wait bounded by a deadline. See `docs/interop.md` for what is tested and what was measured.
 #![deny(missing_docs)]
 
-pub mod compare;
 pub mod events;
 pub mod js;
 pub mod libp2p_peer;

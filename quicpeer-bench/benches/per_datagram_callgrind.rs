@@ -1,0 +1,35 @@
+//! A fixed per-datagram workload for instruction counting with callgrind (see
+//! `benches/callgrind.sh`): `per_datagram_callgrind [quicpeer|quinn] [DATAGRAMS]`.
+//!
+//! Every datagram B receives goes through `quicpeer_bench::endpoint::receive`, the function
+//! callgrind is told to count; the script runs two lengths and takes the difference, so the
+//! warm-up cancels out.
+
+use std::time::Instant;
+
+use quicpeer_bench::per_datagram::{PerDatagram, Stack};
+
+fn main() {
+    // `cargo bench` passes `--bench`; anything that is not ours is ignored.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let stack = if args.iter().any(|a| a == "quinn") {
+        Stack::Quinn
+    } else {
+        Stack::Quicpeer
+    };
+    let datagrams = args
+        .iter()
+        .find_map(|a| a.parse::<u64>().ok())
+        .unwrap_or(10_000);
+    let start = Instant::now();
+    // A benchmark harness: a failure is a bug to see at once.
+    let mut bench = PerDatagram::new(stack).expect("set up a connected pair");
+    let timing = bench.run(datagrams, false).expect("stream data");
+    println!(
+        "{}: {} datagrams, {} stream bytes, {:?} in all",
+        stack.label(),
+        timing.datagrams,
+        timing.bytes,
+        start.elapsed()
+    );
+}

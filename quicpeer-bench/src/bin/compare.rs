@@ -1,0 +1,158 @@
+//! Comparison benchmarks on loopback: quicpeer against rust-libp2p and quinn, in one run on one
+//! machine. See `docs/benchmarks.md` for what each measures and the figures of the last round.
+//!
+//! ```text
+//! compare reconnect [--restarts 20] [--pairs qq,ll,ql,lq] [--ping-interval-ms 100] [--spacing-ms 1500]
+//! compare handshake [--count 500] [--rounds 5] [--cpu 0]
+//! compare throughput [--bytes 1073741824] [--rounds 3] [--stacks quicpeer,quinn]
+//! ```
+//!
+//! Each prints a table (`--json`: one JSON object) on stdout and its progress on stderr.
+//! Build with `--release`: the figures of a debug build mean nothing.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use quicpeer_bench::compare::{handshake, reconnect, throughput, Report};
+
+#[derive(Parser)]
+#[command(about = "Loopback comparison benchmarks: quicpeer, rust-libp2p, quinn")]
+struct Args {
+    #[command(subcommand)]
+    bench: Bench,
+    /// Print the report as one JSON object instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    /// No progress lines on stderr.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// A listener restarts under a pinging dialer: detection and first ping on a fresh
+    /// connection, per pair (pairs that recover at the 10 s idle timeout take ~10 s a restart).
+    Reconnect {
+        /// Restarts per pair.
+        #[arg(long, default_value_t = 20)]
+        restarts: usize,
+        /// Pairs, dialer first: qq (quicpeer → quicpeer), ll (rust-libp2p → rust-libp2p),
+        /// ql (quicpeer → rust-libp2p), lq (rust-libp2p → quicpeer).
+        #[arg(long, value_delimiter = ',', default_value = "qq,ll,ql,lq")]
+        pairs: Vec<String>,
+        /// The dialer's ping interval, in milliseconds.
+        #[arg(long, default_value_t = 100)]
+        ping_interval_ms: u64,
+        /// How long one restart may take to recover, in milliseconds.
+        #[arg(long, default_value_t = 15_000)]
+        timeout_ms: u64,
+        /// Least time between a recovery and the next restart, in milliseconds.
+        #[arg(long, default_value_t = 1_500)]
+        spacing_ms: u64,
+    },
+    /// Completed handshakes per second, both peers pinned to one core.
+    Handshake {
+        /// Measured handshakes per round and stack.
+        #[arg(long, default_value_t = 500)]
+        count: u32,
+        /// Rounds, alternating the stacks.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// The CPU both peers are pinned to.
+        #[arg(long, default_value_t = 0)]
+        cpu: usize,
+    },
+    /// One stream of bulk data: quicpeer's mio driver against quinn.
+    Throughput {
+        /// Bytes per transfer.
+        #[arg(long, default_value_t = 1 << 30)]
+        bytes: u64,
+        /// Transfers per stack, alternating.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Stacks: quicpeer, quinn (one alone, e.g. under `perf stat`).
+        #[arg(long, value_delimiter = ',', default_value = "quicpeer,quinn")]
+        stacks: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .try_init();
+    let args = Args::parse();
+    let quiet = args.quiet;
+    let mut progress = |line: String| {
+        if !quiet {
+            eprintln!("{line}");
+        }
+    };
+    let report: Result<Report, String> = match args.bench {
+        Bench::Reconnect {
+            restarts,
+            pairs,
+            ping_interval_ms,
+            timeout_ms,
+            spacing_ms,
+        } => {
+            let mut chosen = Vec::new();
+            for code in &pairs {
+                match reconnect::Pair::from_code(code.trim()) {
+                    Some(pair) => chosen.push(pair),
+                    None => {
+                        eprintln!("unknown pair {code:?}: use qq, ll, ql or lq");
+                        return ExitCode::from(2);
+                    }
+                }
+            }
+            if ping_interval_ms == 0 {
+                eprintln!("--ping-interval-ms must be positive");
+                return ExitCode::from(2);
+            }
+            let settings = reconnect::Settings {
+                pairs: chosen,
+                restarts,
+                ping_interval: Duration::from_millis(ping_interval_ms),
+                timeout: Duration::from_millis(timeout_ms),
+                spacing: Duration::from_millis(spacing_ms),
+            };
+            reconnect::run(&settings, &mut progress).map_err(|e| e.to_string())
+        }
+        Bench::Handshake { count, rounds, cpu } => {
+            handshake::run(count.max(1), rounds, cpu, &mut progress).map_err(|e| e.to_string())
+        }
+        Bench::Throughput {
+            bytes,
+            rounds,
+            stacks,
+        } => {
+            let mut chosen = Vec::new();
+            for name in &stacks {
+                match throughput::Stack::from_name(name.trim()) {
+                    Some(stack) => chosen.push(stack),
+                    None => {
+                        eprintln!("unknown stack {name:?}: use quicpeer or quinn");
+                        return ExitCode::from(2);
+                    }
+                }
+            }
+            throughput::run(&chosen, bytes.max(1), rounds, &mut progress).map_err(|e| e.to_string())
+        }
+    };
+    match report {
+        Ok(report) => {
+            if args.json {
+                println!("{}", report.json());
+            } else {
+                print!("{}", report.table());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("compare: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,29 @@
+//! The harness behind `quicpeer bench mass-restart --loopback`, small and end to end: it
+//! really crashes a hub under its peers on loopback UDP, and every peer really comes back on a
+//! fresh connection. No figure is checked here (benchmarks are not tests); every wait of the
+//! harness has a bound.
+#![cfg(feature = "mio")]
+
+use std::time::Duration;
+
+use quicpeer_bench::mass_restart_loopback::{measure, Params};
+
+#[test]
+fn every_peer_of_a_crashed_hub_reconnects_on_loopback() {
+    let peers = 16;
+    let params = Params {
+        keep_alive: Duration::from_millis(300),
+        timeout: Duration::from_secs(30),
+        ..Params::new(peers)
+    };
+    let outcome = measure(&params).expect("the mass restart completes");
+    assert_eq!(outcome.peers, peers);
+    // Every peer lost its old connection and holds a fresh one, which the new hub knows.
+    assert_eq!(outcome.by_reset + outcome.by_other, peers);
+    assert_eq!(outcome.hub_connected, peers);
+    // Idle peers learn of the crash from the new hub's stateless resets (suspicion could beat
+    // one on a starved machine, not all of them).
+    assert!(outcome.by_reset > 0, "{outcome:?}");
+    assert!(outcome.fresh.0 <= outcome.all_fresh);
+    assert!(outcome.detection.0 <= outcome.detection.1);
+}

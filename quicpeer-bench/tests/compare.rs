@@ -1,0 +1,57 @@
+#![cfg(feature = "compare")]
+//! Smoke tests of the `compare` binary: each benchmark runs for a tiny count and prints a
+//! report with a row per stack. No figure is checked: benchmarks never run in `cargo test`.
+
+use std::process::Command;
+
+fn compare(args: &[&str]) -> serde_json::Value {
+    let output = Command::new(env!("CARGO_BIN_EXE_compare"))
+        .args(args)
+        .args(["--json", "--quiet"])
+        .output()
+        .expect("compare runs");
+    assert!(
+        output.status.success(),
+        "compare {args:?} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("one JSON report")
+}
+
+fn rows(report: &serde_json::Value) -> Vec<String> {
+    report["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|row| row[0].as_str().expect("a label").to_owned())
+        .collect()
+}
+
+#[test]
+fn reconnect_runs() {
+    let report = compare(&[
+        "reconnect",
+        "--restarts",
+        "1",
+        "--pairs",
+        "qq",
+        "--spacing-ms",
+        "100",
+    ]);
+    assert_eq!(report["bench"], "reconnect");
+    assert_eq!(rows(&report), ["quicpeer → quicpeer"]);
+    // The restart was recovered from (a stateless reset, well within the timeout).
+    assert_eq!(report["rows"][0][2], 1.0);
+}
+
+#[test]
+fn handshake_runs() {
+    let report = compare(&["handshake", "--count", "3", "--rounds", "1"]);
+    assert_eq!(rows(&report).len(), 5);
+}
+
+#[test]
+fn throughput_runs() {
+    let report = compare(&["throughput", "--bytes", "262144", "--rounds", "1"]);
+    assert_eq!(rows(&report).len(), 2);
+}

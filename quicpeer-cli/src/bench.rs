@@ -1,0 +1,211 @@
+//! `quicpeer bench <name> [--json]`: run one of the benchmark workloads of `quicpeer_bench`
+//! and print its table (or one JSON object).
+//!
+//! This binary counts its heap allocations (a relaxed atomic add per allocation and free), so
+//! that `bench memory` can weigh connections; every other command pays that, and nothing else.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use quicpeer_bench::{self as bench, BenchError, Report};
+
+use crate::output::Output;
+use crate::UsageError;
+
+/// Arguments of `quicpeer bench`; the global `--json` prints one JSON object instead.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    which: Which,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Which {
+    /// CPU per datagram of established-connection traffic, quicpeer vs bare quinn-proto.
+    PerDatagram {
+        /// Datagrams per round and stack.
+        #[arg(long, default_value_t = 50_000)]
+        datagrams: u64,
+        /// Alternating rounds; the median is reported.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+    },
+    /// Completed handshakes per second on one core, quicpeer vs bare quinn-proto.
+    Handshake {
+        /// Handshakes per round and stack.
+        #[arg(long, default_value_t = 500)]
+        handshakes: u32,
+        /// Alternating rounds; the median is reported.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+    },
+    /// A hub with N peers restarts: time until all reconnect, CPU time. In the simulator, or
+    /// with `--loopback` on real UDP sockets (one per peer: `ulimit -n` bounds the peers).
+    MassRestart {
+        /// Peer counts, one run each.
+        #[arg(long, value_delimiter = ',', default_values_t = [100, 1000])]
+        peers: Vec<usize>,
+        /// The peers' keep-alive interval in milliseconds (idle peers detect at the next one).
+        #[arg(long, default_value_t = 1000)]
+        keep_alive_ms: u64,
+        /// Run on loopback UDP: the hub on the mio driver, the peers on one thread.
+        #[arg(long)]
+        loopback: bool,
+        /// With `--loopback`: dials per second while the peers connect.
+        #[arg(long, default_value_t = 1000, requires = "loopback")]
+        dial_rate: u32,
+        /// With `--loopback`: the hub socket's receive buffer to ask for (`SO_RCVBUF`, bytes);
+        /// the driver's otherwise (4 MiB asked, capped by `net.core.rmem_max`).
+        #[arg(long, requires = "loopback")]
+        hub_recv_buffer: Option<usize>,
+        /// With `--loopback`: the hub's limit of inbound handshakes in flight (above it, new
+        /// ones are refused); the default limit otherwise (1024).
+        #[arg(long, requires = "loopback")]
+        hub_max_inbound_handshakes: Option<usize>,
+        /// With `--loopback`: above this many inbound handshakes in flight, the hub asks new
+        /// clients to prove their address with a Retry first (0: always).
+        #[arg(long, requires = "loopback")]
+        hub_retry_above: Option<usize>,
+    },
+    /// Bytes per idle connection, at N simulated connections to one manager.
+    Memory {
+        /// Connections to the hub.
+        #[arg(long, default_value_t = 10_000)]
+        connections: usize,
+    },
+    /// Restart to first message on a fresh connection: derived vs random keys, suspicion
+    /// redial on and off (simulated; loopback and rust-libp2p: `cargo run -p
+    /// quicpeer-interop --release --bin compare -- reconnect`).
+    Reconnect {
+        /// Restarts per mode.
+        #[arg(long, default_value_t = 50)]
+        trials: u64,
+        /// One-way link latency in milliseconds.
+        #[arg(long, default_value_t = 5)]
+        latency_ms: u64,
+        /// Link jitter in milliseconds (uniform, added per datagram).
+        #[arg(long, default_value_t = 4)]
+        jitter_ms: u64,
+    },
+}
+
+pub fn run(args: &Args, out: Output) -> Result<ExitCode, UsageError> {
+    let report = match &args.which {
+        Which::PerDatagram { datagrams, rounds } => bench::per_datagram::run(*datagrams, *rounds),
+        Which::Handshake { handshakes, rounds } => bench::handshake::run(*handshakes, *rounds),
+        Which::MassRestart {
+            peers,
+            keep_alive_ms,
+            loopback: false,
+            ..
+        } => bench::mass_restart::run(peers, Duration::from_millis(*keep_alive_ms)),
+        Which::MassRestart {
+            peers,
+            keep_alive_ms,
+            loopback: true,
+            dial_rate,
+            hub_recv_buffer,
+            hub_max_inbound_handshakes,
+            hub_retry_above,
+        } => loopback_mass_restart(
+            peers,
+            *keep_alive_ms,
+            *dial_rate,
+            *hub_recv_buffer,
+            (*hub_max_inbound_handshakes, *hub_retry_above),
+        ),
+        Which::Memory { connections } => bench::memory::run(*connections, &allocated),
+        Which::Reconnect {
+            trials,
+            latency_ms,
+            jitter_ms,
+        } => bench::reconnect::run(
+            *trials,
+            Duration::from_millis(*latency_ms),
+            Duration::from_millis(*jitter_ms),
+        ),
+    };
+    print(report, out.is_json())
+}
+
+fn loopback_mass_restart(
+    peers: &[usize],
+    keep_alive_ms: u64,
+    dial_rate: u32,
+    hub_recv_buffer: Option<usize>,
+    (hub_max_inbound_handshakes, hub_retry_above): (Option<usize>, Option<usize>),
+) -> Result<Report, BenchError> {
+    bench::mass_restart_loopback::run(
+        peers,
+        Duration::from_millis(keep_alive_ms),
+        dial_rate,
+        hub_recv_buffer,
+        hub_max_inbound_handshakes,
+        hub_retry_above,
+    )
+}
+
+fn print(report: Result<Report, BenchError>, json: bool) -> Result<ExitCode, UsageError> {
+    match report {
+        Ok(report) if json => println!("{}", report.json()),
+        Ok(report) => print!("{}", report.table()),
+        Err(error) => {
+            eprintln!("error: {error}");
+            return Ok(ExitCode::FAILURE);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Bytes currently allocated on the heap by this process.
+fn allocated() -> usize {
+    ALLOCATED.load(Ordering::Relaxed)
+}
+
+static ALLOCATED: AtomicUsize = AtomicUsize::new(0);
+
+/// The system allocator, counting the bytes it hands out.
+struct Counting;
+
+// SAFETY: every call is forwarded unchanged to the system allocator; the counter is only
+// arithmetic on the sizes the caller passes.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller upholds `alloc`'s contract, which is `System.alloc`'s.
+        let ptr = unsafe { System.alloc(layout) };
+        if !ptr.is_null() {
+            ALLOCATED.fetch_add(layout.size(), Ordering::Relaxed);
+        }
+        ptr
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: as for `alloc`.
+        let ptr = unsafe { System.alloc_zeroed(layout) };
+        if !ptr.is_null() {
+            ALLOCATED.fetch_add(layout.size(), Ordering::Relaxed);
+        }
+        ptr
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` was allocated by `System` with `layout` (see `alloc`).
+        unsafe { System.dealloc(ptr, layout) };
+        ALLOCATED.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: the caller upholds `realloc`'s contract, which is `System.realloc`'s.
+        let new = unsafe { System.realloc(ptr, layout, new_size) };
+        if !new.is_null() {
+            ALLOCATED.fetch_sub(layout.size(), Ordering::Relaxed);
+            ALLOCATED.fetch_add(new_size, Ordering::Relaxed);
+        }
+        new
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;

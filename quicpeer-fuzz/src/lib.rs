@@ -1,0 +1,37 @@
+//! The bodies of the fuzz targets in `fuzz/` (feature `fuzzing`).
+//!
+//! Each target in `fuzz/fuzz_targets/` is a one-line wrapper over a function here, so the
+//! targets compile with the library on stable Rust and `tests/fuzz_corpus.rs` replays every
+//! corpus file through exactly the code the fuzzer runs. What a peer controls is what is fuzzed:
+//!
+//! - [`datagram`]: arbitrary datagrams from arbitrary addresses into a listening or a connected
+//!   [`Manager`](quicpeer::Manager), interleaved with the honest peer's real packets (delivered,
+//!   dropped, duplicated, corrupted) and with time on a monotonic virtual clock read from the
+//!   input;
+//! - [`ops`]: arbitrary sequences of operations (dials, closes, restarts, link failures, time,
+//!   streams) against a [`sim::Network`](quicpeer::sim::Network) of two to four nodes;
+//! - [`certificate`]: arbitrary bytes as a peer's certificate, into the verifier and, when they
+//!   pass it, into a TLS handshake;
+//! - [`multistream`]: arbitrary bytes on a fresh libp2p stream, into the multistream-select
+//!   listener and dialer and the ping responder and pinger, whole and in fragments.
+//!
+//! Every target checks invariants after each step and panics, with the invariant's name, when
+//! one fails: a panic here is a finding. [`seeds`] builds the seed corpora from real packets.
+
+mod certificate;
+mod datagram;
+mod invariants;
+mod multistream;
+mod ops;
+pub mod seeds;
+
+pub use certificate::certificate;
+pub use datagram::{datagram, DatagramInput, Mode, Payload, Source, Step};
+pub use multistream::{multistream, Role, PING_PAYLOAD, PROPOSALS, SUPPORTED};
+pub use ops::{ops, LinkChange, Op, OpsInput};
+
+/// Reads a whole fuzz input as a `T` the way libFuzzer's `arbitrary` integration does, except
+/// that the caller decides what to do with the bytes left over.
+fn decode<'a, T: arbitrary::Arbitrary<'a>>(u: &mut arbitrary::Unstructured<'a>) -> Option<T> {
+    T::arbitrary(u).ok()
+}

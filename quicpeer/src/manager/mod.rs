@@ -1,0 +1,861 @@
+//! The sans-IO connection manager: peers, dials, connections, limits and events over one
+//! `quinn_proto::Endpoint`.
+//!
+//! The manager is the state machine the rest of quicpeer hangs on. It does no I/O, reads no
+//! clock and spawns nothing: datagrams and time go in, datagrams and events come out. It shuttles
+//! quinn's endpoint and connection events itself, keys its state by [`PeerId`], and turns the
+//! ways a connection dies into a [`Cause`] the application can match on. When a peer restarts,
+//! its stateless reset kills the stale connection and the manager starts a fresh one in the same
+//! [`Manager::handle_datagram`] call.
+//!
+//! # The loop
+//!
+//! ```no_run
+//! # use std::time::{Instant, SystemTime};
+//! # use quicpeer::{Config, Identity, Manager};
+//! # fn recv() -> Option<(std::net::SocketAddr, Vec<u8>)> { None }
+//! # fn send(_: std::net::SocketAddr, _: &[u8]) {}
+//! # fn sleep_until(_: Option<Instant>) {}
+//! let identity = Identity::from_ed25519_seed([1; 32]);
+//! let mut manager = Manager::new(identity, Config::default(), [7; 32], Instant::now(), SystemTime::now())?;
+//! let mut buf = Vec::new();
+//! loop {
+//!     let now = Instant::now();
+//!     while let Some((from, datagram)) = recv() {
+//!         manager.handle_datagram(now, from, None, &datagram);
+//!     }
+//!     if manager.poll_timeout().is_some_and(|t| t <= now) {
+//!         manager.handle_timeout(now);
+//!     }
+//!     while let Some(transmit) = manager.poll_transmit(now, &mut buf) {
+//!         send(transmit.destination, &buf[..transmit.size]);
+//!     }
+//!     while let Some(event) = manager.poll_event() {
+//!         println!("{event:?}");
+//!     }
+//!     sleep_until(manager.poll_timeout());
+//! }
+//! # Ok::<(), quicpeer::ManagerError>(())
+//! ```
+//!
+//! Rules: `now` never goes backwards between calls; after any `handle_*` call or command, drain
+//! [`Manager::poll_transmit`] until `None`, drain [`Manager::poll_event`], then wait until
+//! [`Manager::poll_timeout`] (or the next datagram).
+
+mod backoff;
+pub mod cid;
+mod config;
+mod conn;
+mod dial;
+mod event;
+mod lifecycle;
+mod pacing;
+mod streams;
+pub(crate) mod timers;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use libp2p_identity::PeerId;
+use quinn_proto::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use quinn_proto::{
+    ConnectionError, ConnectionHandle, DatagramEvent, Dir, EndpointConfig,
+    HashedConnectionIdGenerator, TransportConfig, TransportErrorCode, VarInt,
+};
+use rand::{Rng, RngCore, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer};
+use tracing::{debug, debug_span, info, trace, warn, Span};
+
+use crate::identity::{
+    CertificateError, Identity, RestartKeys, TlsContext, TlsError, VerificationSlot, WallClock,
+};
+use backoff::Backoff;
+use cid::KeyedCidGenerator;
+pub use config::{Config, KeyMode, Limits, ReconnectPolicy, ResponseRate};
+use conn::{Conn, Phase, Probe};
+use dial::Peer;
+pub use event::{
+    Cause, ChunksRead, ConnId, DialError, DialOutcome, Direction, Event, HandshakeFailure, Read,
+    ReadStatus, StreamError, StreamId, Transmit,
+};
+use lifecycle::{ack_eliciting_frames, suspicion_deadline};
+use pacing::TokenBucket;
+use timers::TimerIndex;
+
+/// Application close code: normal close.
+pub const CLOSE_NORMAL: u32 = 0;
+/// Application close code: this connection was superseded by another to the same peer.
+pub const CLOSE_SUPERSEDED: u32 = 0x7170_0001;
+/// Application close code: closed to stay within a connection limit.
+pub const CLOSE_LIMIT: u32 = 0x7170_0002;
+
+/// The SNI-less server name handed to quinn; with SNI disabled it never goes on the wire.
+const SERVER_NAME: &str = "l";
+/// Bound on stateless responses waiting for `poll_transmit`.
+const MAX_QUEUED_RESPONSES: usize = 1024;
+
+/// Errors constructing a [`Manager`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ManagerError {
+    /// The TLS context could not be built.
+    #[error(transparent)]
+    Tls(Box<TlsError>),
+    /// A configuration value is out of range.
+    #[error("invalid configuration: {0}")]
+    Config(&'static str),
+}
+
+/// The sans-IO connection manager. See the [module documentation](self) for the run loop.
+pub struct Manager {
+    identity: Identity,
+    config: Config,
+    tls: TlsContext,
+    clock: WallClock,
+    epoch: (Instant, SystemTime),
+    endpoint: quinn_proto::Endpoint,
+    transport: Arc<TransportConfig>,
+    conns: BTreeMap<ConnId, Conn>,
+    by_handle: HashMap<ConnectionHandle, ConnId>,
+    peers: BTreeMap<PeerId, Peer>,
+    next_conn: u64,
+    events: VecDeque<Event>,
+    responses: VecDeque<(Transmit, Vec<u8>)>,
+    /// Connections that may have something to send.
+    dirty: BTreeSet<ConnId>,
+    /// Each connection's next deadline, so that `poll_timeout` and `handle_timeout` never visit
+    /// every connection.
+    timers: TimerIndex<ConnId>,
+    /// Peers that may have a timer (a staggered dial attempt, a reconnect backoff); entries
+    /// without one are dropped lazily.
+    timed_peers: BTreeSet<PeerId>,
+    /// Outbound connections still handshaking (the outbound twin of `inbound_handshakes`, left
+    /// where that counter is decremented), so that an ICMP error, which anyone on the path can
+    /// forge, costs a visit of the dials in flight rather than of every connection.
+    dialing_conns: BTreeSet<ConnId>,
+    rng: ChaCha20Rng,
+    bucket: TokenBucket,
+    inbound_handshakes: usize,
+    /// Connections handshaking or established: what the connection limit counts. A connection
+    /// leaves the count the moment it dies, not when quinn has drained it.
+    live: usize,
+    /// When idle peer entries are next swept away.
+    next_sweep: Instant,
+    /// `close_all` was called: no new connections, no reconnects.
+    shutting_down: bool,
+    /// Datagrams one transmit may carry (see `set_max_datagrams`).
+    max_datagrams: usize,
+    buf: Vec<u8>,
+    span: Span,
+}
+
+impl Manager {
+    /// Builds a manager for `identity`.
+    ///
+    /// `seed` drives every random choice the manager makes (connection IDs, jitter); give each
+    /// process a fresh one. `now` and `wall_now` are the monotonic and the wall-clock time of
+    /// this moment; later wall-clock times (for certificate validity) are derived from them.
+    pub fn new(
+        identity: Identity,
+        config: Config,
+        seed: [u8; 32],
+        now: Instant,
+        wall_now: SystemTime,
+    ) -> Result<Self, ManagerError> {
+        Self::build(identity, config, seed, now, wall_now, None)
+    }
+
+    /// Like [`Manager::new`], but presents `certificate` (signed by `key`), made beforehand by
+    /// [`generate_certificate`](crate::identity::generate_certificate) for the same identity,
+    /// instead of generating one. Generating the certificate is most of what `new` costs:
+    /// fuzzers, benchmarks and tests that build many managers of one identity share one.
+    #[doc(hidden)]
+    pub fn with_certificate(
+        identity: Identity,
+        config: Config,
+        seed: [u8; 32],
+        now: Instant,
+        wall_now: SystemTime,
+        certificate: (CertificateDer<'static>, PrivatePkcs8KeyDer<'static>),
+    ) -> Result<Self, ManagerError> {
+        Self::build(identity, config, seed, now, wall_now, Some(certificate))
+    }
+
+    fn build(
+        identity: Identity,
+        config: Config,
+        seed: [u8; 32],
+        now: Instant,
+        wall_now: SystemTime,
+        certificate: Option<(CertificateDer<'static>, PrivatePkcs8KeyDer<'static>)>,
+    ) -> Result<Self, ManagerError> {
+        let span = debug_span!("manager", local = %identity.peer_id());
+        let mut rng = ChaCha20Rng::from_seed(seed);
+        let clock = WallClock::new(wall_now);
+        let tls = match certificate {
+            Some((certificate, key)) => {
+                TlsContext::with_certificate(certificate, key, clock.clone())
+            }
+            None => TlsContext::new(&identity, clock.clone()),
+        }
+        .map_err(|e| ManagerError::Tls(Box::new(e)))?;
+
+        let (keys, derived) = match &config.keys {
+            KeyMode::DerivedFromIdentity => match RestartKeys::derive(identity.keypair()) {
+                Some(keys) => (keys, true),
+                None => {
+                    warn!(
+                        "identity has no extractable secret (RSA?): restart keys are random, so a \
+                         restart of this node will not reset its peers' connections; \
+                         use KeyMode::Explicit with keys from a file to fix this"
+                    );
+                    (random_keys(&mut rng), false)
+                }
+            },
+            KeyMode::Explicit(keys) => (keys.clone(), true),
+            KeyMode::RandomPerProcess => (random_keys(&mut rng), false),
+        };
+        let mut endpoint_config = EndpointConfig::new(Arc::new(ring::hmac::Key::new(
+            ring::hmac::HMAC_SHA256,
+            &keys.reset_key,
+        )));
+        if derived {
+            let mut cid_seed = [0u8; 32];
+            rng.fill_bytes(&mut cid_seed);
+            let cid_key = keys.cid_key;
+            endpoint_config
+                .cid_generator(move || Box::new(KeyedCidGenerator::new(&cid_key, cid_seed)));
+        } else {
+            let key = rng.next_u64();
+            endpoint_config
+                .cid_generator(move || Box::new(HashedConnectionIdGenerator::from_key(key)));
+        }
+        // Stateless responses are policed by our own token bucket (see `ResponseRate`).
+        endpoint_config.min_reset_interval(Duration::ZERO);
+        endpoint_config
+            .max_udp_payload_size(config.max_udp_payload)
+            .map_err(|_| ManagerError::Config("max_udp_payload out of range"))?;
+
+        let mut transport = TransportConfig::default();
+        let idle = quinn_proto::IdleTimeout::try_from(config.idle_timeout)
+            .map_err(|_| ManagerError::Config("idle_timeout out of range"))?;
+        transport
+            .max_idle_timeout(Some(idle))
+            .keep_alive_interval(config.keep_alive)
+            .datagram_receive_buffer_size(None);
+        let transport = Arc::new(transport);
+
+        let mut endpoint_seed = [0u8; 32];
+        rng.fill_bytes(&mut endpoint_seed);
+        let (server, _) = tls.server_config();
+        let server = server_config(server, &transport, &clock)?;
+        let endpoint = quinn_proto::Endpoint::new(
+            Arc::new(endpoint_config),
+            Some(server),
+            false,
+            Some(endpoint_seed),
+        );
+        let bucket = TokenBucket::new(config.stateless_responses, now);
+        Ok(Self {
+            identity,
+            config,
+            tls,
+            clock,
+            epoch: (now, wall_now),
+            endpoint,
+            transport,
+            conns: BTreeMap::new(),
+            by_handle: HashMap::new(),
+            peers: BTreeMap::new(),
+            next_conn: 1,
+            events: VecDeque::new(),
+            responses: VecDeque::new(),
+            dirty: BTreeSet::new(),
+            timers: TimerIndex::default(),
+            timed_peers: BTreeSet::new(),
+            dialing_conns: BTreeSet::new(),
+            rng,
+            bucket,
+            inbound_handshakes: 0,
+            live: 0,
+            next_sweep: now,
+            shutting_down: false,
+            max_datagrams: 1,
+            buf: Vec::new(),
+            span,
+        })
+    }
+
+    // ---- getters ----
+
+    /// Our own PeerId.
+    pub fn local_peer_id(&self) -> PeerId {
+        self.identity.peer_id()
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The most datagrams one [`Transmit`] may carry (see [`Manager::set_max_datagrams`]).
+    pub fn max_datagrams(&self) -> usize {
+        self.max_datagrams
+    }
+
+    /// The connection currently used for `peer`, if any.
+    pub fn connection(&self, peer: &PeerId) -> Option<ConnId> {
+        self.peers.get(peer)?.preferred
+    }
+
+    /// Every established connection to `peer`.
+    pub fn connections(&self, peer: &PeerId) -> Vec<ConnId> {
+        self.peers
+            .get(peer)
+            .map(|p| p.established.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Peers with at least one established connection.
+    pub fn connected_peers(&self) -> Vec<PeerId> {
+        self.peers
+            .iter()
+            .filter(|(_, p)| p.preferred.is_some())
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// Whether a dial or a scheduled reconnect to `peer` is under way.
+    pub fn is_dialing(&self, peer: &PeerId) -> bool {
+        self.peers
+            .get(peer)
+            .is_some_and(|p| p.dial.is_some() || p.retry.is_some())
+    }
+
+    /// Connections of any state held now (handshaking, established, draining).
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Connections that hold a slot: handshaking or established.
+    pub fn live_connections(&self) -> usize {
+        self.live
+    }
+
+    /// Connections by phase: (handshaking, established, closed but not yet drained);
+    /// [`live_connections`](Self::live_connections) is the first two together.
+    pub fn phase_counts(&self) -> (usize, usize, usize) {
+        let mut counts = (0, 0, 0);
+        for conn in self.conns.values() {
+            match conn.phase {
+                Phase::Handshaking { .. } => counts.0 += 1,
+                Phase::Established => counts.1 += 1,
+                Phase::Closed => counts.2 += 1,
+            }
+        }
+        counts
+    }
+
+    /// The peer of a connection.
+    pub fn peer_of(&self, conn: ConnId) -> Option<PeerId> {
+        self.conns
+            .get(&conn)
+            .filter(|c| c.phase == Phase::Established)
+            .and_then(|c| c.peer)
+    }
+
+    /// The smoothed RTT of an established connection.
+    pub fn rtt(&self, conn: ConnId) -> Option<Duration> {
+        self.conns
+            .get(&conn)
+            .filter(|c| c.phase == Phase::Established)
+            .map(|c| c.inner.rtt())
+    }
+
+    /// quinn's statistics of a connection (packets, bytes, losses, path).
+    pub fn stats(&self, conn: ConnId) -> Option<quinn_proto::ConnectionStats> {
+        self.conns.get(&conn).map(|c| c.inner.stats())
+    }
+
+    // ---- input ----
+
+    /// Feeds one received UDP datagram. `local_ip` is the address it was received on, where the
+    /// driver knows it.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        local_ip: Option<IpAddr>,
+        data: &[u8],
+    ) {
+        let _span = self.span.clone().entered();
+        self.set_time(now);
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        let event = self
+            .endpoint
+            .handle(now, from, local_ip, None, BytesMut::from(data), &mut buf);
+        match event {
+            Some(DatagramEvent::ConnectionEvent(handle, event)) => {
+                if let Some(&id) = self.by_handle.get(&handle) {
+                    if let Some(conn) = self.conns.get_mut(&id) {
+                        conn.inner.handle_event(event);
+                        // The peer still has this connection (or at least its CIDs).
+                        conn.unanswered_since = None;
+                        conn.suspected = false;
+                        if conn.resuspect_at.take().is_some() {
+                            // It was alive after all: the failed races count for nothing.
+                            if let Some(p) = conn.peer.and_then(|peer| self.peers.get_mut(&peer)) {
+                                p.backoff = Backoff::default();
+                            }
+                        }
+                    }
+                    self.drive(id, now);
+                }
+            }
+            Some(DatagramEvent::NewConnection(incoming)) => self.accept(incoming, now, &mut buf),
+            Some(DatagramEvent::Response(transmit)) => self.queue_response(now, transmit, &buf),
+            None => {}
+        }
+        self.buf = buf;
+    }
+
+    /// Runs timers that are due at `now`: quinn's (loss detection, keep-alive, idle), and the
+    /// manager's (handshake deadlines, probes, dial staggers, reconnect backoff).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let _span = self.span.clone().entered();
+        self.set_time(now);
+        // Only the connections with a deadline at or before `now` are visited; each pass asks
+        // the index again, as the previous pass may have changed deadlines. (The index takes
+        // the due connections out and re-indexes them at their new deadlines before it next
+        // answers, so one whose deadline passed without effect does not stay due.)
+        for id in self.due_conns(now) {
+            let Some(conn) = self.conns.get_mut(&id) else {
+                continue;
+            };
+            if conn.inner.poll_timeout().is_some_and(|t| t <= now) {
+                conn.inner.handle_timeout(now);
+                self.drive(id, now);
+            }
+        }
+
+        for id in self.due_conns(now) {
+            if self.conns.get(&id).is_some_and(
+                |c| matches!(c.phase, Phase::Handshaking { deadline } if deadline <= now),
+            ) {
+                debug!(conn = %id, "handshake timed out");
+                self.close_conn(id, now, Cause::HandshakeFailed(HandshakeFailure::TimedOut));
+            }
+        }
+
+        for id in self.due_conns(now) {
+            let probe = self.conns.get(&id).and_then(|c| c.probe);
+            if let Some(probe) = probe.filter(|p| p.deadline <= now) {
+                self.resolve_probe(id, probe, now);
+            }
+        }
+
+        if let Some(ptos) = self.config.suspicion_ptos {
+            for id in self.due_conns(now) {
+                if self
+                    .conns
+                    .get(&id)
+                    .is_some_and(|c| suspicion_deadline(c, ptos).is_some_and(|t| t <= now))
+                {
+                    self.suspect(id, now);
+                }
+            }
+        }
+        if now >= self.next_sweep {
+            let grace = self.config.limits.flap_grace;
+            self.peers.retain(|_, p| !p.is_idle(now, grace));
+            self.next_sweep = now + Duration::from_secs(1);
+        }
+
+        let mut staggered = Vec::new();
+        let mut retries = Vec::new();
+        for peer_id in &self.timed_peers {
+            let Some(peer) = self.peers.get(peer_id) else {
+                continue;
+            };
+            if peer
+                .dial
+                .as_ref()
+                .and_then(|d| d.next_at)
+                .is_some_and(|t| t <= now)
+            {
+                staggered.push(*peer_id);
+            }
+            if let Some((_, lost)) = peer.retry.filter(|(at, _)| *at <= now) {
+                retries.push((*peer_id, lost));
+            }
+        }
+        for peer in staggered {
+            self.start_next_attempt(peer, now);
+        }
+        for (peer, lost) in retries {
+            if let Some(p) = self.peers.get_mut(&peer) {
+                p.retry = None;
+            }
+            self.start_reconnect(peer, lost, now);
+        }
+    }
+
+    // ---- commands ----
+
+    /// Dials `peer` at `addrs` (merged with the addresses known for it). The peer's identity is
+    /// verified in the handshake; the first verified connection wins.
+    pub fn dial(
+        &mut self,
+        peer: PeerId,
+        addrs: impl IntoIterator<Item = SocketAddr>,
+        now: Instant,
+    ) -> Result<DialOutcome, DialError> {
+        let _span = self.span.clone().entered();
+        self.set_time(now);
+        if peer == self.identity.peer_id() {
+            return Err(DialError::SelfDial);
+        }
+        if self.shutting_down {
+            return Err(DialError::ShuttingDown);
+        }
+        let pending = self.peers.values().filter(|p| p.dial.is_some()).count();
+        let entry = self.peers.entry(peer).or_default();
+        for addr in addrs {
+            if !entry.addrs.contains(&addr) {
+                entry.addrs.push(addr);
+            }
+        }
+        if let Some(conn) = entry.preferred {
+            return Ok(DialOutcome::AlreadyConnected(conn));
+        }
+        if let Some(dial) = &mut entry.dial {
+            for addr in &entry.addrs {
+                if !dial.pending.contains(addr) && !dial.errors.iter().any(|(a, _)| a == addr) {
+                    dial.pending.push_back(*addr);
+                }
+            }
+            return Ok(DialOutcome::Joined);
+        }
+        if entry.addrs.is_empty() {
+            self.forget_if_idle(peer, now);
+            return Err(DialError::NoAddresses);
+        }
+        if pending >= self.config.limits.max_pending_dials {
+            return Err(DialError::TooManyPendingDials);
+        }
+        if self.live >= self.config.limits.max_connections {
+            return Err(DialError::ConnectionLimit);
+        }
+        entry.retry = None;
+        self.start_dial(peer, None, now);
+        Ok(DialOutcome::Started)
+    }
+
+    /// Replaces the connection to a connected peer with a fresh one, make-before-break: the
+    /// current connection stays in use until the new one is verified, and stays if the new one
+    /// fails.
+    pub fn redial(&mut self, peer: PeerId, now: Instant) -> Result<DialOutcome, DialError> {
+        let _span = self.span.clone().entered();
+        self.set_time(now);
+        let entry = self.peers.get(&peer).ok_or(DialError::NotConnected)?;
+        let current = entry.preferred.ok_or(DialError::NotConnected)?;
+        if entry.dial.is_some() {
+            return Ok(DialOutcome::Joined);
+        }
+        if entry.addrs.is_empty() {
+            return Err(DialError::NoAddresses);
+        }
+        self.start_dial(peer, Some(current), now);
+        Ok(DialOutcome::Started)
+    }
+
+    /// Reports that the network declared `addr` unreachable (an ICMP error the driver read).
+    /// Handshakes in flight to it fail at once and their dials move on to the next address;
+    /// established connections are left to QUIC's own loss detection, since such errors can be
+    /// forged.
+    pub fn handle_unreachable(&mut self, now: Instant, addr: SocketAddr) {
+        let _span = self.span.clone().entered();
+        self.set_time(now);
+        let failed: Vec<ConnId> = (self.dialing_conns.iter())
+            .filter(|id| {
+                self.conns
+                    .get(id)
+                    .is_some_and(|c| c.addr == addr && matches!(c.phase, Phase::Handshaking { .. }))
+            })
+            .copied()
+            .collect();
+        for id in failed {
+            self.close_conn(
+                id,
+                now,
+                Cause::HandshakeFailed(HandshakeFailure::Unreachable),
+            );
+        }
+    }
+
+    /// Sets the reconnect policy of one peer, overriding `Config::reconnect`.
+    pub fn set_reconnect_policy(&mut self, peer: PeerId, policy: Option<ReconnectPolicy>) {
+        self.peers.entry(peer).or_default().policy = policy;
+    }
+
+    /// Closes one connection (`ConnectionLost { cause: ClosedLocally }` follows).
+    pub fn close(&mut self, conn: ConnId, now: Instant) {
+        let _span = self.span.clone().entered();
+        self.set_time(now);
+        self.close_conn(conn, now, Cause::ClosedLocally);
+    }
+
+    /// Closes every connection to `peer` and cancels its dials and reconnects.
+    pub fn disconnect(&mut self, peer: PeerId, now: Instant) {
+        let _span = self.span.clone().entered();
+        self.set_time(now);
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.retry = None;
+            p.addrs.clear();
+            let attempts = p.dial.take().map(|d| d.in_flight).unwrap_or_default();
+            let established: Vec<ConnId> = p.established.iter().copied().collect();
+            for id in attempts.into_iter().chain(established) {
+                self.close_conn(id, now, Cause::ClosedLocally);
+            }
+        }
+        self.forget_if_idle(peer, now);
+    }
+
+    /// Closes every connection and cancels every dial, for a graceful shutdown: from now on new
+    /// inbound connections are refused, `dial` fails with [`DialError::ShuttingDown`] and lost
+    /// peers are not reconnected. Keep driving the loop until [`Manager::connection_count`] is
+    /// zero (or a deadline) so the closes go out.
+    pub fn close_all(&mut self, now: Instant) {
+        self.shutting_down = true;
+        let peers: Vec<PeerId> = self.peers.keys().copied().collect();
+        for peer in peers {
+            self.disconnect(peer, now);
+        }
+        let rest: Vec<ConnId> = self.conns.keys().copied().collect();
+        for id in rest {
+            self.close_conn(id, now, Cause::ClosedLocally);
+        }
+    }
+
+    /// Lets one [`Transmit`] carry up to `max` datagrams of one connection (segmentation
+    /// offload): then its payload is datagrams of `segment_size` bytes back to back, the last
+    /// one possibly shorter. A driver that sends such a batch in one system call (GSO) sets
+    /// this; the mio driver does, from its sockets' capability. The default, 1, gives one
+    /// datagram per transmit; 0 counts as 1. quinn builds a batch in one pass, so a bulk
+    /// sender spends less per datagram.
+    pub fn set_max_datagrams(&mut self, max: usize) {
+        self.max_datagrams = max.max(1);
+    }
+
+    /// The next datagram (or, see [`Manager::set_max_datagrams`], run of datagrams) to send,
+    /// written into `buf` (cleared first).
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        buf.clear();
+        if let Some((transmit, bytes)) = self.responses.pop_front() {
+            buf.extend_from_slice(&bytes);
+            return Some(transmit);
+        }
+        while let Some(&id) = self.dirty.first() {
+            let Some(conn) = self.conns.get_mut(&id) else {
+                self.dirty.remove(&id);
+                continue;
+            };
+            match conn.inner.poll_transmit(now, self.max_datagrams, buf) {
+                Some(t) => {
+                    trace!(conn = %id, size = t.size, to = %t.destination, "transmit");
+                    let eliciting = ack_eliciting_frames(&conn.inner.stats().frame_tx);
+                    if eliciting > conn.eliciting_sent {
+                        conn.eliciting_sent = eliciting;
+                        conn.unanswered_since.get_or_insert(now);
+                    }
+                    // Sending may queue endpoint events (retired CIDs) to handle.
+                    self.drive(id, now);
+                    return Some(Transmit {
+                        destination: t.destination,
+                        size: t.size,
+                        segment_size: t.segment_size,
+                        src_ip: t.src_ip,
+                        ecn: t.ecn.map(|e| e as u8),
+                        conn: Some(id),
+                    });
+                }
+                None => {
+                    self.dirty.remove(&id);
+                    // Leaving the dirty set: index the deadline its last changes left.
+                    self.timers.touch(id);
+                }
+            }
+        }
+        None
+    }
+
+    /// The next event for the application.
+    ///
+    /// Events wait in a queue until polled. Each call into the manager adds a bounded number
+    /// of them (one datagram, one timer round or one command can only open, establish or end so
+    /// many streams and connections, and those are bounded by quinn's stream limits and
+    /// [`Limits`]), so an application that drains the queue after every call, as the loop
+    /// above does, holds a bounded queue whatever the peers send; one that never polls lets it
+    /// grow.
+    ///
+    /// A `StreamReadable` queued before the application read the stream to its end (or reset,
+    /// or stopped it) is dropped here: a read would only fail with `Closed`.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        while let Some(event) = self.events.pop_front() {
+            if let Event::StreamReadable { stream } = &event {
+                if self.read_ended(*stream) {
+                    continue;
+                }
+            }
+            return Some(event);
+        }
+        None
+    }
+
+    /// The application can read nothing more from `stream`: it read its end or reset, or
+    /// stopped it (false while its connection is unknown: reads say why).
+    pub(crate) fn read_ended(&self, stream: StreamId) -> bool {
+        self.conns
+            .get(&stream.conn)
+            .is_some_and(|c| !c.recv_open.contains(&stream.id))
+    }
+
+    /// When [`Manager::handle_timeout`] must be called next, if ever.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        self.refresh_timers();
+        let mut next = self.timers.next();
+        let peers = &self.peers;
+        self.timed_peers
+            .retain(|p| peers.get(p).and_then(peer_deadline).is_some());
+        for peer in self.timed_peers.iter().filter_map(|p| peers.get(p)) {
+            next = min_deadline(next, peer_deadline(peer));
+        }
+        #[cfg(debug_assertions)]
+        debug_assert_eq!(next, self.scan_timeout(), "the timer index lost a deadline");
+        next
+    }
+
+    /// `poll_timeout` the slow way, visiting every connection and peer: what debug builds
+    /// check the index against.
+    #[cfg(debug_assertions)]
+    fn scan_timeout(&mut self) -> Option<Instant> {
+        let ptos = self.config.suspicion_ptos;
+        let mut next = None;
+        for conn in self.conns.values_mut() {
+            next = min_deadline(next, conn_deadline(conn, ptos));
+        }
+        for peer in self.peers.values() {
+            next = min_deadline(next, peer_deadline(peer));
+        }
+        next
+    }
+
+    /// Re-indexes the deadlines of connections that changed (and of those waiting to send,
+    /// which may have).
+    fn refresh_timers(&mut self) {
+        for id in &self.dirty {
+            self.timers.touch(*id);
+        }
+        let ptos = self.config.suspicion_ptos;
+        let conns = &mut self.conns;
+        self.timers
+            .refresh(|id| conns.get_mut(&id).and_then(|c| conn_deadline(c, ptos)));
+    }
+
+    /// The connections with a deadline at or before `now`.
+    fn due_conns(&mut self, now: Instant) -> Vec<ConnId> {
+        self.refresh_timers();
+        self.timers.due(now)
+    }
+
+    // ---- internals ----
+
+    fn set_time(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.epoch.0);
+        self.clock.set(self.epoch.1 + elapsed);
+    }
+
+    fn queue_response(&mut self, now: Instant, transmit: quinn_proto::Transmit, buf: &[u8]) {
+        if self.responses.len() >= MAX_QUEUED_RESPONSES || !self.bucket.take(now) {
+            debug!(to = %transmit.destination, "stateless response dropped by rate limit");
+            return;
+        }
+        let bytes = buf.get(..transmit.size).unwrap_or(buf).to_vec();
+        self.responses.push_back((
+            Transmit {
+                destination: transmit.destination,
+                size: bytes.len(),
+                segment_size: None,
+                src_ip: transmit.src_ip,
+                ecn: None,
+                conn: None,
+            },
+            bytes,
+        ));
+    }
+}
+
+fn random_keys(rng: &mut ChaCha20Rng) -> RestartKeys {
+    let mut keys = RestartKeys {
+        reset_key: [0; 32],
+        cid_key: [0; 32],
+    };
+    rng.fill(&mut keys.reset_key);
+    rng.fill(&mut keys.cid_key);
+    keys
+}
+
+fn server_config(
+    crypto: Arc<rustls::ServerConfig>,
+    transport: &Arc<TransportConfig>,
+    clock: &WallClock,
+) -> Result<Arc<quinn_proto::ServerConfig>, ManagerError> {
+    let crypto = QuicServerConfig::try_from(crypto)
+        .map_err(|_| ManagerError::Config("TLS configuration lacks a QUIC initial cipher suite"))?;
+    let mut config = quinn_proto::ServerConfig::with_crypto(Arc::new(crypto));
+    config.transport_config(transport.clone());
+    // Retry and validation tokens carry timestamps: they must come from the time we were given,
+    // not from the system clock quinn would read by default.
+    config.time_source(Arc::new(clock.clone()));
+    Ok(Arc::new(config))
+}
+
+/// The earlier of two optional deadlines.
+fn min_deadline(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The earliest instant at which `conn` needs `handle_timeout`: quinn's timers, the handshake
+/// deadline, the liveness probe, the suspicion deadline.
+fn conn_deadline(conn: &mut Conn, suspicion_ptos: Option<u32>) -> Option<Instant> {
+    let handshake = match conn.phase {
+        Phase::Handshaking { deadline } => Some(deadline),
+        _ => None,
+    };
+    let suspicion = suspicion_ptos.and_then(|ptos| suspicion_deadline(conn, ptos));
+    [
+        conn.inner.poll_timeout(),
+        handshake,
+        conn.probe.map(|p| p.deadline),
+        suspicion,
+    ]
+    .into_iter()
+    .flatten()
+    .min()
+}
+
+/// The earliest timer of a peer: the next staggered dial attempt, or the reconnect backoff.
+fn peer_deadline(peer: &Peer) -> Option<Instant> {
+    min_deadline(
+        peer.dial.as_ref().and_then(|d| d.next_at),
+        peer.retry.map(|(at, _)| at),
+    )
+}
