@@ -70,9 +70,9 @@ impl QuicpeerNode {
         let identity = Identity::from_ed25519_seed([config.seed; 32]);
         let peer_id = identity.peer_id();
         let (now, wall) = (Instant::now(), SystemTime::now());
-        let manager = Manager::new(identity, config.config.clone(), rand::random(), now, wall)
+        let manager = Manager::new(now, wall, identity, config.config.clone(), rand::random())
             .map_err(|e| format!("manager: {e}"))?;
-        let host = Host::new(manager, HostConfig::default(), rand::random(), now);
+        let host = Host::new(now, manager, HostConfig::default(), rand::random());
         let driver = Driver::bind(host, &[config.bind]).map_err(|e| e.to_string())?;
         let local_addr = driver
             .local_addrs()
@@ -130,7 +130,7 @@ impl QuicpeerNode {
     pub fn dial(&self, addr: &str) -> Result<(), String> {
         let addr: Multiaddr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
         self.execute(move |host, now| {
-            if let Err(e) = host.dial_addrs(&[addr], now) {
+            if let Err(e) = host.dial_addrs(now, &[addr]) {
                 warn!("dial: {e}");
             }
         });
@@ -168,7 +168,7 @@ fn run(
         if let HostEvent::Manager(Event::Connected { peer, .. }) = &event {
             if ping_on_connect {
                 let now = cx.now();
-                let _ = cx.ping(*peer, now);
+                let _ = cx.ping(now, *peer);
             }
         }
         let _ = events.send(Stamped {
@@ -184,7 +184,7 @@ fn run(
                 let host = driver.machine_mut();
                 for peer in host.manager().connected_peers() {
                     // A ping still in flight is fine: its answer or its timeout will come.
-                    let _ = host.ping(peer, now);
+                    let _ = host.ping(now, peer);
                 }
                 next_ping = ping_interval.map(|i| now + i);
             }

@@ -70,7 +70,7 @@ impl QuicpeerEnd {
         let b = Identity::from_ed25519_seed([2; 32]);
         let (peer_a, peer_b) = (a.peer_id(), b.peer_id());
         let end = |identity: Identity, remote, seed| {
-            Manager::new(identity, config.clone(), [seed; 32], now, wall_start())
+            Manager::new(now, wall_start(), identity, config.clone(), [seed; 32])
                 .map(|manager| Self {
                     manager,
                     remote,
@@ -151,14 +151,14 @@ impl Endpoint for QuicpeerEnd {
 
     fn dial(&mut self, now: Instant, to: SocketAddr) -> Result<(), BenchError> {
         self.manager
-            .dial(self.remote, [to], now)
+            .dial(now, self.remote, [to])
             .map(|_| ())
             .map_err(|e| BenchError::Setup(format!("dial: {e}")))
     }
 
     fn close_all(&mut self, now: Instant) {
         // Not `Manager::close_all`: that shuts the manager down for good.
-        self.manager.disconnect(self.remote, now);
+        self.manager.disconnect(now, self.remote);
         self.stream = None;
     }
 

@@ -66,7 +66,7 @@ fn measure_inner(
         let now = net.now();
         if let Some(manager) = net.manager(d) {
             manager
-                .dial(hub_peer, [hub_addr], now)
+                .dial(now, hub_peer, [hub_addr])
                 .map_err(|e| BenchError::Setup(format!("dial: {e}")))?;
         }
     }

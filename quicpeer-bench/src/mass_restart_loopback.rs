@@ -412,11 +412,11 @@ impl Hub {
             .spawn(move || {
                 let cpu = thread_cpu_time();
                 let driver = Manager::new(
+                    Instant::now(),
+                    SystemTime::now(),
                     identity,
                     config,
                     [seed; 32],
-                    Instant::now(),
-                    SystemTime::now(),
                 )
                 .map_err(|e| BenchError::Setup(format!("hub manager: {e}")))
                 .and_then(|manager| {
@@ -597,11 +597,11 @@ impl<'a> Fleet<'a> {
             let mut seed = [0u8; 32];
             seed[..8].copy_from_slice(&(i as u64 + 1).to_be_bytes());
             let manager = Manager::new(
+                Instant::now(),
+                SystemTime::now(),
                 Identity::from_ed25519_seed(key),
                 config.clone(),
                 seed,
-                Instant::now(),
-                SystemTime::now(),
             )
             .map_err(|e| fail(format!("peer manager: {e}")))?;
             let mut socket = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
@@ -651,7 +651,7 @@ impl<'a> Fleet<'a> {
             }
             while dialed < self.peers.len() && now >= start + interval * dialed as u32 {
                 let peer = &mut self.peers[dialed];
-                if let Err(e) = peer.manager.dial(hub, [hub_addr], now) {
+                if let Err(e) = peer.manager.dial(now, hub, [hub_addr]) {
                     let what = format!("peer {dialed} cannot dial: {e}");
                     *lock(&self.shared.error) = Some(what.clone());
                     return Err(BenchError::Setup(what));
@@ -666,7 +666,7 @@ impl<'a> Fleet<'a> {
                 self.redials.pop_front();
                 let peer = &mut self.peers[i];
                 let connected = !peer.manager.connected_peers().is_empty();
-                if !connected && peer.manager.dial(hub, [hub_addr], now).is_ok() {
+                if !connected && peer.manager.dial(now, hub, [hub_addr]).is_ok() {
                     peer.record.app_redials += 1;
                 }
                 self.service(i, now);

@@ -58,11 +58,11 @@ pub fn measure(connections: usize, allocated: &dyn Fn() -> usize) -> Result<Outc
     let empty_manager = {
         let before = allocated();
         let manager = Manager::new(
+            Instant::now(),
+            wall_start(),
             Identity::from_ed25519_seed([0; 32]),
             config.clone(),
             [0; 32],
-            Instant::now(),
-            wall_start(),
         )
         .map_err(|e| BenchError::Setup(e.to_string()))?;
         let after = allocated();
@@ -93,7 +93,7 @@ fn hub_and_peer(
             let now = net.now();
             if let Some(manager) = net.manager(peer) {
                 manager
-                    .dial(hub_peer, [hub_addr], now)
+                    .dial(now, hub_peer, [hub_addr])
                     .map_err(|e| BenchError::Setup(format!("dial: {e}")))?;
             }
         }

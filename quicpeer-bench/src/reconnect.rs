@@ -108,7 +108,7 @@ pub fn simulated(
     let now = net.now();
     net.manager(a)
         .ok_or(BenchError::Setup("node a is down".into()))?
-        .dial(peer_b, [addr_b], now)
+        .dial(now, peer_b, [addr_b])
         .map_err(|e| BenchError::Setup(format!("dial: {e}")))?;
     // Warm up: connected, a second of messages, then a random phase of the send rhythm.
     let phase = Duration::from_micros(seed.wrapping_mul(7_919) % TICK.as_micros() as u64);

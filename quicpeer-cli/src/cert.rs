@@ -30,7 +30,7 @@ pub fn run(command: &Command, out: Output) -> Result<ExitCode, UsageError> {
     let bytes = std::fs::read(file)
         .map_err(|e| UsageError(format!("cannot read {}: {e}", file.display())))?;
     let der = decode(&bytes).map_err(|e| UsageError(format!("{}: {e}", file.display())))?;
-    match verify_certificate(&der, at.unwrap_or_else(SystemTime::now)) {
+    match verify_certificate(at.unwrap_or_else(SystemTime::now), &der) {
         Ok(peer) => {
             let peer_id = peer.peer_id.to_string();
             out.emit(

@@ -272,24 +272,24 @@ fn scenario(
     // B: on the main thread.
     let identity_b = Identity::from_ed25519_seed([0xb2; 32]);
     let manager = Manager::new(
+        Instant::now(),
+        SystemTime::now(),
         identity_b,
         config.clone(),
         rand::random(),
-        Instant::now(),
-        SystemTime::now(),
     )
     .map_err(|e| format!("cannot build node B: {e}"))?;
     let host_config = HostConfig {
         ping_timeout: PING_TIMEOUT,
         ..HostConfig::default()
     };
-    let host = Host::new(manager, host_config, rand::random(), Instant::now());
+    let host = Host::new(Instant::now(), manager, host_config, rand::random());
     let mut b = Driver::bind(host, &["127.0.0.1:0".parse().map_err(|_| "address")?])
         .map_err(|e| format!("node B: {e}"))?;
     let now = b.now();
     b.machine_mut()
         .manager_mut()
-        .dial(peer_a, [addr_a], now)
+        .dial(now, peer_a, [addr_a])
         .map_err(|e| format!("B cannot dial A: {e}"))?;
     let mut app = DemoB {
         peer: peer_a,
@@ -585,16 +585,16 @@ impl Listener {
             .name("node-a".into())
             .spawn(move || {
                 let built = Manager::new(
+                    Instant::now(),
+                    SystemTime::now(),
                     identity,
                     config,
                     rand::random(),
-                    Instant::now(),
-                    SystemTime::now(),
                 )
                 .map_err(|e| e.to_string())
                 .and_then(|m| {
                     // The host answers /ipfs/ping/1.0.0 by itself.
-                    let host = Host::new(m, HostConfig::default(), rand::random(), Instant::now());
+                    let host = Host::new(Instant::now(), m, HostConfig::default(), rand::random());
                     Driver::bind(host, &[bind]).map_err(|e| e.to_string())
                 });
                 let mut driver = match built {

@@ -42,19 +42,19 @@ pub fn run(args: &Args, out: Output) -> Result<ExitCode, UsageError> {
         )));
     }
     let manager = Manager::new(
+        Instant::now(),
+        SystemTime::now(),
         identity,
         args.transport.config()?,
         rand::random(),
-        Instant::now(),
-        SystemTime::now(),
     )
     .map_err(|e| UsageError(format!("cannot start the node: {e}")))?;
     // The host answers /ipfs/ping/1.0.0 by itself.
     let host = Host::new(
+        Instant::now(),
         manager,
         HostConfig::default(),
         rand::random(),
-        Instant::now(),
     );
     let mut driver = Driver::bind(host, &[listen.socket]).map_err(|e| UsageError(e.to_string()))?;
     signals::stop_on_termination(driver.handle())

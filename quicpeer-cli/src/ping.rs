@@ -69,7 +69,7 @@ pub fn run(args: &Args, out: Output) -> Result<ExitCode, UsageError> {
 
     let mut app = PingApp::new(out, peer, args.count);
     let now = driver.now();
-    if let Err(e) = driver.machine_mut().manager_mut().dial(peer, [target], now) {
+    if let Err(e) = driver.machine_mut().manager_mut().dial(now, peer, [target]) {
         return Err(UsageError(format!("cannot dial: {e}")));
     }
     let mut next_tick = now + interval;
@@ -92,7 +92,7 @@ pub fn run(args: &Args, out: Output) -> Result<ExitCode, UsageError> {
             // The manager does not redial (a close by the peer, a dial that gave up): keep
             // trying, as ping does.
             app.quiet_since = None;
-            let _ = m.dial(peer, [target], now);
+            let _ = m.dial(now, peer, [target]);
         }
         if let Some(outcome) = app.pinger.send(host, now) {
             app.print(now, outcome);
@@ -121,11 +121,11 @@ fn node(
     ping_timeout: Duration,
 ) -> Result<Driver<Host>, UsageError> {
     let manager = Manager::new(
+        Instant::now(),
+        SystemTime::now(),
         identity,
         transport.config()?,
         rand::random(),
-        Instant::now(),
-        SystemTime::now(),
     )
     .map_err(|e| UsageError(format!("cannot start the node: {e}")))?;
     let local = if target.is_ipv4() {
@@ -140,7 +140,7 @@ fn node(
         ping_timeout,
         ..HostConfig::default()
     };
-    let host = Host::new(manager, config, rand::random(), Instant::now());
+    let host = Host::new(Instant::now(), manager, config, rand::random());
     Driver::bind(host, &[local]).map_err(|e| UsageError(e.to_string()))
 }
 

@@ -58,7 +58,7 @@ impl Pinger {
         if self.outstanding.is_some() {
             return None;
         }
-        match host.ping(self.peer, now) {
+        match host.ping(now, self.peer) {
             Ok(_) => {
                 self.outstanding = Some((self.next_seq, now));
                 self.next_seq += 1;

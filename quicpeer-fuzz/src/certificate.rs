@@ -21,9 +21,9 @@ const MAX_ROUNDS: usize = 16;
 /// The `certificate` fuzz target. Panics only when an invariant fails.
 pub fn certificate(data: &[u8]) {
     let now = wall_origin();
-    let verified = verify_certificate(data, now);
+    let verified = verify_certificate(now, data);
     assert_eq!(
-        verify_certificate_chain(&CertificateDer::from(data), &[], now),
+        verify_certificate_chain(now, &CertificateDer::from(data), &[]),
         verified,
         "invariant: verify_certificate and verify_certificate_chain disagree"
     );
@@ -31,7 +31,7 @@ pub fn certificate(data: &[u8]) {
         return;
     };
     assert_eq!(
-        verify_certificate(data, now).as_ref(),
+        verify_certificate(now, data).as_ref(),
         Ok(&peer),
         "invariant: verification is not deterministic"
     );

@@ -260,11 +260,11 @@ fn peer_config() -> Config {
 fn manager(credentials: &Credentials, config: Config, seed: u8, now: Instant) -> Manager {
     let elapsed = now.saturating_duration_since(origin());
     match Manager::with_certificate(
+        now,
+        wall_origin() + elapsed,
         credentials.identity.clone(),
         config,
         [seed; 32],
-        now,
-        wall_origin() + elapsed,
         (credentials.certificate.clone(), credentials.key.clone_key()),
     ) {
         Ok(manager) => manager,
@@ -426,13 +426,13 @@ impl Harness {
             Step::PeerCloses => {
                 let target = self.target.peer_id();
                 if let Some(conn) = self.peer.manager.connection(&target) {
-                    self.peer.manager.close(conn, self.now);
+                    self.peer.manager.close(self.now, conn);
                 }
             }
             Step::TargetCloses => {
                 let peer = self.peer.peer_id();
                 if let Some(conn) = self.target.manager.connection(&peer) {
-                    self.target.manager.close(conn, self.now);
+                    self.target.manager.close(self.now, conn);
                 }
             }
             Step::PeerDials => {
@@ -443,7 +443,7 @@ impl Harness {
             }
             Step::TargetRedials => {
                 let peer = self.peer.peer_id();
-                let _ = self.target.manager.redial(peer, self.now);
+                let _ = self.target.manager.redial(self.now, peer);
             }
         }
         self.settle();
@@ -451,14 +451,14 @@ impl Harness {
 
     fn peer_dials(&mut self) -> bool {
         let (target, addr) = (self.target.peer_id(), self.target.addr);
-        let dialed = self.peer.manager.dial(target, [addr], self.now).is_ok();
+        let dialed = self.peer.manager.dial(self.now, target, [addr]).is_ok();
         self.settle();
         dialed
     }
 
     fn target_dials(&mut self) -> bool {
         let (peer, addr) = (self.peer.peer_id(), self.peer.addr);
-        let dialed = self.target.manager.dial(peer, [addr], self.now).is_ok();
+        let dialed = self.target.manager.dial(self.now, peer, [addr]).is_ok();
         self.settle();
         dialed
     }

@@ -254,7 +254,7 @@ fn responder(peer: &[u8], fragments: &[&[u8]]) {
 fn pinger(fragments: &[&[u8]]) {
     let sent = Instant::now();
     let mut pinger = Pinger::new();
-    if pinger.start(PING_PAYLOAD, sent).is_err() {
+    if pinger.start(sent, PING_PAYLOAD).is_err() {
         panic!("invariant: a fresh pinger refused to start");
     }
     let mut received = Vec::new();

@@ -258,27 +258,27 @@ impl Harness {
                 let (from, to) = (self.node(from), self.node(to));
                 let (peer, addr) = (self.net.peer_id(NodeId(to)), self.net.addr(NodeId(to)));
                 if let Some(manager) = self.net.manager(NodeId(from)) {
-                    let _ = manager.dial(peer, [addr], now);
+                    let _ = manager.dial(now, peer, [addr]);
                 }
             }
             Op::Close { node, peer } => {
                 let peer = self.net.peer_id(NodeId(self.node(peer)));
                 if let Some(manager) = self.net.manager(NodeId(self.node(node))) {
                     if let Some(conn) = manager.connection(&peer) {
-                        manager.close(conn, now);
+                        manager.close(now, conn);
                     }
                 }
             }
             Op::Disconnect { node, peer } => {
                 let peer = self.net.peer_id(NodeId(self.node(peer)));
                 if let Some(manager) = self.net.manager(NodeId(self.node(node))) {
-                    manager.disconnect(peer, now);
+                    manager.disconnect(now, peer);
                 }
             }
             Op::Redial { node, peer } => {
                 let peer = self.net.peer_id(NodeId(self.node(peer)));
                 if let Some(manager) = self.net.manager(NodeId(self.node(node))) {
-                    let _ = manager.redial(peer, now);
+                    let _ = manager.redial(now, peer);
                 }
             }
             Op::Restart { node } => {

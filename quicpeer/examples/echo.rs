@@ -86,7 +86,7 @@ fn run(message: &[u8]) -> Result<Vec<u8>, Box<dyn Error>> {
     // The client: dials, opens an echo stream once connected, reads the echo to its end.
     let mut client = Driver::bind(host(2)?, &[loopback])?;
     let now = client.now();
-    client.machine_mut().dial_addrs(&[server_addr], now)?;
+    client.machine_mut().dial_addrs(now, &[server_addr])?;
     let mut outbox = Outbox::default();
     let mut echo = Vec::new();
     let mut failure: Option<String> = None;
@@ -95,7 +95,7 @@ fn run(message: &[u8]) -> Result<Vec<u8>, Box<dyn Error>> {
     let exit = client.run_until(Some(deadline), |cx, event| match event {
         HostEvent::Manager(Event::Connected { peer, .. }) => {
             let now = cx.now();
-            if let Err(e) = cx.open_stream(peer, [PROTOCOL], now) {
+            if let Err(e) = cx.open_stream(now, peer, [PROTOCOL]) {
                 failure = Some(format!("cannot open a stream: {e}"));
                 cx.stop();
             }
@@ -156,12 +156,12 @@ fn run(message: &[u8]) -> Result<Vec<u8>, Box<dyn Error>> {
 fn host(seed: u8) -> Result<Host, Box<dyn Error>> {
     let (now, wall) = (Instant::now(), SystemTime::now());
     let identity = Identity::from_ed25519_seed([seed; 32]);
-    let manager = Manager::new(identity, Config::default(), rand::random(), now, wall)?;
+    let manager = Manager::new(now, wall, identity, Config::default(), rand::random())?;
     Ok(Host::new(
+        now,
         manager,
         HostConfig::default(),
         rand::random(),
-        now,
     ))
 }
 

@@ -44,7 +44,7 @@ fn a_black_holed_first_address_loses_to_the_second_after_the_stagger() {
     let outcome = net
         .manager(a)
         .expect("up")
-        .dial(peer_b, [dead(1), addr_b], start);
+        .dial(start, peer_b, [dead(1), addr_b]);
     assert_eq!(outcome, Ok(DialOutcome::Started));
     assert!(
         net.run_until(Duration::from_secs(2), |n| connected(n, a, peer_b, start)
@@ -71,7 +71,7 @@ fn when_every_address_fails_the_error_lists_each() {
     let start = net.now();
     net.manager(a)
         .expect("up")
-        .dial(peer, [dead(1), dead(2)], start)
+        .dial(start, peer, [dead(1), dead(2)])
         .expect("started");
     net.run_for(Duration::from_secs(10));
     let (_, errors) = dial_failed(&net, a, start).expect("failed");
@@ -91,7 +91,7 @@ fn an_unreachable_address_fails_fast_and_the_next_starts_at_once() {
     let (peer_b, addr_b, start) = (net.peer_id(b), net.addr(b), net.now());
     net.manager(a)
         .expect("up")
-        .dial(peer_b, [dead(1), addr_b], start)
+        .dial(start, peer_b, [dead(1), addr_b])
         .expect("started");
     assert!(
         net.run_until(Duration::from_secs(1), |n| connected(n, a, peer_b, start)
@@ -108,7 +108,7 @@ fn an_unreachable_address_fails_fast_and_the_next_starts_at_once() {
     let peer = identity(9).peer_id();
     net.manager(a)
         .expect("up")
-        .dial(peer, [dead(2)], since)
+        .dial(since, peer, [dead(2)])
         .expect("started");
     net.run_for(Duration::from_secs(1));
     let (failed_at, errors) = dial_failed(&net, a, since).expect("failed");
@@ -315,7 +315,7 @@ fn redial_is_make_before_break() {
     let old = connect(&mut net, a, b);
     let (peer_b, start) = (net.peer_id(b), net.now());
     assert_eq!(
-        net.manager(a).expect("up").redial(peer_b, start),
+        net.manager(a).expect("up").redial(start, peer_b),
         Ok(DialOutcome::Started)
     );
     // Until the replacement is verified, the old connection is the one in use.
@@ -378,7 +378,7 @@ fn a_slot_is_released_in_the_call_its_connection_dies_whatever_the_cause() {
         }),
         ("closed locally", |net, a, _, conn| {
             let now = net.now();
-            net.manager(a).expect("up").close(conn, now);
+            net.manager(a).expect("up").close(now, conn);
         }),
     ];
     for (name, kill) in kills {
@@ -395,7 +395,7 @@ fn a_slot_is_released_in_the_call_its_connection_dies_whatever_the_cause() {
         let (peer_c, addr_c) = (net.peer_id(c), net.addr(c));
         let now = net.now();
         assert_eq!(
-            net.manager(a).expect("up").dial(peer_c, [addr_c], now),
+            net.manager(a).expect("up").dial(now, peer_c, [addr_c]),
             Err(DialError::ConnectionLimit),
             "{name}: the limit holds while connected"
         );
@@ -411,7 +411,7 @@ fn a_slot_is_released_in_the_call_its_connection_dies_whatever_the_cause() {
         let m = net.manager(a).expect("up");
         assert_eq!(m.live_connections(), 0, "{name}: slot still held");
         assert_eq!(
-            m.dial(peer_c, [addr_c], now),
+            m.dial(now, peer_c, [addr_c]),
             Ok(DialOutcome::Started),
             "{name}"
         );
@@ -427,10 +427,10 @@ fn a_slot_is_released_in_the_call_its_connection_dies_whatever_the_cause() {
     let a = net.add_node("a", identity(1), cfg);
     let now = net.now();
     let m = net.manager(a).expect("up");
-    m.dial(identity(9).peer_id(), [dead(1)], now)
+    m.dial(now, identity(9).peer_id(), [dead(1)])
         .expect("started");
     assert_eq!(
-        m.dial(identity(8).peer_id(), [dead(2)], now),
+        m.dial(now, identity(8).peer_id(), [dead(2)]),
         Err(DialError::ConnectionLimit)
     );
     net.run_for(Duration::from_secs(6));
@@ -474,7 +474,7 @@ fn at_capacity_inbound_handshakes_are_refused_and_dials_fail_typed() {
     let now = net.now();
     let m = net.manager(hub).expect("up");
     assert_eq!(
-        m.dial(identity(8).peer_id(), [dead(1)], now),
+        m.dial(now, identity(8).peer_id(), [dead(1)]),
         Err(DialError::ConnectionLimit)
     );
 }
@@ -491,11 +491,11 @@ fn pending_dials_are_bounded() {
     let now = net.now();
     let m = net.manager(a).expect("up");
     assert_eq!(
-        m.dial(identity(8).peer_id(), [dead(1)], now),
+        m.dial(now, identity(8).peer_id(), [dead(1)]),
         Ok(DialOutcome::Started)
     );
     assert_eq!(
-        m.dial(identity(9).peer_id(), [dead(2)], now),
+        m.dial(now, identity(9).peer_id(), [dead(2)]),
         Err(DialError::TooManyPendingDials)
     );
 }
@@ -510,7 +510,7 @@ fn a_flapping_peer_is_refused_for_the_grace_period() {
     for _ in 0..2 {
         let conn = connect(&mut net, d, hub);
         let now = net.now();
-        net.manager(d).expect("up").close(conn, now);
+        net.manager(d).expect("up").close(now, conn);
         net.run_for(Duration::from_millis(50));
     }
     let since = net.now();

@@ -32,7 +32,7 @@ fn build(params: CertificateParams<'_>) -> Vec<u8> {
 
 #[allow(clippy::result_large_err)] // the library's error type, as is
 fn verify(der: &[u8]) -> Result<PeerId, CertificateError> {
-    verify_certificate(der, now()).map(|peer| peer.peer_id)
+    verify_certificate(now(), der).map(|peer| peer.peer_id)
 }
 
 /// One valid certificate of [`host_key`], shared by the tests that mutate it.
@@ -77,7 +77,7 @@ fn spec_vectors_are_checked_against_the_given_time() {
     let vector = &vectors::load()[0];
     let before = UNIX_EPOCH + Duration::from_secs(100_000_000); // 1973
     assert_eq!(
-        verify_certificate(&vector.der, before),
+        verify_certificate(before, &vector.der),
         Err(CertificateError::NotYetValid)
     );
 }
@@ -96,7 +96,7 @@ fn generated_certificate_verifies_for_every_key_type() {
         Keypair::rsa_from_pkcs8(&mut rsa).expect("RSA key"),
     ] {
         let (der, _key) = generate_certificate(&keypair).expect("generate");
-        let peer = verify_certificate(&der, now()).expect("verifies");
+        let peer = verify_certificate(now(), &der).expect("verifies");
         assert_eq!(peer.peer_id, keypair.public().to_peer_id());
         // The SPKI is the certificate key's: P-256, not the host key.
         let (_, parsed) = x509_parser::parse_x509_certificate(&der).expect("parse");
@@ -131,7 +131,7 @@ fn expired() {
     });
     assert_eq!(verify(&der), Err(CertificateError::Expired));
     // The same certificate was fine while it lasted: only `now` decides.
-    assert!(verify_certificate(&der, now() - 2 * DAY).is_ok());
+    assert!(verify_certificate(now() - 2 * DAY, &der).is_ok());
 }
 
 #[test]
@@ -289,11 +289,11 @@ fn trailing_data() {
 fn chain_of_two() {
     let der = CertificateDer::from(valid_certificate());
     assert_eq!(
-        verify_certificate_chain(&der, std::slice::from_ref(&der), now()),
+        verify_certificate_chain(now(), &der, std::slice::from_ref(&der)),
         Err(CertificateError::MoreThanOneCertificate { count: 2 })
     );
     assert_eq!(
-        verify_certificate_chain(&der, &[], now()).map(|p| p.peer_id),
+        verify_certificate_chain(now(), &der, &[]).map(|p| p.peer_id),
         Ok(host_key().public().to_peer_id())
     );
 }

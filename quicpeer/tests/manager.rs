@@ -21,7 +21,7 @@ fn dialing_the_wrong_peer_id_fails_with_a_typed_mismatch() {
     let (addr_b, now) = (net.addr(b), net.now());
     net.manager(a)
         .expect("up")
-        .dial(impostor_expected, [addr_b], now)
+        .dial(now, impostor_expected, [addr_b])
         .expect("dial started");
     net.run_for(Duration::from_millis(200));
     let failed = find(&net, a, now, |e| match e {
@@ -85,15 +85,15 @@ fn a_dial_joins_one_in_progress_and_a_connected_peer_is_not_redialed() {
     let (peer_b, addr_b, now) = (net.peer_id(b), net.addr(b), net.now());
     let m = net.manager(a).expect("up");
     assert_eq!(
-        m.dial(peer_b, [addr_b], now),
+        m.dial(now, peer_b, [addr_b]),
         Ok(quicpeer::DialOutcome::Started)
     );
     assert_eq!(
-        m.dial(peer_b, [addr_b], now),
+        m.dial(now, peer_b, [addr_b]),
         Ok(quicpeer::DialOutcome::Joined)
     );
     assert_eq!(
-        m.dial(m.local_peer_id(), [addr_b], now),
+        m.dial(now, m.local_peer_id(), [addr_b]),
         Err(quicpeer::DialError::SelfDial)
     );
     net.run_for(Duration::from_millis(100));
@@ -103,7 +103,7 @@ fn a_dial_joins_one_in_progress_and_a_connected_peer_is_not_redialed() {
         .expect("connected");
     let now = net.now();
     assert_eq!(
-        net.manager(a).expect("up").dial(peer_b, [], now),
+        net.manager(a).expect("up").dial(now, peer_b, []),
         Ok(quicpeer::DialOutcome::AlreadyConnected(conn))
     );
     let connects = net
@@ -123,7 +123,7 @@ fn closing_frees_the_slot_at_once_and_tells_the_peer() {
     let (peer_a, peer_b) = (net.peer_id(a), net.peer_id(b));
     let now = net.now();
     let m = net.manager(a).expect("up");
-    m.close(conn, now);
+    m.close(now, conn);
     // Freed in the same call, before any packet moved.
     assert_eq!(m.connection(&peer_b), None);
     assert!(m.connected_peers().is_empty());
@@ -418,7 +418,7 @@ fn stream_read_chunks_reports_a_reset_and_unknown_streams() {
 
     // A stream of a connection that is gone.
     let now = net.now();
-    net.manager(b).expect("up").close(stopped.conn(), now);
+    net.manager(b).expect("up").close(now, stopped.conn());
     net.run_for(Duration::from_millis(20));
     let mb = net.manager(b).expect("up");
     assert_eq!(
@@ -528,7 +528,7 @@ fn after_close_all_new_connections_are_refused_and_dials_fail() {
     let m = net.manager(a).expect("up");
     m.close_all(now);
     assert_eq!(
-        m.dial(peer_c, [addr_c], now),
+        m.dial(now, peer_c, [addr_c]),
         Err(quicpeer::DialError::ShuttingDown)
     );
     net.run_for(Duration::from_secs(1));

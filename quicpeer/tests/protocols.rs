@@ -87,7 +87,7 @@ fn ping(
     limit: Duration,
 ) -> (ConnId, Result<Duration, StreamFailure>) {
     let (from, peer, now) = (net.events(a).len(), net.peer_id(b), net.now());
-    let conn = host(net, a).ping(peer, now).expect("ping started");
+    let conn = host(net, a).ping(now, peer).expect("ping started");
     net.run_until(limit, |n| find(n, a, from, ping_outcome(peer)).is_some());
     let (pinged, outcome) = find(net, a, from, ping_outcome(peer)).expect("ping outcome");
     assert_eq!(pinged, conn);
@@ -147,9 +147,9 @@ fn one_ping_stream_carries_many_pings() {
         // Pings in flight are refused, not queued.
         if i == 0 {
             let now = net.now();
-            host(&mut net, a).ping(peer_b, now).expect("idle again");
+            host(&mut net, a).ping(now, peer_b).expect("idle again");
             assert_eq!(
-                host(&mut net, a).ping(peer_b, now),
+                host(&mut net, a).ping(now, peer_b),
                 Err(quicpeer::protocols::PingStartError::InFlight)
             );
             net.run_for(Duration::from_millis(50));
@@ -176,7 +176,7 @@ fn a_registered_protocol_is_negotiated_and_handed_over() {
     let (peer_a, peer_b, now) = (net.peer_id(a), net.peer_id(b), net.now());
     let (from_a, from_b) = (net.events(a).len(), net.events(b).len());
     let stream = host(&mut net, a)
-        .open_stream(peer_b, ["/test/echo/2.0.0", ECHO], now)
+        .open_stream(now, peer_b, ["/test/echo/2.0.0", ECHO])
         .expect("opened");
     net.run_for(Duration::from_millis(50));
 
@@ -242,7 +242,7 @@ fn an_unsupported_protocol_gets_na_and_a_typed_failure() {
     connect(&mut net, a, b);
     let (peer_b, now, from) = (net.peer_id(b), net.now(), net.events(a).len());
     let stream = host(&mut net, a)
-        .open_stream(peer_b, ["/nope/1", "/nope/2"], now)
+        .open_stream(now, peer_b, ["/nope/1", "/nope/2"])
         .expect("opened");
     net.run_for(Duration::from_millis(50));
     let failed = find(&net, a, from, |e| match e {
@@ -287,7 +287,7 @@ fn registering_checks_names_and_unregistering_refuses_again() {
     assert!(!h.unregister(ECHO));
     let (peer_b, now, from) = (net.peer_id(b), net.now(), net.events(a).len());
     let stream = host(&mut net, a)
-        .open_stream(peer_b, [ECHO], now)
+        .open_stream(now, peer_b, [ECHO])
         .expect("open");
     net.run_for(Duration::from_millis(50));
     let failed = find(&net, a, from, |e| match e {
@@ -303,18 +303,18 @@ fn registering_checks_names_and_unregistering_refuses_again() {
         })
     );
     assert_eq!(
-        host(&mut net, a).open_stream(peer_b, Vec::<String>::new(), now),
+        host(&mut net, a).open_stream(now, peer_b, Vec::<String>::new()),
         Err(quicpeer::protocols::OpenError::InvalidProtocol(
             multistream::ProtocolNameError::NoProtocols
         ))
     );
     let stranger = identity(9).peer_id();
     assert_eq!(
-        host(&mut net, a).open_stream(stranger, [ECHO], now),
+        host(&mut net, a).open_stream(now, stranger, [ECHO]),
         Err(quicpeer::protocols::OpenError::NotConnected)
     );
     assert_eq!(
-        host(&mut net, a).ping(stranger, now),
+        host(&mut net, a).ping(now, stranger),
         Err(quicpeer::protocols::PingStartError::NotConnected)
     );
 }
@@ -380,10 +380,10 @@ fn streams_of_a_closed_connection_are_dropped_at_once() {
     host(&mut net, b).register(ECHO).expect("valid name");
     let (peer_b, now, from) = (net.peer_id(b), net.now(), net.events(a).len());
     let h = host(&mut net, a);
-    h.ping(peer_b, now).expect("ping");
-    let stream = h.open_stream(peer_b, [ECHO], now).expect("open");
+    h.ping(now, peer_b).expect("ping");
+    let stream = h.open_stream(now, peer_b, [ECHO]).expect("open");
     assert_eq!(h.stream_count(), 2);
-    h.manager_mut().close(conn, now);
+    h.manager_mut().close(now, conn);
     // Nothing moved on the network: the host's next call sees the loss and reports it.
     let mut events = Vec::new();
     while let Some(event) = quicpeer::SansIo::poll_event(h) {
@@ -439,7 +439,7 @@ fn a_silent_peer_times_pings_and_negotiations_out() {
     );
     let (peer_b, start, from) = (net.peer_id(b), net.now(), net.events(a).len());
     let stream = host(&mut net, a)
-        .open_stream(peer_b, [ECHO], start)
+        .open_stream(start, peer_b, [ECHO])
         .expect("open");
     let (_, outcome) = ping(&mut net, a, b, Duration::from_secs(5));
     assert_eq!(outcome, Err(StreamFailure::TimedOut));
@@ -576,7 +576,7 @@ fn dialing_from_multiaddrs() {
         to_multiaddr(addr_b, None),
         to_multiaddr(addr_b, Some(peer_b)),
     ];
-    let (peer, _) = host(&mut net, a).dial_addrs(&addrs, now).expect("dial");
+    let (peer, _) = host(&mut net, a).dial_addrs(now, &addrs).expect("dial");
     assert_eq!(peer, peer_b);
     assert!(net.run_until(Duration::from_secs(1), |n| find(
         n,
@@ -591,7 +591,7 @@ fn dialing_from_multiaddrs() {
     ];
     let now = net.now();
     assert!(matches!(
-        host(&mut net, a).dial_addrs(&wrong, now),
+        host(&mut net, a).dial_addrs(now, &wrong),
         Err(quicpeer::protocols::DialAddrsError::Address(
             quicpeer::address::AddressError::PeerIdMismatch { .. }
         ))
@@ -642,7 +642,7 @@ fn manager_events_pass_through_including_icmp_driven_dial_failures() {
     net.stop(b);
     let (peer_b, addr_b, now) = (net.peer_id(b), net.addr(b), net.now());
     host(&mut net, a)
-        .dial_addrs(&[to_multiaddr(addr_b, Some(peer_b))], now)
+        .dial_addrs(now, &[to_multiaddr(addr_b, Some(peer_b))])
         .expect("dial");
     net.run_for(Duration::from_millis(100));
     let errors = find(&net, a, 0, |e| match e {

@@ -449,7 +449,7 @@ fn restart_on_a_new_port_is_found_by_the_suspicion_redial() {
     let outcome = net
         .manager(a)
         .expect("up")
-        .dial(peer_b, [new_addr], restarted);
+        .dial(restarted, peer_b, [new_addr]);
     assert_eq!(outcome, Ok(quicpeer::DialOutcome::AlreadyConnected(old)));
     let (at, new) = wait_reconnected(&mut net, a, b, old, restarted);
     assert_eq!(

@@ -320,7 +320,7 @@ fn quicpeer_round(warmup: u32, count: u32, cpu: usize) -> Result<Round, CompareE
     let (addr_tx, addr_rx) = mpsc::channel();
     let listener = pinned_thread("hs-quicpeer-listener", cpu, move |pinned| {
         let (now, wall) = (Instant::now(), SystemTime::now());
-        let built = Manager::new(listener_id, quicpeer_config(), rand::random(), now, wall)
+        let built = Manager::new(now, wall, listener_id, quicpeer_config(), rand::random())
             .map_err(|e| e.to_string())
             .and_then(|m| Driver::bind(m, &[loopback()]).map_err(|e| e.to_string()));
         let mut driver = match built {
@@ -352,13 +352,13 @@ fn quicpeer_round(warmup: u32, count: u32, cpu: usize) -> Result<Round, CompareE
     let dialer = pinned_thread("hs-quicpeer-dialer", cpu, move |pinned| {
         let identity = Identity::from_ed25519_seed([DIALER_SEED; 32]);
         let (now, wall) = (Instant::now(), SystemTime::now());
-        let manager = Manager::new(identity, quicpeer_config(), rand::random(), now, wall)
+        let manager = Manager::new(now, wall, identity, quicpeer_config(), rand::random())
             .map_err(|e| e.to_string())?;
         let mut driver = Driver::bind(manager, &[loopback()]).map_err(|e| e.to_string())?;
         let now = driver.now();
         driver
             .machine_mut()
-            .dial(peer, [addr], now)
+            .dial(now, peer, [addr])
             .map_err(|e| e.to_string())?;
         let total = warmup + count;
         let mut done = 0u32;
@@ -374,11 +374,11 @@ fn quicpeer_round(warmup: u32, count: u32, cpu: usize) -> Result<Round, CompareE
                         start = Some((Instant::now(), thread_cpu_time()));
                     }
                     let now = cx.now();
-                    cx.close(conn, now);
+                    cx.close(now, conn);
                     if done == total {
                         end = Some((Instant::now(), thread_cpu_time()));
                         cx.stop();
-                    } else if let Err(e) = cx.dial(peer, [addr], now) {
+                    } else if let Err(e) = cx.dial(now, peer, [addr]) {
                         failure = Some(e.to_string());
                         cx.stop();
                     }

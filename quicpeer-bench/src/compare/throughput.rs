@@ -220,7 +220,7 @@ fn quicpeer_transfer(bytes: u64) -> Result<Transfer, CompareError> {
         .name("tp-quicpeer-receiver".into())
         .spawn(move || -> Received {
             let (now, wall) = (Instant::now(), SystemTime::now());
-            let built = Manager::new(receiver_id, Config::default(), rand::random(), now, wall)
+            let built = Manager::new(now, wall, receiver_id, Config::default(), rand::random())
                 .map_err(|e| e.to_string())
                 .and_then(|m| {
                     Driver::bind(m, &[([127, 0, 0, 1], 0).into()]).map_err(|e| e.to_string())
@@ -286,14 +286,14 @@ fn quicpeer_transfer(bytes: u64) -> Result<Transfer, CompareError> {
             move || -> Result<(Instant, Option<Duration>, DriverStats, u64), String> {
                 let identity = Identity::from_ed25519_seed([SENDER_SEED; 32]);
                 let (now, wall) = (Instant::now(), SystemTime::now());
-                let manager = Manager::new(identity, Config::default(), rand::random(), now, wall)
+                let manager = Manager::new(now, wall, identity, Config::default(), rand::random())
                     .map_err(|e| e.to_string())?;
                 let mut driver = Driver::bind(manager, &[([127, 0, 0, 1], 0).into()])
                     .map_err(|e| e.to_string())?;
                 let now = driver.now();
                 driver
                     .machine_mut()
-                    .dial(peer, [addr], now)
+                    .dial(now, peer, [addr])
                     .map_err(|e| e.to_string())?;
                 let data = vec![0xa5u8; WRITE_CHUNK];
                 let mut written = 0u64;

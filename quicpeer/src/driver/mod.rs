@@ -66,7 +66,7 @@
 //! use quicpeer::{Config, Event, Identity, Manager};
 //!
 //! let identity = Identity::from_ed25519_seed([1; 32]);
-//! let manager = Manager::new(identity, Config::default(), rand::random(), Instant::now(), SystemTime::now())?;
+//! let manager = Manager::new(Instant::now(), SystemTime::now(), identity, Config::default(), rand::random())?;
 //! let mut driver = Driver::bind(manager, &["127.0.0.1:4001".parse()?])?;
 //! let stop = driver.handle();
 //! // e.g. from a signal handler's thread: stop.stop()

@@ -221,7 +221,7 @@ impl<'a> CertificateParams<'a> {
 }
 
 /// Verifies one DER certificate at wall-clock time `now`.
-pub fn verify_certificate(der: &[u8], now: SystemTime) -> Result<VerifiedPeer, CertificateError> {
+pub fn verify_certificate(now: SystemTime, der: &[u8]) -> Result<VerifiedPeer, CertificateError> {
     let result = verify(der, now);
     if let Err(error) = &result {
         debug!(%error, "rejected peer certificate");
@@ -231,9 +231,9 @@ pub fn verify_certificate(der: &[u8], now: SystemTime) -> Result<VerifiedPeer, C
 
 /// Verifies a presented chain: exactly one certificate, then [`verify_certificate`].
 pub fn verify_certificate_chain(
+    now: SystemTime,
     end_entity: &CertificateDer<'_>,
     intermediates: &[CertificateDer<'_>],
-    now: SystemTime,
 ) -> Result<VerifiedPeer, CertificateError> {
     if !intermediates.is_empty() {
         let error = CertificateError::MoreThanOneCertificate {
@@ -242,7 +242,7 @@ pub fn verify_certificate_chain(
         debug!(%error, "rejected peer certificate");
         return Err(error);
     }
-    verify_certificate(end_entity, now)
+    verify_certificate(now, end_entity)
 }
 
 fn verify(der: &[u8], now: SystemTime) -> Result<VerifiedPeer, CertificateError> {

@@ -259,7 +259,7 @@ impl PeerVerifier {
         now: UnixTime,
     ) -> Result<(), rustls::Error> {
         let now = UNIX_EPOCH + Duration::from_secs(now.as_secs());
-        let verified = verify_certificate_chain(end_entity, intermediates, now)
+        let verified = verify_certificate_chain(now, end_entity, intermediates)
             .and_then(|peer| match self.expected {
                 Some(expected) if expected != peer.peer_id => {
                     let actual = peer.peer_id;

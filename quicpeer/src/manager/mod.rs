@@ -17,7 +17,7 @@
 //! # fn send(_: std::net::SocketAddr, _: &[u8]) {}
 //! # fn sleep_until(_: Option<Instant>) {}
 //! let identity = Identity::from_ed25519_seed([1; 32]);
-//! let mut manager = Manager::new(identity, Config::default(), [7; 32], Instant::now(), SystemTime::now())?;
+//! let mut manager = Manager::new(Instant::now(), SystemTime::now(), identity, Config::default(), [7; 32])?;
 //! let mut buf = Vec::new();
 //! loop {
 //!     let now = Instant::now();
@@ -160,13 +160,13 @@ impl Manager {
     /// process a fresh one. `now` and `wall_now` are the monotonic and the wall-clock time of
     /// this moment; later wall-clock times (for certificate validity) are derived from them.
     pub fn new(
+        now: Instant,
+        wall_now: SystemTime,
         identity: Identity,
         config: Config,
         seed: [u8; 32],
-        now: Instant,
-        wall_now: SystemTime,
     ) -> Result<Self, ManagerError> {
-        Self::build(identity, config, seed, now, wall_now, None)
+        Self::build(now, wall_now, identity, config, seed, None)
     }
 
     /// Like [`Manager::new`], but presents `certificate` (signed by `key`), made beforehand by
@@ -175,22 +175,22 @@ impl Manager {
     /// fuzzers, benchmarks and tests that build many managers of one identity share one.
     #[doc(hidden)]
     pub fn with_certificate(
+        now: Instant,
+        wall_now: SystemTime,
         identity: Identity,
         config: Config,
         seed: [u8; 32],
-        now: Instant,
-        wall_now: SystemTime,
         certificate: (CertificateDer<'static>, PrivatePkcs8KeyDer<'static>),
     ) -> Result<Self, ManagerError> {
-        Self::build(identity, config, seed, now, wall_now, Some(certificate))
+        Self::build(now, wall_now, identity, config, seed, Some(certificate))
     }
 
     fn build(
+        now: Instant,
+        wall_now: SystemTime,
         identity: Identity,
         config: Config,
         seed: [u8; 32],
-        now: Instant,
-        wall_now: SystemTime,
         certificate: Option<(CertificateDer<'static>, PrivatePkcs8KeyDer<'static>)>,
     ) -> Result<Self, ManagerError> {
         let span = debug_span!("manager", local = %identity.peer_id());
@@ -511,9 +511,9 @@ impl Manager {
     /// verified in the handshake; the first verified connection wins.
     pub fn dial(
         &mut self,
+        now: Instant,
         peer: PeerId,
         addrs: impl IntoIterator<Item = SocketAddr>,
-        now: Instant,
     ) -> Result<DialOutcome, DialError> {
         let _span = self.span.clone().entered();
         self.set_time(now);
@@ -559,7 +559,7 @@ impl Manager {
     /// Replaces the connection to a connected peer with a fresh one, make-before-break: the
     /// current connection stays in use until the new one is verified, and stays if the new one
     /// fails.
-    pub fn redial(&mut self, peer: PeerId, now: Instant) -> Result<DialOutcome, DialError> {
+    pub fn redial(&mut self, now: Instant, peer: PeerId) -> Result<DialOutcome, DialError> {
         let _span = self.span.clone().entered();
         self.set_time(now);
         let entry = self.peers.get(&peer).ok_or(DialError::NotConnected)?;
@@ -604,14 +604,14 @@ impl Manager {
     }
 
     /// Closes one connection (`ConnectionLost { cause: ClosedLocally }` follows).
-    pub fn close(&mut self, conn: ConnId, now: Instant) {
+    pub fn close(&mut self, now: Instant, conn: ConnId) {
         let _span = self.span.clone().entered();
         self.set_time(now);
         self.close_conn(conn, now, Cause::ClosedLocally);
     }
 
     /// Closes every connection to `peer` and cancels its dials and reconnects.
-    pub fn disconnect(&mut self, peer: PeerId, now: Instant) {
+    pub fn disconnect(&mut self, now: Instant, peer: PeerId) {
         let _span = self.span.clone().entered();
         self.set_time(now);
         if let Some(p) = self.peers.get_mut(&peer) {
@@ -634,7 +634,7 @@ impl Manager {
         self.shutting_down = true;
         let peers: Vec<PeerId> = self.peers.keys().copied().collect();
         for peer in peers {
-            self.disconnect(peer, now);
+            self.disconnect(now, peer);
         }
         let rest: Vec<ConnId> = self.conns.keys().copied().collect();
         for id in rest {

@@ -13,7 +13,7 @@
 //! let start = Instant::now();
 //! let mut pinger = Pinger::new();
 //! let mut responder = Responder::new();
-//! let request = pinger.start([7; 32], start).unwrap();
+//! let request = pinger.start(start, [7; 32]).unwrap();
 //! let mut echo = Vec::new();
 //! responder.handle_data(&request, &mut echo);
 //! let rtt = pinger.handle_data(&echo, start + Duration::from_millis(10)).unwrap();
@@ -65,7 +65,7 @@ impl Pinger {
     }
 
     /// Starts a ping written at `now`; returns the bytes to write.
-    pub fn start(&mut self, payload: Payload, now: Instant) -> Result<Payload, PingError> {
+    pub fn start(&mut self, now: Instant, payload: Payload) -> Result<Payload, PingError> {
         if self.in_flight.is_some() {
             return Err(PingError::InFlight);
         }
@@ -163,7 +163,7 @@ mod tests {
         for cut in 0..=PAYLOAD_LEN {
             let mut pinger = Pinger::new();
             let mut responder = Responder::new();
-            let request = pinger.start(payload(1), start).expect("idle");
+            let request = pinger.start(start, payload(1)).expect("idle");
             let mut echo = Vec::new();
             responder.handle_data(&request[..cut], &mut echo);
             assert_eq!(responder.buffered(), cut % PAYLOAD_LEN);
@@ -190,8 +190,8 @@ mod tests {
         let mut responder = Responder::new();
         for i in 0..100u8 {
             let sent = start + Duration::from_secs(u64::from(i));
-            let request = pinger.start(payload(i), sent).expect("idle");
-            assert_eq!(pinger.start(payload(i), sent), Err(PingError::InFlight));
+            let request = pinger.start(sent, payload(i)).expect("idle");
+            assert_eq!(pinger.start(sent, payload(i)), Err(PingError::InFlight));
             assert_eq!(pinger.sent_at(), Some(sent));
             let mut echo = Vec::new();
             responder.handle_data(&request, &mut echo);
@@ -222,7 +222,7 @@ mod tests {
             pinger.handle_data(b"x", start),
             Err(PingError::UnexpectedData)
         );
-        pinger.start(payload(1), start).expect("idle");
+        pinger.start(start, payload(1)).expect("idle");
         let mut wrong = payload(1);
         wrong[31] ^= 1;
         assert_eq!(pinger.handle_data(&wrong[..31], start), Ok(None));
@@ -231,7 +231,7 @@ mod tests {
             Err(PingError::Mismatch)
         );
         pinger
-            .start(payload(2), start)
+            .start(start, payload(2))
             .expect("over after an error");
         let mut long = payload(2).to_vec();
         long.push(0);
@@ -255,7 +255,7 @@ mod tests {
             let mut echoed = 0;
             let mut total = 0;
             for chunk in &chunks {
-                let _ = pinger.start(payload(0), start);
+                let _ = pinger.start(start, payload(0));
                 let _ = pinger.handle_data(chunk, start);
                 let mut out = Vec::new();
                 responder.handle_data(chunk, &mut out);

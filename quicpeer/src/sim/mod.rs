@@ -63,7 +63,7 @@ impl Simulated for Manager {
         now: Instant,
         wall_now: SystemTime,
     ) -> Result<Self, ManagerError> {
-        Manager::new(identity, config, seed, now, wall_now)
+        Manager::new(now, wall_now, identity, config, seed)
     }
 
     fn manager_mut(&mut self) -> &mut Manager {
@@ -83,8 +83,8 @@ impl Simulated for Host {
         wall_now: SystemTime,
     ) -> Result<Self, ManagerError> {
         let mut rng = ChaCha20Rng::from_seed(seed);
-        let manager = Manager::new(identity, config, rng.random(), now, wall_now)?;
-        Ok(Host::new(manager, host, rng.random(), now))
+        let manager = Manager::new(now, wall_now, identity, config, rng.random())?;
+        Ok(Host::new(now, manager, host, rng.random()))
     }
 
     fn manager_mut(&mut self) -> &mut Manager {
@@ -337,7 +337,7 @@ impl<M: Simulated> Network<M> {
         let span = self.nodes[a.0].span.clone();
         let _entered = span.enter();
         let manager = self.manager(a).expect("dialing node is down");
-        manager.dial(peer, [addr], now).expect("dial refused");
+        manager.dial(now, peer, [addr]).expect("dial refused");
     }
 
     /// Everything the node's machines reported, with the time, across restarts.

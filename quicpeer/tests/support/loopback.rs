@@ -78,11 +78,11 @@ impl Node {
         let (control, control_rx) = mpsc::channel();
         let thread = std::thread::spawn(move || {
             let manager = Manager::new(
+                Instant::now(),
+                SystemTime::now(),
                 identity,
                 config,
                 rand::random(),
-                Instant::now(),
-                SystemTime::now(),
             )
             .expect("manager");
             let mut driver = match Driver::bind(manager, &bind) {
@@ -181,7 +181,7 @@ impl Node {
 
     /// Dials `peer` at `addrs`.
     pub fn dial(&self, peer: PeerId, addrs: Vec<SocketAddr>) {
-        self.exec(move |m, now| m.dial(peer, addrs, now))
+        self.exec(move |m, now| m.dial(now, peer, addrs))
             .expect("dial accepted");
     }
 

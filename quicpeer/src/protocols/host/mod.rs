@@ -22,8 +22,8 @@
 //! # fn sleep_until(_: Option<Instant>) {}
 //! let (now, wall) = (Instant::now(), SystemTime::now());
 //! let identity = Identity::from_ed25519_seed([1; 32]);
-//! let manager = Manager::new(identity, Config::default(), [7; 32], now, wall)?;
-//! let mut host = Host::new(manager, HostConfig::default(), [8; 32], now);
+//! let manager = Manager::new(now, wall, identity, Config::default(), [7; 32])?;
+//! let mut host = Host::new(now, manager, HostConfig::default(), [8; 32]);
 //! host.register("/my-app/1.0.0")?;
 //! let mut buf = Vec::new();
 //! loop {
@@ -123,7 +123,7 @@ pub struct Host {
 impl Host {
     /// A host around `manager`, which should be fresh (or have no undrained events the host
     /// must see). `seed` drives the ping payloads.
-    pub fn new(manager: Manager, config: HostConfig, seed: [u8; 32], now: Instant) -> Self {
+    pub fn new(now: Instant, manager: Manager, config: HostConfig, seed: [u8; 32]) -> Self {
         Self {
             manager,
             config,
@@ -193,12 +193,12 @@ impl Host {
     /// Dials a peer at libp2p QUIC multiaddrs; their `/p2p/` parts name the peer and must agree.
     pub fn dial_addrs(
         &mut self,
-        addrs: &[Multiaddr],
         now: Instant,
+        addrs: &[Multiaddr],
     ) -> Result<(PeerId, DialOutcome), DialAddrsError> {
         self.now = now;
         let (peer, sockets) = address::peer_addrs(addrs)?;
-        let outcome = self.manager.dial(peer, sockets, now)?;
+        let outcome = self.manager.dial(now, peer, sockets)?;
         Ok((peer, outcome))
     }
 
@@ -207,9 +207,9 @@ impl Host {
     /// [`HostEvent::OutboundFailed`].
     pub fn open_stream<I>(
         &mut self,
+        now: Instant,
         peer: PeerId,
         protocols: I,
-        now: Instant,
     ) -> Result<StreamId, OpenError>
     where
         I: IntoIterator,
@@ -231,7 +231,7 @@ impl Host {
     /// Pings `peer` on its preferred connection, over the connection's ping stream (opened on
     /// the first ping, then reused). The result comes as [`HostEvent::PingResult`] or
     /// [`HostEvent::PingFailed`]; returns the connection pinged.
-    pub fn ping(&mut self, peer: PeerId, now: Instant) -> Result<ConnId, PingStartError> {
+    pub fn ping(&mut self, now: Instant, peer: PeerId) -> Result<ConnId, PingStartError> {
         self.now = now;
         let conn = self
             .manager
@@ -251,7 +251,7 @@ impl Host {
                     return Err(PingStartError::InFlight);
                 };
                 let bytes = pinger
-                    .start(payload, now)
+                    .start(now, payload)
                     .map_err(|_| PingStartError::InFlight)?;
                 stream.out.extend_from_slice(&bytes);
                 stream.deadline = deadline;

@@ -101,7 +101,7 @@ impl Role {
                     Err(error) => return Outcome::Fail(negotiation_failure(error)),
                 };
                 let mut pinger = Pinger::new();
-                match pinger.start(*payload, now) {
+                match pinger.start(now, *payload) {
                     Ok(bytes) => out.extend_from_slice(&bytes),
                     Err(error) => return Outcome::Fail(StreamFailure::Ping(error)),
                 }
