@@ -71,6 +71,7 @@ impl EventLog {
             Event::StreamOpened { stream, .. } => alive(self, stream.conn(), "StreamOpened"),
             Event::StreamReadable { stream } => alive(self, stream.conn(), "StreamReadable"),
             Event::StreamWritable { stream } => alive(self, stream.conn(), "StreamWritable"),
+            Event::StreamsAvailable { conn, .. } => alive(self, *conn, "StreamsAvailable"),
             Event::StreamFinished { stream } => alive(self, stream.conn(), "StreamFinished"),
             Event::StreamStopped { stream, .. } => alive(self, stream.conn(), "StreamStopped"),
             Event::DialFailed { .. } => {}

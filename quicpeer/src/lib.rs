@@ -24,7 +24,7 @@ pub mod protocols;
 pub mod sim;
 
 pub use identity::{Identity, Keypair, PeerId};
-pub use machine::SansIo;
+pub use machine::{GracefulClose, SansIo};
 pub use manager::{
     Cause, ChunksRead, Config, ConnId, DialError, DialOutcome, Direction, Event, HandshakeFailure,
     KeyMode, Limits, Manager, ManagerError, Read, ReadStatus, ReconnectPolicy, StreamError,

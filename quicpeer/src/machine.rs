@@ -7,7 +7,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
-use crate::{Event, Manager, Transmit};
+use crate::{Event, Host, Manager, Transmit};
 
 /// A sans-IO state machine fed with datagrams and time.
 ///
@@ -84,5 +84,35 @@ impl SansIo for Manager {
 
     fn set_max_datagrams(&mut self, max: usize) {
         Manager::set_max_datagrams(self, max)
+    }
+}
+
+/// A machine that can close all its connections for a graceful shutdown: what a driver needs
+/// beside [`SansIo`] to stop without leaving its peers to their idle timeouts
+/// (`Driver::shutdown` in the mio driver).
+pub trait GracefulClose {
+    /// Closes every connection and cancels every dial.
+    fn close_all(&mut self, now: Instant);
+    /// Whether every connection is gone (its close sent and its draining over).
+    fn is_closed(&self) -> bool;
+}
+
+impl GracefulClose for Manager {
+    fn close_all(&mut self, now: Instant) {
+        Manager::close_all(self, now);
+    }
+
+    fn is_closed(&self) -> bool {
+        self.connection_count() == 0
+    }
+}
+
+impl GracefulClose for Host {
+    fn close_all(&mut self, now: Instant) {
+        self.manager_mut().close_all(now);
+    }
+
+    fn is_closed(&self) -> bool {
+        self.manager().connection_count() == 0
     }
 }

@@ -228,6 +228,54 @@ fn streams_carry_data_and_unfinished_ones_are_reported_on_loss() {
     );
 }
 
+#[test]
+fn an_open_refused_at_the_peers_stream_limit_succeeds_after_its_credit_event() {
+    let mut net = Network::new(31);
+    let a = net.add_node("a", identity(1), Config::default());
+    let mut one_stream = Config::default();
+    one_stream.max_concurrent_bidi_streams = 1;
+    let b = net.add_node("b", identity(2), one_stream);
+    let conn = connect(&mut net, a, b);
+    let peer_b = net.peer_id(b);
+
+    let since = net.now();
+    let m = net.manager(a).expect("up");
+    let first = m.open_stream(conn).expect("the peer allows one stream");
+    assert_eq!(m.stream_write(first, b"one"), Ok(3));
+    assert_eq!(m.stream_finish(first), Ok(()));
+    assert_eq!(m.open_stream(conn), Err(StreamError::Limit));
+    net.run_for(Duration::from_millis(50));
+    // No credit while B holds the stream open.
+    let credit = |net: &Network, since| {
+        find(net, a, since, |e| match e {
+            Event::StreamsAvailable { peer, conn: c } if *c == conn => Some(*peer),
+            _ => None,
+        })
+    };
+    assert_eq!(credit(&net, since), None);
+    let m = net.manager(a).expect("up");
+    assert_eq!(m.open_stream(conn), Err(StreamError::Limit));
+
+    // B reads the stream to its end and finishes its side: the stream is gone, and B's
+    // MAX_STREAMS lets A open another.
+    let theirs = opened_stream(&net, b, since);
+    let m = net.manager(b).expect("up");
+    assert_eq!(
+        m.stream_read(theirs, 100),
+        Ok(Read::Data(Bytes::from_static(b"one")))
+    );
+    assert_eq!(m.stream_read(theirs, 100), Ok(Read::Finished));
+    assert_eq!(m.stream_finish(theirs), Ok(()));
+    let freed = net.now();
+    net.run_for(Duration::from_millis(50));
+    let (_, peer) = credit(&net, freed).expect("StreamsAvailable after B freed the stream");
+    assert_eq!(peer, peer_b);
+    let m = net.manager(a).expect("up");
+    let second = m.open_stream(conn).expect("open after the credit");
+    assert_ne!(second, first);
+    assert_eq!(m.open_stream(conn), Err(StreamError::Limit));
+}
+
 /// The stream `node` saw opened on its connection from the peer, after `since`.
 fn opened_stream(net: &Network, node: NodeId, since: std::time::Instant) -> StreamId {
     find(net, node, since, |e| match e {

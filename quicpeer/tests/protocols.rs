@@ -8,7 +8,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use quicpeer::address::to_multiaddr;
 use quicpeer::protocols::multistream;
-use quicpeer::protocols::{ping, Host, HostConfig, HostEvent, StreamFailure};
+use quicpeer::protocols::{
+    ping, Host, HostConfig, HostEvent, OutboundId, PingStartError, StreamFailure,
+};
 use quicpeer::sim::{Link, Network, NodeId};
 use quicpeer::{Cause, Config, ConnId, Event, PeerId, Read, StreamError, StreamId};
 use support::{identity, init_tracing, ms};
@@ -175,21 +177,23 @@ fn a_registered_protocol_is_negotiated_and_handed_over() {
     host(&mut net, b).register(ECHO).expect("valid name");
     let (peer_a, peer_b, now) = (net.peer_id(a), net.peer_id(b), net.now());
     let (from_a, from_b) = (net.events(a).len(), net.events(b).len());
-    let stream = host(&mut net, a)
+    let open = host(&mut net, a)
         .open_stream(now, peer_b, ["/test/echo/2.0.0", ECHO])
         .expect("opened");
     net.run_for(Duration::from_millis(50));
 
-    let opened = find(&net, a, from_a, |e| match e {
+    let (stream, opened) = find(&net, a, from_a, |e| match e {
         HostEvent::OutboundStream {
             peer,
-            stream: s,
+            id,
+            stream,
             protocol,
             leftover,
-        } if *s == stream => Some((*peer, protocol.clone(), leftover.clone())),
+        } if *id == open => Some((*stream, (*peer, protocol.clone(), leftover.clone()))),
         _ => None,
-    });
-    assert_eq!(opened, Some((peer_b, ECHO.to_owned(), Bytes::new())));
+    })
+    .expect("negotiated");
+    assert_eq!(opened, (peer_b, ECHO.to_owned(), Bytes::new()));
     let inbound = net.events(b)[from_b..]
         .iter()
         .position(|(_, e)| matches!(e, HostEvent::InboundStream { .. }))
@@ -241,14 +245,12 @@ fn an_unsupported_protocol_gets_na_and_a_typed_failure() {
     let (mut net, a, b) = hosts(4);
     connect(&mut net, a, b);
     let (peer_b, now, from) = (net.peer_id(b), net.now(), net.events(a).len());
-    let stream = host(&mut net, a)
+    let open = host(&mut net, a)
         .open_stream(now, peer_b, ["/nope/1", "/nope/2"])
         .expect("opened");
     net.run_for(Duration::from_millis(50));
     let failed = find(&net, a, from, |e| match e {
-        HostEvent::OutboundFailed {
-            stream: s, error, ..
-        } if *s == stream => Some(error.clone()),
+        HostEvent::OutboundFailed { id, error, .. } if *id == open => Some(error.clone()),
         _ => None,
     });
     assert_eq!(
@@ -286,14 +288,12 @@ fn registering_checks_names_and_unregistering_refuses_again() {
     assert!(h.unregister(ECHO));
     assert!(!h.unregister(ECHO));
     let (peer_b, now, from) = (net.peer_id(b), net.now(), net.events(a).len());
-    let stream = host(&mut net, a)
+    let open = host(&mut net, a)
         .open_stream(now, peer_b, [ECHO])
         .expect("open");
     net.run_for(Duration::from_millis(50));
     let failed = find(&net, a, from, |e| match e {
-        HostEvent::OutboundFailed {
-            stream: s, error, ..
-        } if *s == stream => Some(error.clone()),
+        HostEvent::OutboundFailed { id, error, .. } if *id == open => Some(error.clone()),
         _ => None,
     });
     assert_eq!(
@@ -381,10 +381,12 @@ fn streams_of_a_closed_connection_are_dropped_at_once() {
     let (peer_b, now, from) = (net.peer_id(b), net.now(), net.events(a).len());
     let h = host(&mut net, a);
     h.ping(now, peer_b).expect("ping");
-    let stream = h.open_stream(now, peer_b, [ECHO]).expect("open");
+    let open = h.open_stream(now, peer_b, [ECHO]).expect("open");
     assert_eq!(h.stream_count(), 2);
     h.manager_mut().close(now, conn);
-    // Nothing moved on the network: the host's next call sees the loss and reports it.
+    // Nothing moved on the network: the host's next poll sees the loss and reports it.
+    let mut buf = Vec::new();
+    while quicpeer::SansIo::poll_transmit(h, now, &mut buf).is_some() {}
     let mut events = Vec::new();
     while let Some(event) = quicpeer::SansIo::poll_event(h) {
         events.push(event);
@@ -397,11 +399,11 @@ fn streams_of_a_closed_connection_are_dropped_at_once() {
         conn,
         error: cause.clone()
     }));
-    assert!(events.contains(&HostEvent::OutboundFailed {
-        peer: peer_b,
-        stream,
-        error: cause
-    }));
+    assert!(events.iter().any(|e| matches!(
+        e,
+        HostEvent::OutboundFailed { peer, id, stream: Some(_), error }
+            if *peer == peer_b && *id == open && *error == cause
+    )));
     // The host's streams are not among the application's unfinished ones.
     let unfinished = events.iter().find_map(|e| match e {
         HostEvent::Manager(Event::ConnectionLost {
@@ -438,7 +440,7 @@ fn a_silent_peer_times_pings_and_negotiations_out() {
         },
     );
     let (peer_b, start, from) = (net.peer_id(b), net.now(), net.events(a).len());
-    let stream = host(&mut net, a)
+    let open = host(&mut net, a)
         .open_stream(start, peer_b, [ECHO])
         .expect("open");
     let (_, outcome) = ping(&mut net, a, b, Duration::from_secs(5));
@@ -447,9 +449,9 @@ fn a_silent_peer_times_pings_and_negotiations_out() {
     let (at, error) = net.events(a)[from..]
         .iter()
         .find_map(|(at, e)| match e {
-            HostEvent::OutboundFailed {
-                stream: s, error, ..
-            } if *s == stream => Some((*at, error.clone())),
+            HostEvent::OutboundFailed { id, error, .. } if *id == open => {
+                Some((*at, error.clone()))
+            }
             _ => None,
         })
         .expect("negotiation failed");
@@ -658,4 +660,119 @@ fn manager_events_pass_through_including_icmp_driven_dial_failures() {
             Cause::HandshakeFailed(quicpeer::HandshakeFailure::Unreachable)
         )])
     );
+}
+
+/// A host whose peer allows it one stream at a time.
+fn hosts_one_stream(seed: u64) -> (Net, NodeId, NodeId, ConnId) {
+    init_tracing();
+    let mut net = Net::with_seed(seed);
+    let mut one_stream = Config::default();
+    one_stream.max_concurrent_bidi_streams = 1;
+    let a = net.add_node("a", identity(1), (Config::default(), HostConfig::default()));
+    let b = net.add_node("b", identity(2), (one_stream, HostConfig::default()));
+    let conn = connect(&mut net, a, b);
+    host(&mut net, b).register(ECHO).expect("valid name");
+    (net, a, b, conn)
+}
+
+fn outbound_stream(net: &Net, node: NodeId, from: usize, open: OutboundId) -> Option<StreamId> {
+    find(net, node, from, |e| match e {
+        HostEvent::OutboundStream { id, stream, .. } if *id == open => Some(*stream),
+        _ => None,
+    })
+}
+
+/// B reads the stream A opened to its end and finishes its own side: the stream is gone, and
+/// B grants A another.
+fn close_inbound(net: &mut Net, b: NodeId, from: usize) {
+    let theirs = net.events(b)[from..]
+        .iter()
+        .rev()
+        .find_map(|(_, e)| match e {
+            HostEvent::InboundStream { stream, .. } => Some(*stream),
+            _ => None,
+        })
+        .expect("b holds a stream of a");
+    assert_eq!(read_all(net, b, theirs), (Vec::new(), true));
+    host(net, b)
+        .manager_mut()
+        .stream_finish(theirs)
+        .expect("finish");
+    net.run_for(Duration::from_millis(50));
+}
+
+#[test]
+fn opens_at_the_peers_stream_limit_wait_for_its_credit_in_order() {
+    let (mut net, a, b, conn) = hosts_one_stream(21);
+    let (peer_b, now, from) = (net.peer_id(b), net.now(), net.events(a).len());
+    let h = host(&mut net, a);
+    let first = h.open_stream(now, peer_b, [ECHO]).expect("open");
+    let second = h
+        .open_stream(now, peer_b, [ECHO])
+        .expect("queued, not refused");
+    // A ping's stream waits behind the second open; its ping counts as in flight.
+    assert_eq!(h.ping(now, peer_b), Ok(conn));
+    assert_eq!(h.ping(now, peer_b), Err(PingStartError::InFlight));
+    net.run_for(Duration::from_millis(50));
+    let first_stream = outbound_stream(&net, a, from, first).expect("the first opens at once");
+    assert_eq!(outbound_stream(&net, a, from, second), None);
+
+    // A finishes its stream; B reads it to its end and finishes its side: B's credit comes,
+    // the host passes it on and opens the second stream, not yet the ping's.
+    let from_b = 0;
+    (host(&mut net, a).manager_mut())
+        .stream_finish(first_stream)
+        .expect("finish");
+    net.run_for(Duration::from_millis(50));
+    let credit_from = net.events(a).len();
+    close_inbound(&mut net, b, from_b);
+    let second_stream =
+        outbound_stream(&net, a, from, second).expect("the second open proceeds on credit");
+    assert_ne!(second_stream, first_stream);
+    let credit = find(&net, a, credit_from, |e| match e {
+        HostEvent::Manager(Event::StreamsAvailable { peer, conn: c }) if *c == conn => Some(*peer),
+        _ => None,
+    });
+    assert_eq!(
+        credit,
+        Some(peer_b),
+        "the credit event reaches the application"
+    );
+    assert_eq!(find(&net, a, from, ping_outcome(peer_b)), None);
+
+    // Once the second stream is gone too, the ping goes out and is answered.
+    (host(&mut net, a).manager_mut())
+        .stream_finish(second_stream)
+        .expect("finish");
+    net.run_for(Duration::from_millis(50));
+    close_inbound(&mut net, b, from_b);
+    net.run_until(Duration::from_secs(1), |n| {
+        find(n, a, from, ping_outcome(peer_b)).is_some()
+    });
+    let (pinged, outcome) = find(&net, a, from, ping_outcome(peer_b)).expect("ping outcome");
+    assert_eq!(pinged, conn);
+    assert!(outcome.is_ok(), "{outcome:?}");
+}
+
+#[test]
+fn an_open_that_never_gets_credit_fails_at_its_negotiation_timeout() {
+    let (mut net, a, b, _) = hosts_one_stream(22);
+    let (peer_b, start, from) = (net.peer_id(b), net.now(), net.events(a).len());
+    let h = host(&mut net, a);
+    let held = h.open_stream(start, peer_b, [ECHO]).expect("open");
+    let waiting = h.open_stream(start, peer_b, [ECHO]).expect("queued");
+    let timeout = HostConfig::default().negotiation_timeout;
+    net.run_for(timeout + Duration::from_millis(100));
+    assert!(outbound_stream(&net, a, from, held).is_some());
+    let (at, failure) = net.events(a)[from..]
+        .iter()
+        .find_map(|(at, e)| match e {
+            HostEvent::OutboundFailed {
+                id, stream, error, ..
+            } if *id == waiting => Some((*at, (*stream, error.clone()))),
+            _ => None,
+        })
+        .expect("the queued open failed");
+    assert_eq!(failure, (None, StreamFailure::TimedOut));
+    assert_eq!(at - start, timeout);
 }

@@ -98,7 +98,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use quinn_udp::RecvMeta;
 use tracing::{debug, trace, warn};
 
-use crate::{Manager, SansIo};
+use crate::{GracefulClose, SansIo};
 use socket::{UdpSocket, MAX_GSO_BYTES, RECV_BATCH, RECV_CHUNK};
 
 const WAKER: Token = Token(usize::MAX);
@@ -726,34 +726,6 @@ impl<M: SansIo> Driver<M> {
             .iter()
             .position(|s| s.is_ipv4() == destination.is_ipv4())?;
         Some((index, destination))
-    }
-}
-
-/// A machine that can close all its connections for a graceful shutdown.
-pub trait GracefulClose {
-    /// Closes every connection and cancels every dial.
-    fn close_all(&mut self, now: Instant);
-    /// Whether every connection is gone (its close sent and its draining over).
-    fn is_closed(&self) -> bool;
-}
-
-impl GracefulClose for Manager {
-    fn close_all(&mut self, now: Instant) {
-        Manager::close_all(self, now);
-    }
-
-    fn is_closed(&self) -> bool {
-        self.connection_count() == 0
-    }
-}
-
-impl GracefulClose for crate::Host {
-    fn close_all(&mut self, now: Instant) {
-        self.manager_mut().close_all(now);
-    }
-
-    fn is_closed(&self) -> bool {
-        self.manager().connection_count() == 0
     }
 }
 

@@ -168,6 +168,10 @@ pub struct Config {
     pub suspicion_ptos: Option<u32>,
     /// Largest UDP payload the manager sends.
     pub max_udp_payload: u16,
+    /// Bidirectional streams the peer may have open at once on a connection (QUIC's
+    /// `initial_max_streams_bidi`, raised as streams end). A peer at the limit waits for credit,
+    /// as we do for the peer's limit ([`Event::StreamsAvailable`](super::Event::StreamsAvailable)).
+    pub max_concurrent_bidi_streams: u32,
 }
 
 impl Default for Config {
@@ -185,6 +189,8 @@ impl Default for Config {
             dial_stagger: Duration::from_millis(250),
             suspicion_ptos: Some(3),
             max_udp_payload: 1452,
+            // quinn's default.
+            max_concurrent_bidi_streams: 100,
         }
     }
 }

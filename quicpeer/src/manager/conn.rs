@@ -271,7 +271,9 @@ impl Manager {
                             code: error_code.into_inner(),
                         }
                     }
-                    S::Available { .. } => return,
+                    S::Available { dir: Dir::Bi } => Event::StreamsAvailable { peer, conn: id },
+                    // The manager opens bidirectional streams only.
+                    S::Available { dir: Dir::Uni } => return,
                 };
                 self.events.push_back(event);
             }

@@ -211,6 +211,16 @@ pub enum Event {
         /// The stream.
         stream: StreamId,
     },
+    /// The peer raised its limit on the streams we may open on `conn`: an
+    /// [`open_stream`](crate::Manager::open_stream) that failed with [`StreamError::Limit`]
+    /// may succeed now. (quinn's `StreamEvent::Available` for bidirectional streams, the only
+    /// kind the manager opens.)
+    StreamsAvailable {
+        /// The peer.
+        peer: PeerId,
+        /// The connection whose limit was raised.
+        conn: ConnId,
+    },
     /// A stream that was blocked on flow control can take more data.
     StreamWritable {
         /// The stream.
@@ -295,7 +305,9 @@ pub enum StreamError {
     /// The stream is closed or was never open.
     #[error("stream closed")]
     Closed,
-    /// The peer's stream limit is reached; wait for a `StreamOpened`-style credit.
+    /// The peer's limit on concurrent streams is reached: try again after
+    /// [`Event::StreamsAvailable`] for the connection, which comes when the peer allows more
+    /// (usually as streams it had accepted end).
     #[error("stream limit reached")]
     Limit,
     /// Flow control: try again after `StreamWritable` / `StreamReadable`.

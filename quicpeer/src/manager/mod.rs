@@ -246,6 +246,7 @@ impl Manager {
         transport
             .max_idle_timeout(Some(idle))
             .keep_alive_interval(config.keep_alive)
+            .max_concurrent_bidi_streams(VarInt::from_u32(config.max_concurrent_bidi_streams))
             .datagram_receive_buffer_size(None);
         let transport = Arc::new(transport);
 
@@ -715,6 +716,11 @@ impl Manager {
             return Some(event);
         }
         None
+    }
+
+    /// Whether events wait for [`Manager::poll_event`] (some may still be dropped by it).
+    pub(crate) fn has_events(&self) -> bool {
+        !self.events.is_empty()
     }
 
     /// The application can read nothing more from `stream`: it read its end or reset, or

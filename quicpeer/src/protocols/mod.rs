@@ -16,5 +16,6 @@ pub mod multistream;
 pub mod ping;
 
 pub use host::{
-    DialAddrsError, Host, HostConfig, HostEvent, OpenError, PingStartError, StreamFailure,
+    DialAddrsError, Host, HostConfig, HostEvent, OpenError, OutboundId, PingStartError,
+    StreamFailure,
 };

@@ -47,7 +47,8 @@ pub enum OpenError {
     /// A protocol name cannot be proposed.
     #[error(transparent)]
     InvalidProtocol(#[from] ProtocolNameError),
-    /// The stream could not be opened (for instance the peer's stream limit is reached).
+    /// The stream could not be opened. (Never [`StreamError::Limit`]: the host waits for the
+    /// peer's credit instead.)
     #[error(transparent)]
     Stream(#[from] StreamError),
 }
@@ -62,7 +63,8 @@ pub enum PingStartError {
     /// A ping to this peer is in flight; wait for its result.
     #[error("a ping is already in flight")]
     InFlight,
-    /// The ping stream could not be opened.
+    /// The ping stream could not be opened. (Never [`StreamError::Limit`]: the host waits for
+    /// the peer's credit instead.)
     #[error(transparent)]
     Stream(#[from] StreamError),
 }
@@ -77,6 +79,18 @@ pub enum DialAddrsError {
     /// The manager refused the dial.
     #[error(transparent)]
     Dial(#[from] DialError),
+}
+
+/// Names one [`Host::open_stream`](super::Host::open_stream) request in the events that
+/// report its outcome. The stream itself may be opened later than the call: when the peer's
+/// stream limit is reached, the host waits for the peer's credit and opens it then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct OutboundId(pub(crate) u64);
+
+impl std::fmt::Display for OutboundId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "o{}", self.0)
+    }
 }
 
 /// What the host tells its application. Drain with
@@ -109,6 +123,8 @@ pub enum HostEvent {
     OutboundStream {
         /// The peer.
         peer: PeerId,
+        /// The request, as `open_stream` returned it.
+        id: OutboundId,
         /// The stream.
         stream: StreamId,
         /// The protocol agreed: the first of the proposals the peer supports.
@@ -121,8 +137,10 @@ pub enum HostEvent {
     OutboundFailed {
         /// The peer.
         peer: PeerId,
-        /// The stream.
-        stream: StreamId,
+        /// The request, as `open_stream` returned it.
+        id: OutboundId,
+        /// The stream, if it was opened (not while it waited for the peer's stream credit).
+        stream: Option<StreamId>,
         /// Why.
         error: StreamFailure,
     },

@@ -61,8 +61,8 @@ use rand_chacha::ChaCha20Rng;
 use tracing::{debug, trace};
 
 use crate::manager::timers::TimerIndex;
-pub use event::{DialAddrsError, HostEvent, OpenError, PingStartError, StreamFailure};
-use stream::{ConnState, HostStream, Input, Outcome, Role};
+pub use event::{DialAddrsError, HostEvent, OpenError, OutboundId, PingStartError, StreamFailure};
+use stream::{ConnState, HostStream, Input, Outcome, Queued, Role, Timed};
 
 use super::multistream::{validate_protocol_name, Dialer, Listener, ProtocolNameError};
 use super::ping::{self, Responder};
@@ -111,13 +111,14 @@ pub struct Host {
     events: VecDeque<HostEvent>,
     /// The latest time given.
     now: Instant,
-    /// Bytes were handed to the manager after `poll_transmit` last ran dry.
-    unflushed: bool,
     /// Scratch for the chunks of one read, kept for its allocation.
     chunks: Vec<Bytes>,
-    /// The negotiation and ping deadlines of the streams, so that `poll_timeout` and the
-    /// expiry of deadlines never visit every stream of every connection.
-    deadlines: TimerIndex<StreamId>,
+    /// The negotiation and ping deadlines of the streams (and of the opens waiting for stream
+    /// credit), so that `poll_timeout` and the expiry of deadlines never visit every stream of
+    /// every connection.
+    deadlines: TimerIndex<Timed>,
+    /// Numbers the application's outbound requests and the queued opens.
+    next_key: u64,
 }
 
 impl Host {
@@ -132,9 +133,9 @@ impl Host {
             conns: BTreeMap::new(),
             events: VecDeque::new(),
             now,
-            unflushed: false,
             chunks: Vec::new(),
             deadlines: TimerIndex::default(),
+            next_key: 1,
         }
     }
 
@@ -204,13 +205,17 @@ impl Host {
 
     /// Opens a stream to `peer` and negotiates the first of `protocols` (in order of
     /// preference) the peer supports. The result comes as [`HostEvent::OutboundStream`] or
-    /// [`HostEvent::OutboundFailed`].
+    /// [`HostEvent::OutboundFailed`], both carrying the returned id.
+    ///
+    /// When the peer's limit on concurrent streams is reached, the open waits (in order with
+    /// the others) until the peer allows more streams; the negotiation timeout runs from this
+    /// call.
     pub fn open_stream<I>(
         &mut self,
         now: Instant,
         peer: PeerId,
         protocols: I,
-    ) -> Result<StreamId, OpenError>
+    ) -> Result<OutboundId, OpenError>
     where
         I: IntoIterator,
         I::Item: Into<String>,
@@ -221,11 +226,10 @@ impl Host {
             .manager
             .connection(&peer)
             .ok_or(OpenError::NotConnected)?;
-        let stream = self.manager.open_stream(conn)?;
+        let id = OutboundId(self.take_key());
         let deadline = now + self.config.negotiation_timeout;
-        self.insert(conn, peer, stream, Role::Opening(dialer), Some(deadline));
-        self.service(conn, stream, now);
-        Ok(stream)
+        self.open_or_queue(now, conn, peer, Role::Opening { dialer, id }, deadline)?;
+        Ok(id)
     }
 
     /// Pings `peer` on its preferred connection, over the connection's ping stream (opened on
@@ -240,6 +244,12 @@ impl Host {
         let deadline = Some(now + self.config.ping_timeout);
         let mut payload = [0u8; ping::PAYLOAD_LEN];
         self.rng.fill_bytes(&mut payload);
+        if self.conns.get(&conn).is_some_and(|state| {
+            (state.queued.iter()).any(|q| matches!(q.role, Role::PingOpening { .. }))
+        }) {
+            // The ping stream waits for the peer's stream credit, its first ping with it.
+            return Err(PingStartError::InFlight);
+        }
         let existing = self.conns.get_mut(&conn).and_then(|state| {
             let id = state.ping?;
             Some((id, state.streams.get_mut(&id)?))
@@ -258,17 +268,15 @@ impl Host {
                 id
             }
             None => {
-                let id = self.manager.open_stream(conn)?;
                 let dialer = match Dialer::new([ping::PROTOCOL]) {
                     Ok(dialer) => dialer,
                     Err(_) => unreachable!("the ping protocol name is valid"),
                 };
                 let role = Role::PingOpening { dialer, payload };
-                self.insert(conn, peer, id, role, deadline);
-                if let Some(state) = self.conns.get_mut(&conn) {
-                    state.ping = Some(id);
-                }
-                id
+                let deadline = now + self.config.ping_timeout;
+                trace!(%peer, %conn, "ping on a new stream");
+                self.open_or_queue(now, conn, peer, role, deadline)?;
+                return Ok(conn);
             }
         };
         trace!(%peer, %conn, %stream, "ping");
@@ -277,6 +285,118 @@ impl Host {
     }
 
     // ---- internals ----
+
+    fn take_key(&mut self) -> u64 {
+        let key = self.next_key;
+        self.next_key += 1;
+        key
+    }
+
+    /// Opens an outbound stream for `role` (`Opening` or `PingOpening`) and starts it, or,
+    /// when the peer's stream limit is reached (or earlier opens wait already), queues it until
+    /// the peer allows more streams.
+    fn open_or_queue(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        peer: PeerId,
+        role: Role,
+        deadline: Instant,
+    ) -> Result<(), StreamError> {
+        let waiting = self.conns.get(&conn).is_some_and(|s| !s.queued.is_empty());
+        let opened = if waiting {
+            Err(StreamError::Limit)
+        } else {
+            self.manager.open_stream(conn)
+        };
+        match opened {
+            Ok(id) => {
+                self.start_outbound(now, conn, peer, id, role, deadline);
+                Ok(())
+            }
+            Err(StreamError::Limit) => {
+                debug!(%peer, %conn, "stream limit reached: the open waits for the peer's credit");
+                let key = self.take_key();
+                let state = (self.conns)
+                    .entry(conn)
+                    .or_insert_with(|| ConnState::new(peer));
+                state.queued.push_back(Queued {
+                    key,
+                    role,
+                    deadline,
+                });
+                self.deadlines.touch(Timed::Queued(conn, key));
+                Ok(())
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Takes on a freshly opened outbound stream and starts its negotiation.
+    fn start_outbound(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        peer: PeerId,
+        id: StreamId,
+        role: Role,
+        deadline: Instant,
+    ) {
+        let ping = matches!(role, Role::PingOpening { .. });
+        self.insert(conn, peer, id, role, Some(deadline));
+        if ping {
+            if let Some(state) = self.conns.get_mut(&conn) {
+                state.ping = Some(id);
+            }
+        }
+        self.service(conn, id, now);
+    }
+
+    /// The peer allows more streams on `conn`: opens the queued streams, in order, while it
+    /// lets us.
+    fn open_queued(&mut self, now: Instant, conn: ConnId) {
+        loop {
+            let Some(state) = self.conns.get_mut(&conn) else {
+                return;
+            };
+            let peer = state.peer;
+            if state.queued.is_empty() {
+                return;
+            }
+            let id = match self.manager.open_stream(conn) {
+                Ok(id) => id,
+                Err(StreamError::Limit) => return,
+                Err(error) => {
+                    debug!(%conn, %error, "queued opens cannot proceed");
+                    return;
+                }
+            };
+            let Some(queued) = self.conns.get_mut(&conn).and_then(|s| s.queued.pop_front()) else {
+                return;
+            };
+            self.deadlines.touch(Timed::Queued(conn, queued.key));
+            trace!(%peer, %conn, stream = %id, "queued open proceeds");
+            self.start_outbound(now, conn, peer, id, queued.role, queued.deadline);
+        }
+    }
+
+    /// Reports the failure of an outbound request that has no stream (queued, or never
+    /// opened).
+    fn report_unopened(&mut self, conn: ConnId, peer: PeerId, role: &Role, error: StreamFailure) {
+        match role {
+            Role::Opening { id, .. } => self.events.push_back(HostEvent::OutboundFailed {
+                peer,
+                id: *id,
+                stream: None,
+                error,
+            }),
+            Role::PingOpening { .. } => {
+                self.events
+                    .push_back(HostEvent::PingFailed { peer, conn, error })
+            }
+            _ => {}
+        }
+    }
 
     fn insert(
         &mut self,
@@ -296,11 +416,11 @@ impl Host {
             deadline,
             eof: false,
         };
-        if let Role::Opening(dialer) | Role::PingOpening { dialer, .. } = &mut stream.role {
+        if let Role::Opening { dialer, .. } | Role::PingOpening { dialer, .. } = &mut stream.role {
             stream.out = dialer.take_output();
         }
         state.streams.insert(id, stream);
-        self.deadlines.touch(id);
+        self.deadlines.touch(Timed::Stream(id));
     }
 
     fn stream_mut(&mut self, conn: ConnId, id: StreamId) -> Option<&mut HostStream> {
@@ -308,10 +428,14 @@ impl Host {
     }
 
     /// Drains the manager's events, acting on those about the host's streams.
-    fn pump(&mut self, now: Instant) {
+    /// Returns whether there was any.
+    fn pump(&mut self, now: Instant) -> bool {
+        let mut took = false;
         while let Some(event) = self.manager.poll_event() {
+            took = true;
             self.on_manager_event(event, now);
         }
+        took
     }
 
     fn on_manager_event(&mut self, event: Event, now: Instant) {
@@ -321,7 +445,6 @@ impl Host {
                     // libp2p opens bidirectional streams only.
                     debug!(%peer, %stream, "stopping a unidirectional stream");
                     let _ = self.manager.stream_stop(stream, RESET_CODE);
-                    self.unflushed = true;
                     return;
                 }
                 let deadline = now + self.config.negotiation_timeout;
@@ -358,7 +481,10 @@ impl Host {
             } => {
                 if let Some(state) = self.conns.remove(&conn) {
                     for id in state.streams.keys() {
-                        self.deadlines.touch(*id);
+                        self.deadlines.touch(Timed::Stream(*id));
+                    }
+                    for queued in &state.queued {
+                        self.deadlines.touch(Timed::Queued(conn, queued.key));
                     }
                     unfinished_streams.retain(|s| !state.streams.contains_key(s));
                     self.report_lost(conn, state, &cause);
@@ -371,6 +497,12 @@ impl Host {
                         cause,
                         unfinished_streams,
                     }));
+            }
+            Event::StreamsAvailable { peer, conn } => {
+                self.open_queued(now, conn);
+                // Passed on too: the application may wait for credit for its own opens.
+                self.events
+                    .push_back(HostEvent::Manager(Event::StreamsAvailable { peer, conn }));
             }
             other => self.events.push_back(HostEvent::Manager(other)),
         }
@@ -391,12 +523,13 @@ impl Host {
     /// Reports what the death of a connection did to the work in progress on its streams.
     fn report_lost(&mut self, conn: ConnId, state: ConnState, cause: &Cause) {
         let peer = state.peer;
-        for (id, stream) in state.streams {
+        for (stream_id, stream) in state.streams {
             let error = StreamFailure::ConnectionLost(cause.clone());
             match stream.role {
-                Role::Opening(_) => self.events.push_back(HostEvent::OutboundFailed {
+                Role::Opening { id, .. } => self.events.push_back(HostEvent::OutboundFailed {
                     peer,
-                    stream: id,
+                    id,
+                    stream: Some(stream_id),
                     error,
                 }),
                 Role::PingOpening { .. } | Role::Pinging(_) if stream.deadline.is_some() => self
@@ -404,6 +537,10 @@ impl Host {
                     .push_back(HostEvent::PingFailed { peer, conn, error }),
                 _ => {}
             }
+        }
+        for queued in state.queued {
+            let error = StreamFailure::ConnectionLost(cause.clone());
+            self.report_unopened(conn, peer, &queued.role, error);
         }
     }
 
@@ -421,7 +558,6 @@ impl Host {
                 Ok(0) | Err(StreamError::Blocked) => break,
                 Ok(written) => {
                     stream.out.drain(..written);
-                    self.unflushed = true;
                 }
                 Err(error) => return Err(error),
             }
@@ -432,7 +568,7 @@ impl Host {
     /// Moves a stream on as far as it goes: writes, reads, and acts on what it read.
     fn service(&mut self, conn: ConnId, id: StreamId, now: Instant) {
         // Whatever happens to the stream here may move its deadline.
-        self.deadlines.touch(id);
+        self.deadlines.touch(Timed::Stream(id));
         // The last read found nothing more: the next `StreamReadable` brings the host back.
         let mut blocked = false;
         loop {
@@ -454,7 +590,6 @@ impl Host {
                 } => {
                     // The peer is done: finish our side too, after the last echo.
                     let _ = self.manager.stream_finish(id);
-                    self.unflushed = true;
                     return self.forget(conn, id);
                 }
                 _ => {}
@@ -483,7 +618,6 @@ impl Host {
                         }
                         if data.is_empty() {
                             // Nothing new; an end it found is acted on at the next turn.
-                            self.unflushed |= status == ReadStatus::Finished;
                             continue;
                         }
                         Some(data)
@@ -498,7 +632,6 @@ impl Host {
                     Err(error) => return self.fail(conn, id, StreamFailure::Stream(error)),
                 }
             };
-            self.unflushed = true; // reading may grant the peer credit
             let Self {
                 conns, protocols, ..
             } = self;
@@ -524,11 +657,16 @@ impl Host {
                 }
                 Outcome::Accepted(negotiated) => stream.role = Role::Accepted(negotiated),
                 Outcome::Opened(negotiated) => {
+                    let outbound = match stream.role {
+                        Role::Opening { id, .. } => Some(id),
+                        _ => None,
+                    };
                     let peer = conns.get(&conn).map(|c| c.peer);
                     self.forget_quietly(conn, id);
-                    if let Some(peer) = peer {
+                    if let (Some(peer), Some(outbound)) = (peer, outbound) {
                         self.events.push_back(HostEvent::OutboundStream {
                             peer,
+                            id: outbound,
                             stream: id,
                             protocol: negotiated.protocol,
                             leftover: Bytes::from(negotiated.leftover),
@@ -592,7 +730,7 @@ impl Host {
         else {
             return;
         };
-        self.deadlines.touch(id);
+        self.deadlines.touch(Timed::Stream(id));
         debug!(%peer, stream = %id, protocol = %negotiated.protocol, "inbound stream negotiated");
         self.events.push_back(HostEvent::InboundStream {
             peer,
@@ -614,11 +752,12 @@ impl Host {
             return;
         };
         match &stream.role {
-            Role::Opening(_) => {
+            Role::Opening { id: outbound, .. } => {
                 debug!(%peer, stream = %id, %error, "outbound negotiation failed");
                 self.events.push_back(HostEvent::OutboundFailed {
                     peer,
-                    stream: id,
+                    id: *outbound,
+                    stream: Some(id),
                     error,
                 });
             }
@@ -638,7 +777,6 @@ impl Host {
         // Either half may be closed already; what is left of it is closed now.
         let _ = self.manager.stream_reset(id, RESET_CODE);
         let _ = self.manager.stream_stop(id, RESET_CODE);
-        self.unflushed = true;
     }
 
     /// Drops the host's state of a stream it closed, remembering it to swallow late events.
@@ -654,7 +792,7 @@ impl Host {
 
     /// Drops the host's state of a stream (closed, or handed over).
     fn forget_quietly(&mut self, conn: ConnId, id: StreamId) {
-        self.deadlines.touch(id);
+        self.deadlines.touch(Timed::Stream(id));
         if let Some(state) = self.conns.get_mut(&conn) {
             state.streams.remove(&id);
             state.inbound_pings.retain(|s| *s != id);
@@ -667,33 +805,59 @@ impl Host {
     /// Fails every negotiation and ping whose deadline passed.
     fn expire(&mut self, now: Instant) {
         self.refresh_deadlines();
-        for id in self.deadlines.due(now) {
-            let expired = (self.conns.get(&id.conn()))
-                .and_then(|state| state.streams.get(&id))
-                .is_some_and(|s| s.deadline.is_some_and(|d| d <= now));
-            if expired {
-                self.fail(id.conn(), id, StreamFailure::TimedOut);
+        for timed in self.deadlines.due(now) {
+            match timed {
+                Timed::Stream(id) => {
+                    let expired = (self.conns.get(&id.conn()))
+                        .and_then(|state| state.streams.get(&id))
+                        .is_some_and(|s| s.deadline.is_some_and(|d| d <= now));
+                    if expired {
+                        self.fail(id.conn(), id, StreamFailure::TimedOut);
+                    }
+                }
+                Timed::Queued(conn, key) => {
+                    let Some(state) = self.conns.get_mut(&conn) else {
+                        continue;
+                    };
+                    let peer = state.peer;
+                    let Some(at) = state.queued.iter().position(|q| q.key == key) else {
+                        continue;
+                    };
+                    if state.queued[at].deadline > now {
+                        continue;
+                    }
+                    if let Some(queued) = state.queued.remove(at) {
+                        debug!(%peer, %conn, "an open waited for stream credit until its deadline");
+                        self.report_unopened(conn, peer, &queued.role, StreamFailure::TimedOut);
+                    }
+                }
             }
         }
     }
 
-    /// Re-indexes the deadlines of the streams marked stale.
+    /// Re-indexes the deadlines marked stale.
     fn refresh_deadlines(&mut self) {
         let conns = &self.conns;
-        self.deadlines.refresh(|id| {
-            (conns.get(&id.conn()))
+        self.deadlines.refresh(|timed| match timed {
+            Timed::Stream(id) => (conns.get(&id.conn()))
                 .and_then(|state| state.streams.get(&id))
-                .and_then(|s| s.deadline)
+                .and_then(|s| s.deadline),
+            Timed::Queued(conn, key) => (conns.get(&conn))
+                .and_then(|state| state.queued.iter().find(|q| q.key == key))
+                .map(|q| q.deadline),
         });
     }
 
-    /// The earliest stream deadline, the slow way: what debug builds check the index against.
+    /// The earliest deadline, the slow way: what debug builds check the index against.
     #[cfg(debug_assertions)]
     fn scan_deadlines(&self) -> Option<Instant> {
-        (self.conns.values())
+        let streams = (self.conns.values())
             .flat_map(|c| c.streams.values())
-            .filter_map(|s| s.deadline)
-            .min()
+            .filter_map(|s| s.deadline);
+        let queued = (self.conns.values())
+            .flat_map(|c| c.queued.iter())
+            .map(|q| q.deadline);
+        streams.chain(queued).min()
     }
 }
 
@@ -727,18 +891,28 @@ impl SansIo for Host {
         self.manager.set_max_datagrams(max);
     }
 
+    /// The host flushes here: it first takes in what the manager has to report (including
+    /// what the application's own commands through [`Host::manager_mut`] caused), and what it
+    /// writes in answer (pings, negotiations) goes out in the same run of calls. So
+    /// `poll_timeout` never has to ask for a wake-up to send.
     fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
         self.now = now;
-        self.pump(now);
-        let transmit = self.manager.poll_transmit(now, buf);
-        if transmit.is_none() {
-            self.unflushed = false;
+        loop {
+            let took_events = self.pump(now);
+            if let Some(transmit) = self.manager.poll_transmit(now, buf) {
+                return Some(transmit);
+            }
+            // Sending may queue manager events (a connection that died of it): act on them
+            // before reporting that nothing is left to send.
+            if !took_events && !self.manager.has_events() {
+                return None;
+            }
         }
-        transmit
     }
 
+    /// The host's events, as of the last `handle_*`, command or `poll_transmit`: call
+    /// `poll_transmit` first, as the loop does.
     fn poll_event(&mut self) -> Option<HostEvent> {
-        self.pump(self.now);
         while let Some(event) = self.events.pop_front() {
             // As the manager does: no `StreamReadable` for a stream read to its end since the
             // event was queued (the host queues one after each handed-over stream).
@@ -753,10 +927,6 @@ impl SansIo for Host {
     }
 
     fn poll_timeout(&mut self) -> Option<Instant> {
-        if self.unflushed {
-            // Bytes are queued in the manager: send them before sleeping.
-            return Some(self.now);
-        }
         self.refresh_deadlines();
         let streams = self.deadlines.next();
         #[cfg(debug_assertions)]

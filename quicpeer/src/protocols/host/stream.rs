@@ -3,10 +3,10 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use super::StreamFailure;
+use super::{OutboundId, StreamFailure};
 use crate::protocols::multistream::{Dialer, Listener, MultistreamError, Negotiated, Progress};
 use crate::protocols::ping::{Payload, Pinger, Responder};
-use crate::{PeerId, StreamError, StreamId};
+use crate::{ConnId, PeerId, StreamError, StreamId};
 
 /// What the host does with one stream it holds.
 #[derive(Debug)]
@@ -16,7 +16,7 @@ pub(super) enum Role {
     /// Inbound, agreed on an application protocol; handed over once the echo is written.
     Accepted(Negotiated),
     /// Outbound for the application, negotiating as dialer.
-    Opening(Dialer),
+    Opening { dialer: Dialer, id: OutboundId },
     /// Our ping stream to the peer, negotiating; `payload` goes out once it is agreed.
     PingOpening { dialer: Dialer, payload: Payload },
     /// Our ping stream to the peer, negotiated: one ping at a time.
@@ -77,7 +77,7 @@ impl Role {
                     Err(error) => Outcome::Fail(negotiation_failure(error)),
                 }
             }
-            Role::Opening(dialer) => {
+            Role::Opening { dialer, .. } => {
                 let result = match input {
                     Input::Data(data) => dialer.handle_data(data),
                     Input::Eof => Err(dialer.handle_eof()),
@@ -156,6 +156,28 @@ pub(super) struct ConnState {
     pub(super) inbound_pings: VecDeque<StreamId>,
     /// Streams the host closed lately, newest last.
     pub(super) closed: VecDeque<StreamId>,
+    /// Opens waiting for the peer to allow more streams, oldest first.
+    pub(super) queued: VecDeque<Queued>,
+}
+
+/// An outbound stream the host could not open yet: the peer's stream limit was reached. It is
+/// opened, in order, when the peer allows more streams (`Event::StreamsAvailable`).
+#[derive(Debug)]
+pub(super) struct Queued {
+    /// Names it in the deadline index.
+    pub(super) key: u64,
+    /// `Opening` or `PingOpening`.
+    pub(super) role: Role,
+    pub(super) deadline: Instant,
+}
+
+/// What the host's deadline index times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(super) enum Timed {
+    /// A stream's negotiation or ping.
+    Stream(StreamId),
+    /// An open still waiting for the peer's stream credit.
+    Queued(ConnId, u64),
 }
 
 impl ConnState {
@@ -166,6 +188,7 @@ impl ConnState {
             ping: None,
             inbound_pings: VecDeque::new(),
             closed: VecDeque::new(),
+            queued: VecDeque::new(),
         }
     }
 }
