@@ -97,10 +97,11 @@ pub fn simulated(
 ) -> Result<Sample, BenchError> {
     let mut net = Network::new(seed);
     net.record_sent = false;
-    net.set_default_link(Link {
-        latency,
-        jitter,
-        ..Link::default()
+    net.set_default_link({
+        let mut link = Link::default();
+        link.latency = latency;
+        link.jitter = jitter;
+        link
     });
     let a = net.add_node("a", Identity::from_ed25519_seed([1; 32]), mode.config());
     let b = net.add_node("b", Identity::from_ed25519_seed([2; 32]), mode.config());

@@ -279,10 +279,8 @@ fn scenario(
         rand::random(),
     )
     .map_err(|e| format!("cannot build node B: {e}"))?;
-    let host_config = HostConfig {
-        ping_timeout: PING_TIMEOUT,
-        ..HostConfig::default()
-    };
+    let mut host_config = HostConfig::default();
+    host_config.ping_timeout = PING_TIMEOUT;
     let host = Host::new(Instant::now(), manager, host_config, rand::random());
     let mut b = Driver::bind(host, &["127.0.0.1:0".parse().map_err(|_| "address")?])
         .map_err(|e| format!("node B: {e}"))?;

@@ -136,10 +136,8 @@ fn node(
     let local = local
         .parse()
         .map_err(|_| UsageError("bad local address".into()))?;
-    let config = HostConfig {
-        ping_timeout,
-        ..HostConfig::default()
-    };
+    let mut config = HostConfig::default();
+    config.ping_timeout = ping_timeout;
     let host = Host::new(Instant::now(), manager, config, rand::random());
     Driver::bind(host, &[local]).map_err(|e| UsageError(e.to_string()))
 }

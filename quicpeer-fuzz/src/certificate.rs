@@ -10,9 +10,8 @@ use std::sync::{Arc, OnceLock};
 use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer, ServerName};
 
 use super::datagram::wall_origin;
-use quicpeer::identity::{
-    verify_certificate, verify_certificate_chain, CertificateError, TlsContext, WallClock,
-};
+use quicpeer::identity::{verify_certificate, verify_certificate_chain, CertificateError};
+use quicpeer::internals::{TlsContext, WallClock};
 use quicpeer::Identity;
 
 /// Rounds of a TLS handshake before it is declared stuck.

@@ -456,23 +456,23 @@ fn link(change: LinkChange) -> Link {
     let percent = |p: u8| f64::from(p % 101) / 100.0;
     match change {
         LinkChange::Healthy => Link::default(),
-        LinkChange::Down => Link {
-            up: false,
-            ..Link::default()
-        },
-        LinkChange::Lossy(p) => Link {
-            loss: percent(p),
-            ..Link::default()
-        },
-        LinkChange::Jittery(latency, jitter) => Link {
-            latency: Duration::from_millis(u64::from(latency)),
-            jitter: Duration::from_millis(u64::from(jitter)),
-            ..Link::default()
-        },
-        LinkChange::Messy(p) => Link {
-            duplicate: percent(p),
-            reorder: percent(p),
-            ..Link::default()
-        },
+        LinkChange::Down => Link::down(),
+        LinkChange::Lossy(p) => {
+            let mut link = Link::default();
+            link.loss = percent(p);
+            link
+        }
+        LinkChange::Jittery(latency, jitter) => {
+            let mut link = Link::default();
+            link.latency = Duration::from_millis(u64::from(latency));
+            link.jitter = Duration::from_millis(u64::from(jitter));
+            link
+        }
+        LinkChange::Messy(p) => {
+            let mut link = Link::default();
+            link.duplicate = percent(p);
+            link.reorder = percent(p);
+            link
+        }
     }
 }

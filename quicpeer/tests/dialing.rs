@@ -6,9 +6,9 @@ mod support;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use quicpeer::sim::{Link, Network, NodeId};
+use quicpeer::sim::{Network, NodeId};
 use quicpeer::{
-    Cause, Config, ConnId, DialError, DialOutcome, Event, HandshakeFailure, KeyMode, Limits,
+    Cause, Config, ConnId, DialError, DialOutcome, Event, HandshakeFailure, KeyMode,
     ReconnectPolicy,
 };
 use support::*;
@@ -273,7 +273,11 @@ fn a_failed_replacement_leaves_the_working_connection_alone() {
     // A 400 ms outage: long enough for suspicion and for the replacement's handshake to time
     // out, short enough for the old connection to survive it.
     let up = net.link(a, b);
-    net.set_link(a, b, Link { up: false, ..up });
+    net.set_link(a, b, {
+        let mut link = up;
+        link.up = false;
+        link
+    });
     send_message(&mut net, a, old, b"into the void");
     net.run_for(Duration::from_millis(400));
     assert!(
@@ -384,10 +388,7 @@ fn a_slot_is_released_in_the_call_its_connection_dies_whatever_the_cause() {
     for (name, kill) in kills {
         let mut net = Network::new(7);
         let mut cfg = quiet_config();
-        cfg.limits = Limits {
-            max_connections: 1,
-            ..Limits::default()
-        };
+        cfg.limits.max_connections = 1;
         let a = net.add_node("a", identity(1), cfg);
         let b = net.add_node("b", identity(2), quiet_config());
         let c = net.add_node("c", identity(3), quiet_config());
@@ -420,10 +421,7 @@ fn a_slot_is_released_in_the_call_its_connection_dies_whatever_the_cause() {
     // A failed handshake frees its slot too.
     let mut net = Network::new(8);
     let mut cfg = quiet_config();
-    cfg.limits = Limits {
-        max_connections: 1,
-        ..Limits::default()
-    };
+    cfg.limits.max_connections = 1;
     let a = net.add_node("a", identity(1), cfg);
     let now = net.now();
     let m = net.manager(a).expect("up");
@@ -441,11 +439,8 @@ fn a_slot_is_released_in_the_call_its_connection_dies_whatever_the_cause() {
 fn at_capacity_inbound_handshakes_are_refused_and_dials_fail_typed() {
     let mut net = Network::new(9);
     let mut hub_cfg = quiet_config();
-    hub_cfg.limits = Limits {
-        max_connections: 2,
-        max_pending_dials: 1,
-        ..Limits::default()
-    };
+    hub_cfg.limits.max_connections = 2;
+    hub_cfg.limits.max_pending_dials = 1;
     let hub = net.add_node("hub", identity(0), hub_cfg);
     let dialers: Vec<NodeId> = (1..=3)
         .map(|i| net.add_node(&format!("d{i}"), identity(i), quiet_config()))
@@ -483,10 +478,7 @@ fn at_capacity_inbound_handshakes_are_refused_and_dials_fail_typed() {
 fn pending_dials_are_bounded() {
     let mut net = Network::new(10);
     let mut cfg = quiet_config();
-    cfg.limits = Limits {
-        max_pending_dials: 1,
-        ..Limits::default()
-    };
+    cfg.limits.max_pending_dials = 1;
     let a = net.add_node("a", identity(1), cfg);
     let now = net.now();
     let m = net.manager(a).expect("up");
@@ -519,7 +511,7 @@ fn a_flapping_peer_is_refused_for_the_grace_period() {
     assert_eq!(
         lost(&net, d, conn, since).map(|(_, c)| c),
         Some(Cause::ClosedByPeer {
-            code: u64::from(quicpeer::manager::CLOSE_LIMIT),
+            code: quicpeer::manager::CLOSE_LIMIT,
             reason: "connection limit".into()
         })
     );
@@ -584,10 +576,7 @@ fn reconnects_to_a_flapping_peer_wait_for_the_grace_period() {
 fn stateless_retry_under_load_costs_one_round_trip() {
     let mut net = Network::new(12);
     let mut hub_cfg = Config::default();
-    hub_cfg.limits = Limits {
-        retry_above: Some(0),
-        ..Limits::default()
-    };
+    hub_cfg.limits.retry_above = Some(0);
     let hub = net.add_node("hub", identity(0), hub_cfg);
     let d = net.add_node("d", identity(1), Config::default());
     let (peer_hub, start) = (net.peer_id(hub), net.now());

@@ -8,10 +8,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::BytesMut;
 use quicpeer::identity::certificate::CertificateParams;
-use quicpeer::identity::{
-    generate_certificate, CertificateError, Identity, Keypair, PeerId, TlsContext,
-    VerificationSlot, WallClock, ALPN,
-};
+use quicpeer::identity::{generate_certificate, CertificateError, Identity, Keypair, PeerId, ALPN};
+use quicpeer::internals::{TlsContext, VerificationSlot, WallClock};
 use quinn_proto::crypto::rustls::{HandshakeData, QuicClientConfig, QuicServerConfig};
 use quinn_proto::{
     ClientConfig, Connection, ConnectionHandle, DatagramEvent, Endpoint, EndpointConfig, Event,

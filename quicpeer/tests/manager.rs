@@ -7,8 +7,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use quicpeer::sim::{Link, Network, NodeId};
 use quicpeer::{
-    Cause, ChunksRead, Config, ConnId, Event, HandshakeFailure, Read, ReadStatus, StreamError,
-    StreamId,
+    Cause, ChunksRead, Config, ConfigError, ConnId, ConnectFailure, Event, HandshakeFailure,
+    Manager, ManagerError, Read, ReadStatus, StreamError, StreamId,
 };
 use support::*;
 
@@ -75,6 +75,59 @@ fn dialing_a_dead_address_times_out_the_handshake() {
     assert_eq!(at - now, Config::default().handshake_timeout);
     let peer_b = net.peer_id(b);
     assert!(!net.manager(a).expect("up").is_dialing(&peer_b));
+}
+
+#[test]
+fn an_attempt_that_cannot_start_locally_fails_with_its_own_cause() {
+    let mut net = Network::new(2);
+    let a = net.add_node("a", identity(1), Config::default());
+    let (now, peer) = (net.now(), identity(2).peer_id());
+    // Port 0 cannot be dialed: quinn refuses before anything is sent.
+    let unspecified: std::net::SocketAddr = "192.0.2.9:0".parse().expect("address");
+    let m = net.manager(a).expect("up");
+    assert!(m.dial(now, peer, [unspecified]).is_ok());
+    net.run_for(Duration::from_millis(10));
+    let (at, errors) = find(&net, a, now, |e| match e {
+        Event::DialFailed { errors, .. } => Some(errors.clone()),
+        _ => None,
+    })
+    .expect("dial failed");
+    assert_eq!(at, now, "in the call that started it");
+    assert_eq!(
+        errors,
+        vec![(
+            unspecified,
+            Cause::HandshakeFailed(HandshakeFailure::Local(ConnectFailure::InvalidAddress))
+        )]
+    );
+}
+
+#[test]
+fn configuration_and_application_codes_out_of_range_are_typed_errors() {
+    let mut config = Config::default();
+    config.max_udp_payload = 1000;
+    let (now, wall) = (std::time::Instant::now(), std::time::SystemTime::now());
+    let built = Manager::new(now, wall, identity(1), config, [0; 32]);
+    assert!(matches!(
+        built,
+        Err(ManagerError::Config(ConfigError::MaxUdpPayload(1000)))
+    ));
+
+    let (mut net, a, _, _, ours, _) = pair_with_stream(4, b"x");
+    let m = net.manager(a).expect("up");
+    let too_large = quicpeer::manager::MAX_APP_CODE + 1;
+    assert_eq!(
+        m.stream_reset(ours, too_large),
+        Err(StreamError::CodeOutOfRange(too_large))
+    );
+    assert_eq!(
+        m.stream_stop(ours, u64::MAX),
+        Err(StreamError::CodeOutOfRange(u64::MAX))
+    );
+    assert_eq!(
+        m.stream_reset(ours, quicpeer::manager::MAX_APP_CODE),
+        Ok(())
+    );
 }
 
 #[test]
@@ -618,12 +671,13 @@ fn batched_transmits_carry_bulk_data_intact() {
     for max in [1, 10] {
         let mut net = Network::new(11);
         net.max_datagrams = max;
-        net.set_default_link(Link {
-            latency: Duration::from_millis(2),
-            loss: 0.02,
-            reorder: 0.05,
-            duplicate: 0.01,
-            ..Link::default()
+        net.set_default_link({
+            let mut link = Link::default();
+            link.latency = Duration::from_millis(2);
+            link.loss = 0.02;
+            link.reorder = 0.05;
+            link.duplicate = 0.01;
+            link
         });
         let a = net.add_node("a", identity(1), Config::default());
         let b = net.add_node("b", identity(2), Config::default());
@@ -677,10 +731,10 @@ fn batched_transmits_carry_bulk_data_intact() {
             received.len()
         );
         let stats = net.manager(a).and_then(|m| m.stats(conn)).expect("stats");
-        let (datagrams, transmits) = (stats.udp_tx.datagrams, stats.udp_tx.ios);
+        let (datagrams, transmits) = (stats.datagrams_sent, stats.transmits);
         println!(
             "max {max}: {datagrams} datagrams in {transmits} transmits, {} lost",
-            stats.path.lost_packets
+            stats.lost_packets
         );
         if max == 1 {
             assert_eq!(datagrams, transmits);

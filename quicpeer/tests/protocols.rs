@@ -423,22 +423,12 @@ fn a_silent_peer_times_pings_and_negotiations_out() {
     let mut net = Net::with_seed(8);
     let mut config = Config::default();
     config.idle_timeout = Duration::from_secs(30);
-    let host_config = HostConfig {
-        negotiation_timeout: Duration::from_secs(2),
-        ping_timeout: Duration::from_secs(1),
-    };
+    let host_config = HostConfig::new(Duration::from_secs(2), Duration::from_secs(1));
     let a = net.add_node("a", identity(1), (config.clone(), host_config.clone()));
     let b = net.add_node("b", identity(2), (config, host_config.clone()));
     let conn = connect(&mut net, a, b);
     host(&mut net, b).register(ECHO).expect("valid name");
-    net.set_link(
-        a,
-        b,
-        Link {
-            up: false,
-            ..Link::default()
-        },
-    );
+    net.set_link(a, b, Link::down());
     let (peer_b, start, from) = (net.peer_id(b), net.now(), net.events(a).len());
     let open = host(&mut net, a)
         .open_stream(start, peer_b, [ECHO])

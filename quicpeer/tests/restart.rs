@@ -301,14 +301,12 @@ fn two_restarts_in_a_row() {
 #[test]
 fn restart_under_loss_reorder_and_duplication() {
     let (mut net, a, b) = pair(6, Duration::from_millis(500), Duration::from_secs(10));
-    net.set_default_link(Link {
-        latency: LATENCY,
-        jitter: Duration::from_millis(2),
-        loss: 0.2,
-        duplicate: 0.1,
-        reorder: 0.1,
-        up: true,
-    });
+    let mut link = Link::with_latency(LATENCY);
+    link.jitter = Duration::from_millis(2);
+    link.loss = 0.2;
+    link.duplicate = 0.1;
+    link.reorder = 0.1;
+    net.set_default_link(link);
     let since = net.now();
     let peer_b = net.peer_id(b);
     net.dial(a, b);

@@ -27,7 +27,7 @@ use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{dummy, SwarmEvent};
 use libp2p::{Multiaddr, SwarmBuilder};
 use quicpeer::driver::Driver;
-use quicpeer::identity::{TlsContext, WallClock};
+use quicpeer::internals::{TlsContext, WallClock};
 use quicpeer::{Config, Event, Identity, Manager};
 
 use super::{median, pin_to_cpu, thread_cpu_time, Cell, CompareError, Report};

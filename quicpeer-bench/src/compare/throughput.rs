@@ -363,7 +363,7 @@ fn quicpeer_transfer(bytes: u64) -> Result<Transfer, CompareError> {
                 let stats = driver.stats();
                 let lost = connection
                     .and_then(|c| driver.machine().stats(c))
-                    .map_or(0, |s| s.path.lost_packets);
+                    .map_or(0, |s| s.lost_packets);
                 let _ = driver.shutdown(Duration::from_millis(200), |_, _| {});
                 Ok((t0, cpu, stats, lost))
             },

@@ -11,7 +11,7 @@
 //! 4. hand each event to the application's callback, which gets `&mut M` to issue commands;
 //! 5. sleep until [`SansIo::poll_timeout`], a datagram, a writable socket or a command.
 //!
-//! It is generic over `M: SansIo`, so it hosts a bare [`Manager`] or any layer
+//! It is generic over `M: SansIo`, so it hosts a bare [`Manager`](crate::Manager) or any layer
 //! built on top of one.
 //!
 //! # Talking to the machine

@@ -4,7 +4,8 @@
 //! libp2p's QUIC has no PeerId on the wire: each side presents a self-signed certificate whose
 //! libp2p extension carries the host key and that key's signature over the certificate key. This
 //! module generates that certificate ([`certificate`]), verifies a peer's
-//! ([`verify_certificate_chain`]), builds the rustls configurations around them ([`TlsContext`]),
+//! ([`verify_certificate_chain`]), builds the rustls configurations around them (the
+//! manager's own business: TLS 1.3 only, ALPN `libp2p`, no SNI, no resumption),
 //! and derives the keys that must survive a restart ([`RestartKeys`]).
 
 // `CertificateError::PeerIdMismatch` carries two PeerIds (80 bytes each; the manager matches on
@@ -13,7 +14,7 @@
 pub mod certificate;
 pub mod keys;
 #[allow(clippy::result_large_err)]
-pub mod tls;
+pub(crate) mod tls;
 
 pub use certificate::{
     generate_certificate, verify_certificate, verify_certificate_chain, CertificateError,
@@ -21,7 +22,8 @@ pub use certificate::{
 };
 pub use keys::{RestartKeys, CID_KEY_INFO, RESET_KEY_INFO};
 pub use libp2p_identity::{Keypair, PeerId, PublicKey};
-pub use tls::{TlsContext, TlsError, VerificationSlot, WallClock, ALPN};
+pub(crate) use tls::{TlsContext, VerificationSlot, WallClock};
+pub use tls::{TlsError, ALPN};
 
 /// A node's long-lived identity: its libp2p host keypair and the PeerId it names.
 #[derive(Clone)]

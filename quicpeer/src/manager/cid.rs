@@ -23,14 +23,14 @@ const TAG_LEN: usize = 4;
 pub const CID_LEN: usize = RANDOM_LEN + TAG_LEN;
 
 /// A [`ConnectionIdGenerator`] whose CIDs carry a keyed tag (see the module docs).
-pub struct KeyedCidGenerator {
+pub(crate) struct KeyedCidGenerator {
     key: hmac::Key,
     rng: ChaCha20Rng,
 }
 
 impl KeyedCidGenerator {
     /// A generator tagging with `key` and drawing the random part from a stream seeded by `seed`.
-    pub fn new(key: &[u8; 32], seed: [u8; 32]) -> Self {
+    pub(crate) fn new(key: &[u8; 32], seed: [u8; 32]) -> Self {
         Self {
             key: hmac::Key::new(hmac::HMAC_SHA256, key),
             rng: ChaCha20Rng::from_seed(seed),

@@ -22,6 +22,7 @@ pub enum KeyMode {
 
 /// How the manager reconnects to a peer it lost.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct ReconnectPolicy {
     /// Redial at once, inside the call that saw the stateless reset, when a peer restarted.
     pub on_restart: bool,
@@ -34,7 +35,7 @@ pub struct ReconnectPolicy {
     pub backoff_max: Duration,
     /// Fraction of each delay replaced by random jitter, in 0.0..=1.0.
     pub jitter: f64,
-    /// Attempts after which the manager gives up and reports `DialFailed { gave_up: true }`.
+    /// Attempts after which the manager gives up and reports `DialFailed { retry_at: None }`.
     pub max_attempts: u32,
 }
 
@@ -64,6 +65,7 @@ impl ReconnectPolicy {
 
 /// Bounds on what the manager holds. A slot is freed in the call in which its connection dies.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Limits {
     /// Connections of any state, all peers together.
     pub max_connections: usize,
@@ -116,11 +118,19 @@ impl Default for Limits {
 /// polices all stateless responses with this bucket instead. Loops cannot form either way: a
 /// stateless reset is always smaller than the packet that caused it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ResponseRate {
     /// Responses that may be sent back to back.
     pub burst: u32,
     /// Sustained responses per second.
     pub per_second: u32,
+}
+
+impl ResponseRate {
+    /// `burst` responses back to back, `per_second` sustained.
+    pub fn new(burst: u32, per_second: u32) -> Self {
+        Self { burst, per_second }
+    }
 }
 
 impl Default for ResponseRate {

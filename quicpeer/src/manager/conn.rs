@@ -292,7 +292,7 @@ impl Manager {
             ConnectionError::TimedOut if established => Cause::IdleTimeout,
             ConnectionError::TimedOut => Cause::HandshakeFailed(HandshakeFailure::TimedOut),
             ConnectionError::ApplicationClosed(close)
-                if close.error_code == VarInt::from_u32(CLOSE_SUPERSEDED) =>
+                if close.error_code.into_inner() == CLOSE_SUPERSEDED =>
             {
                 Cause::Superseded { by: None }
             }
@@ -340,14 +340,19 @@ impl Manager {
         if conn.phase == Phase::Closed {
             return;
         }
-        let (code, reason): (u32, &[u8]) = match cause {
+        let (code, reason): (u64, &[u8]) = match cause {
             Cause::Superseded { .. } => (CLOSE_SUPERSEDED, b"superseded"),
             Cause::LimitReached => (CLOSE_LIMIT, b"connection limit"),
             _ => (CLOSE_NORMAL, b""),
         };
         conn.inner
-            .close(now, VarInt::from_u32(code), Bytes::from_static(reason));
+            .close(now, app_code(code), Bytes::from_static(reason));
         self.on_lost(id, cause, now);
         self.drive(id, now);
     }
+}
+
+/// A code quicpeer closes with, as quinn's varint (every such code is in range).
+fn app_code(code: u64) -> VarInt {
+    VarInt::from_u64(code).unwrap_or(VarInt::MAX)
 }

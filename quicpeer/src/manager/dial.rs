@@ -98,13 +98,13 @@ impl Manager {
         }
         let (client, slot) = self.tls.client_config(Some(peer));
         let result = QuicClientConfig::try_from(client)
-            .map_err(|e| e.to_string())
+            .map_err(|_| ConnectFailure::NoQuicCipherSuite)
             .and_then(|crypto| {
                 let mut config = quinn_proto::ClientConfig::new(Arc::new(crypto));
                 config.transport_config(self.transport.clone());
                 self.endpoint
                     .connect(now, config, addr, SERVER_NAME)
-                    .map_err(|e| e.to_string())
+                    .map_err(connect_failure)
             });
         match result {
             Ok((handle, inner)) => {
@@ -123,11 +123,11 @@ impl Manager {
                     now,
                 );
             }
-            Err(reason) => {
-                debug!(%peer, %addr, "cannot start dial: {reason}");
+            Err(failure) => {
+                debug!(%peer, %addr, "cannot start dial: {failure}");
                 if let Some(dial) = self.peers.get_mut(&peer).and_then(|p| p.dial.as_mut()) {
-                    dial.errors
-                        .push((addr, Cause::TransportError { code: 0, reason }));
+                    let cause = Cause::HandshakeFailed(HandshakeFailure::Local(failure));
+                    dial.errors.push((addr, cause));
                 }
                 self.after_attempt_failed(peer, now);
             }
@@ -252,6 +252,17 @@ impl Manager {
         if self.peers.get(&peer).is_some_and(|p| p.is_idle(now, grace)) {
             self.peers.remove(&peer);
         }
+    }
+}
+
+/// quinn's refusal to start a connection, as a [`ConnectFailure`].
+fn connect_failure(error: quinn_proto::ConnectError) -> ConnectFailure {
+    use quinn_proto::ConnectError as E;
+    match error {
+        E::InvalidRemoteAddress(_) => ConnectFailure::InvalidAddress,
+        E::CidsExhausted => ConnectFailure::ConnectionIdsExhausted,
+        E::EndpointStopping => ConnectFailure::EndpointStopping,
+        other => ConnectFailure::Refused(other.to_string()),
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use libp2p_identity::PeerId;
 
@@ -82,6 +82,31 @@ pub enum HandshakeFailure {
     /// The peer speaks no QUIC version we do.
     #[error("no common QUIC version")]
     VersionMismatch,
+    /// The attempt could not start on our side: nothing was sent.
+    #[error("could not start: {0}")]
+    Local(ConnectFailure),
+}
+
+/// Why a dial attempt could not start on our side.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectFailure {
+    /// The address cannot be dialed (an unspecified address or port 0).
+    #[error("address cannot be dialed")]
+    InvalidAddress,
+    /// The endpoint has no connection IDs left for another connection.
+    #[error("connection IDs exhausted")]
+    ConnectionIdsExhausted,
+    /// The TLS configuration offers no cipher suite QUIC can start with.
+    #[error("the TLS configuration lacks a QUIC initial cipher suite")]
+    NoQuicCipherSuite,
+    /// The endpoint is shutting down.
+    #[error("endpoint stopping")]
+    EndpointStopping,
+    /// A refusal of quinn's that quicpeer's configuration should never meet (server name,
+    /// version, client configuration): a bug, reported rather than hidden.
+    #[error("quinn refused the connection: {0}")]
+    Refused(String),
 }
 
 /// Why a connection ended or a dial attempt failed. Match on it to decide what to do.
@@ -316,6 +341,57 @@ pub enum StreamError {
     /// The peer stopped the stream (on write) or reset it (on read) with this code.
     #[error("stopped or reset by peer with code {0}")]
     Reset(u64),
+    /// An application error code above [`MAX_APP_CODE`](crate::manager::MAX_APP_CODE), which
+    /// QUIC cannot carry.
+    #[error("application error code {0} is above 2^62 - 1")]
+    CodeOutOfRange(u64),
+}
+
+/// What one connection has sent, received and lost so far ([`Manager::stats`](crate::Manager::stats)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct ConnectionStats {
+    /// The smoothed round-trip time.
+    pub rtt: Duration,
+    /// The congestion window, in bytes.
+    pub congestion_window: u64,
+    /// The path's maximum datagram size in use.
+    pub mtu: u16,
+    /// UDP datagrams sent.
+    pub datagrams_sent: u64,
+    /// System calls (transmits) those datagrams went out in; fewer than the datagrams where
+    /// a driver batches them (segmentation offload).
+    pub transmits: u64,
+    /// UDP payload bytes sent.
+    pub bytes_sent: u64,
+    /// UDP datagrams received.
+    pub datagrams_received: u64,
+    /// UDP payload bytes received.
+    pub bytes_received: u64,
+    /// Packets declared lost.
+    pub lost_packets: u64,
+    /// Bytes in the packets declared lost.
+    pub lost_bytes: u64,
+    /// Times the congestion controller backed off.
+    pub congestion_events: u64,
+}
+
+impl ConnectionStats {
+    pub(crate) fn from_quinn(rtt: Duration, stats: &quinn_proto::ConnectionStats) -> Self {
+        Self {
+            rtt,
+            congestion_window: stats.path.cwnd,
+            mtu: stats.path.current_mtu,
+            datagrams_sent: stats.udp_tx.datagrams,
+            transmits: stats.udp_tx.ios,
+            bytes_sent: stats.udp_tx.bytes,
+            datagrams_received: stats.udp_rx.datagrams,
+            bytes_received: stats.udp_rx.bytes,
+            lost_packets: stats.path.lost_packets,
+            lost_bytes: stats.path.lost_bytes,
+            congestion_events: stats.path.congestion_events,
+        }
+    }
 }
 
 /// What a read returned.

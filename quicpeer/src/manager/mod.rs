@@ -43,7 +43,7 @@
 //! [`Manager::poll_timeout`] (or the next datagram).
 
 mod backoff;
-pub mod cid;
+mod cid;
 mod config;
 mod conn;
 mod dial;
@@ -79,19 +79,23 @@ pub use config::{Config, KeyMode, Limits, ReconnectPolicy, ResponseRate};
 use conn::{Conn, Phase, Probe};
 use dial::Peer;
 pub use event::{
-    Cause, ChunksRead, ConnId, DialError, DialOutcome, Direction, Event, HandshakeFailure, Read,
-    ReadStatus, StreamError, StreamId, Transmit,
+    Cause, ChunksRead, ConnId, ConnectFailure, ConnectionStats, DialError, DialOutcome, Direction,
+    Event, HandshakeFailure, Read, ReadStatus, StreamError, StreamId, Transmit,
 };
 use lifecycle::{ack_eliciting_frames, suspicion_deadline};
 use pacing::TokenBucket;
 use timers::TimerIndex;
 
 /// Application close code: normal close.
-pub const CLOSE_NORMAL: u32 = 0;
+pub const CLOSE_NORMAL: u64 = 0;
 /// Application close code: this connection was superseded by another to the same peer.
-pub const CLOSE_SUPERSEDED: u32 = 0x7170_0001;
+pub const CLOSE_SUPERSEDED: u64 = 0x7170_0001;
 /// Application close code: closed to stay within a connection limit.
-pub const CLOSE_LIMIT: u32 = 0x7170_0002;
+pub const CLOSE_LIMIT: u64 = 0x7170_0002;
+/// The largest application error code QUIC can carry (a variable-length integer, 2^62 - 1).
+/// Every code quicpeer takes or reports (stream resets and stops, connection closes) is a
+/// `u64` in `0..=MAX_APP_CODE`.
+pub const MAX_APP_CODE: u64 = (1 << 62) - 1;
 
 /// The SNI-less server name handed to quinn; with SNI disabled it never goes on the wire.
 const SERVER_NAME: &str = "l";
@@ -107,7 +111,23 @@ pub enum ManagerError {
     Tls(Box<TlsError>),
     /// A configuration value is out of range.
     #[error("invalid configuration: {0}")]
-    Config(&'static str),
+    Config(#[from] ConfigError),
+}
+
+/// A [`Config`] value the manager cannot use.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// `max_udp_payload` is outside QUIC's range (1200 to 65527 bytes).
+    #[error("max_udp_payload {0} is outside 1200..=65527")]
+    MaxUdpPayload(u16),
+    /// `idle_timeout` does not fit QUIC's transport parameter (2^62 - 1 ms).
+    #[error("idle_timeout {0:?} is too large for QUIC")]
+    IdleTimeout(Duration),
+    /// The TLS configuration offers no cipher suite QUIC can start with (a build without
+    /// TLS_AES_128_GCM_SHA256).
+    #[error("the TLS configuration lacks a QUIC initial cipher suite")]
+    NoQuicCipherSuite,
 }
 
 /// The sans-IO connection manager. See the [module documentation](self) for the run loop.
@@ -173,6 +193,7 @@ impl Manager {
     /// [`generate_certificate`](crate::identity::generate_certificate) for the same identity,
     /// instead of generating one. Generating the certificate is most of what `new` costs:
     /// fuzzers, benchmarks and tests that build many managers of one identity share one.
+    #[cfg(feature = "internals")]
     #[doc(hidden)]
     pub fn with_certificate(
         now: Instant,
@@ -238,11 +259,11 @@ impl Manager {
         endpoint_config.min_reset_interval(Duration::ZERO);
         endpoint_config
             .max_udp_payload_size(config.max_udp_payload)
-            .map_err(|_| ManagerError::Config("max_udp_payload out of range"))?;
+            .map_err(|_| ConfigError::MaxUdpPayload(config.max_udp_payload))?;
 
         let mut transport = TransportConfig::default();
         let idle = quinn_proto::IdleTimeout::try_from(config.idle_timeout)
-            .map_err(|_| ManagerError::Config("idle_timeout out of range"))?;
+            .map_err(|_| ConfigError::IdleTimeout(config.idle_timeout))?;
         transport
             .max_idle_timeout(Some(idle))
             .keep_alive_interval(config.keep_alive)
@@ -377,9 +398,10 @@ impl Manager {
             .map(|c| c.inner.rtt())
     }
 
-    /// quinn's statistics of a connection (packets, bytes, losses, path).
-    pub fn stats(&self, conn: ConnId) -> Option<quinn_proto::ConnectionStats> {
-        self.conns.get(&conn).map(|c| c.inner.stats())
+    /// What a connection has sent, received and lost so far.
+    pub fn stats(&self, conn: ConnId) -> Option<ConnectionStats> {
+        (self.conns.get(&conn))
+            .map(|c| ConnectionStats::from_quinn(c.inner.rtt(), &c.inner.stats()))
     }
 
     // ---- input ----
@@ -821,8 +843,7 @@ fn server_config(
     transport: &Arc<TransportConfig>,
     clock: &WallClock,
 ) -> Result<Arc<quinn_proto::ServerConfig>, ManagerError> {
-    let crypto = QuicServerConfig::try_from(crypto)
-        .map_err(|_| ManagerError::Config("TLS configuration lacks a QUIC initial cipher suite"))?;
+    let crypto = QuicServerConfig::try_from(crypto).map_err(|_| ConfigError::NoQuicCipherSuite)?;
     let mut config = quinn_proto::ServerConfig::with_crypto(Arc::new(crypto));
     config.transport_config(transport.clone());
     // Retry and validation tokens carry timestamps: they must come from the time we were given,

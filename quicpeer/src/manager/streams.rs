@@ -49,11 +49,13 @@ impl Manager {
     }
 
     /// Abandons the sending half of a stream with an error code.
-    pub fn stream_reset(&mut self, stream: StreamId, code: u32) -> Result<(), StreamError> {
+    /// `code` is at most [`MAX_APP_CODE`].
+    pub fn stream_reset(&mut self, stream: StreamId, code: u64) -> Result<(), StreamError> {
+        let code = VarInt::from_u64(code).map_err(|_| StreamError::CodeOutOfRange(code))?;
         let c = self.established_mut(stream.conn)?;
         c.inner
             .send_stream(stream.id)
-            .reset(VarInt::from_u32(code))
+            .reset(code)
             .map_err(|_| StreamError::Closed)?;
         c.send_open.remove(&stream.id);
         self.dirty.insert(stream.conn);
@@ -61,11 +63,13 @@ impl Manager {
     }
 
     /// Asks the peer to stop sending on a stream, and discards what it sent.
-    pub fn stream_stop(&mut self, stream: StreamId, code: u32) -> Result<(), StreamError> {
+    /// `code` is at most [`MAX_APP_CODE`].
+    pub fn stream_stop(&mut self, stream: StreamId, code: u64) -> Result<(), StreamError> {
+        let code = VarInt::from_u64(code).map_err(|_| StreamError::CodeOutOfRange(code))?;
         let c = self.established_mut(stream.conn)?;
         c.inner
             .recv_stream(stream.id)
-            .stop(VarInt::from_u32(code))
+            .stop(code)
             .map_err(|_| StreamError::Closed)?;
         c.recv_open.remove(&stream.id);
         self.dirty.insert(stream.conn);

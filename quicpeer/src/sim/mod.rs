@@ -98,6 +98,7 @@ pub struct NodeId(pub usize);
 
 /// Properties of the path from one node to another.
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
 pub struct Link {
     /// One-way delay.
     pub latency: Duration,
@@ -111,6 +112,24 @@ pub struct Link {
     pub reorder: f64,
     /// Whether packets pass at all.
     pub up: bool,
+}
+
+impl Link {
+    /// A link up, with this one-way delay and nothing else in its way.
+    pub fn with_latency(latency: Duration) -> Self {
+        Self {
+            latency,
+            ..Self::default()
+        }
+    }
+
+    /// A link that passes nothing.
+    pub fn down() -> Self {
+        Self {
+            up: false,
+            ..Self::default()
+        }
+    }
 }
 
 impl Default for Link {

@@ -73,7 +73,7 @@ use crate::{
 };
 
 /// Application error code with which the host resets and stops a stream it abandons.
-pub const RESET_CODE: u32 = 0;
+pub const RESET_CODE: u64 = 0;
 /// Bytes read from a stream at a time while the host holds it; also the most a negotiation can
 /// hand over as leftover.
 const READ_CHUNK: usize = 1024;
@@ -84,11 +84,22 @@ const CLOSED_MEMORY: usize = 32;
 
 /// Settings of a [`Host`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct HostConfig {
     /// How long a stream may take to agree on a protocol, either way, before it is reset.
     pub negotiation_timeout: Duration,
     /// How long a ping may take, from [`Host::ping`] to the echo (negotiation included).
     pub ping_timeout: Duration,
+}
+
+impl HostConfig {
+    /// A configuration with these timeouts.
+    pub fn new(negotiation_timeout: Duration, ping_timeout: Duration) -> Self {
+        Self {
+            negotiation_timeout,
+            ping_timeout,
+        }
+    }
 }
 
 impl Default for HostConfig {
