@@ -32,6 +32,8 @@ pub mod reconnect;
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use serde::{Serialize, Serializer};
+
 /// Why a benchmark could not run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -82,20 +84,29 @@ impl Cell {
             Self::Missing => "—".into(),
         }
     }
+}
 
-    fn json(&self) -> String {
+impl Serialize for Cell {
+    /// Text as a string, a finite number as a number (a whole one without a fraction, as
+    /// Rust's `Display` prints it: counts stay `16`, not `16.0`), anything else as `null`.
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self {
-            Self::Text(text) => json_string(text),
-            Self::Number(value, _) if value.is_finite() => format!("{value}"),
-            Self::Number(..) | Self::Missing => "null".into(),
+            Self::Text(text) => serializer.serialize_str(text),
+            Self::Number(value, _) if value.fract() == 0.0 && value.abs() < 1e15 => {
+                serializer.serialize_i64(*value as i64)
+            }
+            Self::Number(value, _) if value.is_finite() => serializer.serialize_f64(*value),
+            Self::Number(..) | Self::Missing => serializer.serialize_none(),
         }
     }
 }
 
-/// The result of one benchmark: a table, and notes on how to read it.
-#[derive(Debug, Clone, PartialEq)]
+/// The result of one benchmark: a table, and notes on how to read it. Serialized (see
+/// [`Report::json`]) as `{"bench", "columns", "rows", "notes"}`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Report {
     /// The benchmark's name, as on the command line.
+    #[serde(rename = "bench")]
     pub name: String,
     /// Column headers, units included.
     pub columns: Vec<String>,
@@ -160,38 +171,8 @@ impl Report {
     /// The report as one JSON object: `{"bench", "columns", "rows", "notes"}`; numbers stay
     /// numbers, unmeasured cells are `null`.
     pub fn json(&self) -> String {
-        let list = |items: Vec<String>| format!("[{}]", items.join(","));
-        let columns = list(self.columns.iter().map(|c| json_string(c)).collect());
-        let rows = list(
-            self.rows
-                .iter()
-                .map(|row| list(row.iter().map(Cell::json).collect()))
-                .collect(),
-        );
-        let notes = list(self.notes.iter().map(|n| json_string(n)).collect());
-        format!(
-            "{{\"bench\":{},\"columns\":{columns},\"rows\":{rows},\"notes\":{notes}}}",
-            json_string(&self.name)
-        )
+        serde_json::to_string(self).expect("strings and numbers always serialize")
     }
-}
-
-fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 /// CPU time this thread has used, where the platform tells (Linux: `/proc/thread-self`).
@@ -293,5 +274,12 @@ mod tests {
             report.json(),
             r#"{"bench":"demo","columns":["what","value (ms)"],"rows":[["a \"b\"",1.23456],["later",null]],"notes":["n"]}"#
         );
+        // Whole numbers as `Display` prints them; what is not a number as `null`.
+        let cells = [
+            Cell::num(16.0, 0),
+            Cell::num(0.5, 1),
+            Cell::num(f64::NAN, 1),
+        ];
+        assert_eq!(serde_json::to_string(&cells).unwrap(), "[16,0.5,null]");
     }
 }

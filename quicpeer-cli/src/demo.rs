@@ -11,17 +11,15 @@
 //! fallback for peers that do not reset (today's libp2p nodes) races a fresh dial after a few
 //! unanswered probe timeouts. Every figure printed is measured in this run.
 //!
-//! A runs on a thread of its own (a `Driver` steered through its `Handle`), B on the main
+//! A runs on a thread of its own (a `Driver` started with `Driver::spawn`), B on the main
 //! thread, each with its own sockets, exactly as two processes would. Both are [`Host`]s, so
 //! the pings are libp2p's `/ipfs/ping/1.0.0`, negotiated with multistream-select.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::sync::mpsc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use quicpeer::driver::{Context, Driver, Handle};
+use quicpeer::driver::{Context, Driver, DriverThread};
 use quicpeer::{
     Config, ConnId, Event, Host, HostConfig, HostEvent, Identity, KeyMode, Manager, PeerId,
 };
@@ -572,55 +570,37 @@ impl DemoB<'_> {
 /// Node A on a thread of its own: a driver that answers pings until killed.
 struct Listener {
     addr: SocketAddr,
-    handle: Handle<Host>,
-    thread: JoinHandle<()>,
+    thread: DriverThread<Host>,
 }
 
 impl Listener {
     fn spawn(identity: Identity, config: Config, bind: SocketAddr) -> Result<Self, String> {
-        let (ready_tx, ready_rx) = mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name("node-a".into())
-            .spawn(move || {
-                let built = Manager::new(
-                    Instant::now(),
-                    SystemTime::now(),
-                    identity,
-                    config,
-                    rand::random(),
-                )
-                .map_err(|e| e.to_string())
-                .and_then(|m| {
-                    // The host answers /ipfs/ping/1.0.0 by itself.
-                    let host = Host::new(Instant::now(), m, HostConfig::default(), rand::random());
-                    Driver::bind(host, &[bind]).map_err(|e| e.to_string())
-                });
-                let mut driver = match built {
-                    Ok(driver) => driver,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(format!("node A: {e}")));
-                        return;
-                    }
-                };
-                let addr = driver.local_addrs().first().copied().unwrap_or(bind);
-                let _ = ready_tx.send(Ok((addr, driver.handle())));
-                // Runs until `kill`; then the driver is dropped without closing anything.
-                let _ = driver.run(|_, _| {});
-            })
+        let manager = Manager::new(
+            Instant::now(),
+            SystemTime::now(),
+            identity,
+            config,
+            rand::random(),
+        )
+        .map_err(|e| format!("node A: {e}"))?;
+        // The host answers /ipfs/ping/1.0.0 by itself.
+        let host = Host::new(
+            Instant::now(),
+            manager,
+            HostConfig::default(),
+            rand::random(),
+        );
+        let driver = Driver::bind(host, &[bind]).map_err(|e| format!("node A: {e}"))?;
+        let addr = driver.local_addrs().first().copied().unwrap_or(bind);
+        // Runs until `kill`; then the driver is dropped without closing anything.
+        let thread = driver
+            .spawn(|_, _| {})
             .map_err(|e| format!("cannot start node A: {e}"))?;
-        let (addr, handle) = ready_rx
-            .recv()
-            .map_err(|_| "node A died while starting")??;
-        Ok(Self {
-            addr,
-            handle,
-            thread,
-        })
+        Ok(Self { addr, thread })
     }
 
     /// A crash: the node's state and socket are gone, its peers are told nothing.
     fn kill(self) {
-        let _ = self.handle.stop();
-        let _ = self.thread.join();
+        drop(self.thread);
     }
 }

@@ -1,12 +1,14 @@
 //! What the commands print: human lines, or with `--json` one JSON object per line.
 //!
-//! The JSON is written by hand: every line is a flat object of strings, numbers and booleans,
-//! which a dozen lines produce correctly (strings escaped per RFC 8259, non-finite numbers as
-//! `null`) without a serialization framework in the dependency tree.
+//! Every JSON line is a flat object of strings, numbers and booleans, its fields in the order
+//! they were added, written by serde_json (non-finite numbers as `null`).
 
-use std::fmt::Write as _;
-use std::io::Write as _;
+use std::io::{self, Write as _};
 use std::time::{Duration, Instant};
+
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::ser::Formatter;
+use serde_json::Value;
 
 /// Where a command's lines go, and in which form.
 #[derive(Debug, Clone, Copy)]
@@ -82,81 +84,87 @@ pub fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-/// One flat JSON object, built field by field.
+/// One flat JSON object, built field by field; the fields keep their order.
 #[derive(Debug, Clone)]
-pub struct Json(String);
+pub struct Json(Vec<(String, Value)>);
 
 impl Json {
     /// `{"event":"<name>"`, to which fields are added.
     pub fn event(name: &str) -> Self {
-        Self(String::from("{")).str("event", name)
+        Self(Vec::new()).str("event", name)
     }
 
-    fn key(mut self, key: &str) -> Self {
-        if self.0.len() > 1 {
-            self.0.push(',');
-        }
-        escape_into(&mut self.0, key);
-        self.0.push(':');
+    fn field(mut self, key: &str, value: Value) -> Self {
+        self.0.push((key.to_owned(), value));
         self
     }
 
     /// A string field.
     pub fn str(self, key: &str, value: &str) -> Self {
-        let mut this = self.key(key);
-        escape_into(&mut this.0, value);
-        this
+        self.field(key, value.into())
     }
 
     /// A number field, with microsecond precision for milliseconds; `null` if not finite.
     pub fn num(self, key: &str, value: f64) -> Self {
-        let mut this = self.key(key);
-        if value.is_finite() {
-            let _ = write!(this.0, "{}", (value * 1000.0).round() / 1000.0);
-        } else {
-            this.0.push_str("null");
-        }
-        this
+        self.field(key, ((value * 1000.0).round() / 1000.0).into())
     }
 
     /// An integer field.
     pub fn int(self, key: &str, value: u64) -> Self {
-        let mut this = self.key(key);
-        let _ = write!(this.0, "{value}");
-        this
+        self.field(key, value.into())
     }
 
     /// A boolean field.
     pub fn bool(self, key: &str, value: bool) -> Self {
-        let mut this = self.key(key);
-        this.0.push_str(if value { "true" } else { "false" });
-        this
+        self.field(key, value.into())
     }
 
-    /// The finished object.
-    pub fn finish(mut self) -> String {
-        self.0.push('}');
-        self.0
+    /// The finished object, on one line.
+    pub fn finish(self) -> String {
+        let mut line = Vec::new();
+        self.serialize(&mut serde_json::Serializer::with_formatter(&mut line, Line))
+            .expect("a flat object of strings, numbers and booleans always serializes");
+        String::from_utf8(line).expect("serde_json writes UTF-8")
     }
 }
 
-/// Appends `text` as a JSON string literal.
-fn escape_into(out: &mut String, text: &str) {
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if u32::from(c) < 0x20 || c == '\u{7f}' || c == '\u{2028}' || c == '\u{2029}' => {
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
-            }
-            c => out.push(c),
+impl Serialize for Json {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (key, value) in &self.0 {
+            map.serialize_entry(key, value)?;
         }
+        map.end()
     }
-    out.push('"');
+}
+
+/// serde_json's compact form, but for two things the lines have always done: numbers as Rust's
+/// `Display` prints them (`3`, not `3.0`; never an exponent), and U+007F, U+2028 and U+2029
+/// escaped too (JSON allows them raw; JavaScript before ES2019 did not allow the last two in a
+/// string literal).
+struct Line;
+
+impl Formatter for Line {
+    fn write_f64<W: ?Sized + io::Write>(&mut self, writer: &mut W, value: f64) -> io::Result<()> {
+        write!(writer, "{value}")
+    }
+
+    fn write_string_fragment<W: ?Sized + io::Write>(
+        &mut self,
+        writer: &mut W,
+        fragment: &str,
+    ) -> io::Result<()> {
+        let mut rest = fragment;
+        while let Some((at, c)) = rest
+            .char_indices()
+            .find(|(_, c)| matches!(c, '\u{7f}' | '\u{2028}' | '\u{2029}'))
+        {
+            writer.write_all(&rest.as_bytes()[..at])?;
+            write!(writer, "\\u{:04x}", u32::from(c))?;
+            rest = &rest[at + c.len_utf8()..];
+        }
+        writer.write_all(rest.as_bytes())
+    }
 }
 
 #[cfg(test)]

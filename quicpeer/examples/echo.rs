@@ -1,8 +1,9 @@
 //! Embedding quicpeer as a libp2p-compatible transport, in one file.
 //!
 //! Two nodes on loopback, each a [`Host`] (the manager plus multistream-select and ping) on the
-//! mio [`Driver`], each on a thread of its own. The server registers `/echo/1.0.0` and sends
-//! back whatever a stream brings, then finishes it. The client dials the server's multiaddr
+//! mio [`Driver`], each on a thread of its own (the server on one that [`Driver::spawn`]
+//! starts). The server registers `/echo/1.0.0` and sends back whatever a stream brings, then
+//! finishes it. The client dials the server's multiaddr
 //! (the `/p2p/` part names the PeerId the handshake must prove), opens an echo stream, writes
 //! a message, finishes, and reads the echo until the stream ends.
 //!
@@ -15,7 +16,6 @@
 use std::collections::BTreeMap;
 use std::error::Error;
 use std::net::SocketAddr;
-use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -46,42 +46,37 @@ fn run(message: &[u8]) -> Result<Vec<u8>, Box<dyn Error>> {
     // The server: registers the protocol and echoes on every stream that negotiates it.
     let mut server_host = host(1)?;
     server_host.register(PROTOCOL)?;
-    let mut server = Driver::bind(server_host, &[loopback])?;
+    let server = Driver::bind(server_host, &[loopback])?;
     let server_addr = address::to_multiaddr(
         server.local_addrs()[0],
         Some(server.machine().manager().local_peer_id()),
     );
-    let server_handle = server.handle();
-    let server_thread = thread::spawn(move || {
-        let mut outbox = Outbox::default();
-        let result = server.run(|cx, event| match event {
-            HostEvent::InboundStream {
-                stream, leftover, ..
-            } => {
-                outbox.push(stream, &leftover);
-                outbox.flush(cx, stream);
+    let mut outbox = Outbox::default();
+    let server = server.spawn(move |cx, event| match event {
+        HostEvent::InboundStream {
+            stream, leftover, ..
+        } => {
+            outbox.push(stream, &leftover);
+            outbox.flush(cx, stream);
+        }
+        HostEvent::Manager(Event::StreamReadable { stream }) => {
+            let mut chunks = Vec::new();
+            let read = cx
+                .manager_mut()
+                .stream_read_chunks(stream, 64 * 1024, &mut chunks);
+            for chunk in &chunks {
+                outbox.push(stream, chunk);
             }
-            HostEvent::Manager(Event::StreamReadable { stream }) => {
-                let mut chunks = Vec::new();
-                let read = cx
-                    .manager_mut()
-                    .stream_read_chunks(stream, 64 * 1024, &mut chunks);
-                for chunk in &chunks {
-                    outbox.push(stream, chunk);
+            if let Ok(read) = read {
+                if read.status == ReadStatus::Finished {
+                    outbox.finish(stream);
                 }
-                if let Ok(read) = read {
-                    if read.status == ReadStatus::Finished {
-                        outbox.finish(stream);
-                    }
-                }
-                outbox.flush(cx, stream);
             }
-            HostEvent::Manager(Event::StreamWritable { stream }) => outbox.flush(cx, stream),
-            _ => {}
-        });
-        // Close the connections, so the client sees a close rather than waiting.
-        result.and_then(|()| server.shutdown(Duration::from_secs(1), |_, _| {}))
-    });
+            outbox.flush(cx, stream);
+        }
+        HostEvent::Manager(Event::StreamWritable { stream }) => outbox.flush(cx, stream),
+        _ => {}
+    })?;
 
     // The client: dials, opens an echo stream once connected, reads the echo to its end.
     let mut client = Driver::bind(host(2)?, &[loopback])?;
@@ -138,10 +133,11 @@ fn run(message: &[u8]) -> Result<Vec<u8>, Box<dyn Error>> {
         _ => {}
     })?;
     client.shutdown(Duration::from_secs(1), |_, _| {})?;
-    let _ = server_handle.stop();
-    server_thread
-        .join()
-        .map_err(|_| "the server thread panicked")??;
+    // Take the server back from its thread and close its connections, so that no peer is
+    // left waiting for its idle timeout.
+    let (mut server, run) = server.stop().map_err(|_| "the server thread panicked")?;
+    run?;
+    server.shutdown(Duration::from_secs(1), |_, _| {})?;
 
     if let Some(failure) = failure {
         return Err(failure.into());

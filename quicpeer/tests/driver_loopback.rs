@@ -8,10 +8,12 @@
 mod loopback;
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime};
 
 use loopback::{config, identity, init_tracing, Node};
-use quicpeer::{Cause, Event};
+use quicpeer::driver::Driver;
+use quicpeer::{Cause, Event, Manager};
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -287,4 +289,68 @@ fn bulk_data_arrives_intact_and_goes_out_in_runs() {
             "{datagrams} datagrams in {calls} calls"
         );
     }
+}
+
+#[test]
+fn a_spawned_driver_runs_on_its_thread_until_stopped_and_gives_the_driver_back() {
+    init_tracing();
+    let manager = |n| {
+        let config = config(None, Duration::from_secs(10));
+        Manager::new(
+            Instant::now(),
+            SystemTime::now(),
+            identity(n),
+            config,
+            rand::random(),
+        )
+        .expect("manager")
+    };
+    let listener = Driver::bind(manager(1), &[v4_any()]).expect("bind");
+    let listener_addr = listener.local_addrs()[0];
+    let listener_peer = identity(1).peer_id();
+    let (connected, seen) = mpsc::channel();
+    let listener = listener
+        .spawn(move |_, event| {
+            if let Event::Connected { peer, .. } = event {
+                let _ = connected.send(peer);
+            }
+        })
+        .expect("listener thread");
+    // The dialer's run ends by itself once it is connected.
+    let dialer = Driver::bind(manager(2), &[v4_any()])
+        .expect("bind")
+        .spawn(|cx, event| {
+            if let Event::Connected { .. } = event {
+                cx.stop();
+            }
+        })
+        .expect("dialer thread");
+    dialer
+        .handle()
+        .execute(move |m, now| {
+            let _ = m.dial(now, listener_peer, [listener_addr]);
+        })
+        .expect("the dialer runs");
+    assert_eq!(seen.recv_timeout(WAIT), Ok(identity(2).peer_id()));
+
+    // Back from their threads, both drivers still hold the connection.
+    let (dialer, run) = dialer.stop().expect("the dialer's thread ended");
+    run.expect("the dialer's run");
+    assert_eq!(dialer.machine().connected_peers(), [listener_peer]);
+    let (mut listener, run) = listener.stop().expect("the listener's thread ended");
+    run.expect("the listener's run");
+    assert_eq!(
+        listener.machine().connected_peers(),
+        [identity(2).peer_id()]
+    );
+    // The driver taken back is whole: it can still close gracefully.
+    assert!(listener
+        .shutdown(Duration::from_secs(2), |_, _| {})
+        .expect("shutdown"));
+
+    // Dropping a driver thread ends it and drops its driver: the port is free again.
+    drop(listener);
+    let again = Driver::bind(manager(1), &[listener_addr]).expect("bind the port again");
+    drop(again.spawn(|_, _| {}).expect("thread"));
+    Driver::bind(manager(1), &[listener_addr]).expect("the port is free after the drop");
 }

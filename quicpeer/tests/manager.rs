@@ -587,17 +587,10 @@ fn garbage_datagrams_never_panic_and_never_get_an_answer_larger_than_themselves(
     let b = net.add_node("b", identity(2), Config::default());
     connect(&mut net, a, b);
     let from = net.addr(b);
-    let mut state = 0x9e3779b97f4a7c15u64;
+    let mut next = xorshift(0x9e3779b97f4a7c15);
     let mut buf = Vec::new();
     for len in (0..1500).step_by(7) {
-        let datagram: Vec<u8> = (0..len)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                state as u8
-            })
-            .collect();
+        let datagram: Vec<u8> = (0..len).map(|_| next() as u8).collect();
         let now = net.now();
         let m = net.manager(a).expect("up");
         m.handle_datagram(now, from, None, &datagram);

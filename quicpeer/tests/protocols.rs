@@ -13,7 +13,7 @@ use quicpeer::protocols::{
 };
 use quicpeer::sim::{Link, Network, NodeId};
 use quicpeer::{Cause, Config, ConnId, Event, PeerId, Read, StreamError, StreamId};
-use support::{identity, init_tracing, ms};
+use support::{identity, init_tracing, ms, xorshift};
 
 const LATENCY: Duration = Duration::from_millis(5);
 const ECHO: &str = "/test/echo/1.0.0";
@@ -595,13 +595,7 @@ fn random_bytes_on_inbound_streams_never_break_the_host() {
     let (mut net, a, b) = hosts(13);
     let conn = connect(&mut net, a, b);
     host(&mut net, b).register(ECHO).expect("valid name");
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut next = xorshift(0x2545_f491_4f6c_dd1d);
     for round in 0..60 {
         let m = host(&mut net, a).manager_mut();
         let Ok(stream) = m.open_stream(conn) else {
@@ -616,7 +610,7 @@ fn random_bytes_on_inbound_streams_never_break_the_host() {
         let len = (next() % 3000) as usize;
         bytes.extend((0..len).map(|_| next() as u8));
         let _ = m.stream_write(stream, &bytes);
-        if next() % 2 == 0 {
+        if next().is_multiple_of(2) {
             let _ = m.stream_finish(stream);
         }
         net.run_for(Duration::from_millis(5));

@@ -25,6 +25,9 @@
 //!   queues boxed commands `FnOnce(&mut M, Instant)` on a channel and wakes the poll with a
 //!   [`mio::Waker`]; [`Handle::stop`] makes `run` return (a signal handler's thread uses it).
 //!   A command that must answer sends its answer on a channel of its own.
+//!   [`Driver::spawn`] puts the run itself on a thread of its own and keeps its handle, for an
+//!   application whose own thread does something else; stopping the [`DriverThread`] gives the
+//!   driver back.
 //!
 //! The callback style keeps the driver single-threaded and lock-free: the machine is only ever
 //! touched on the driver's thread, and the handle is the one door in from outside.
@@ -82,8 +85,10 @@
 #[cfg(target_os = "linux")]
 mod icmp;
 mod socket;
+mod thread;
 
 pub use socket::{bind, SOCKET_BUFFER};
+pub use thread::{DriverThread, Stopped};
 
 use std::collections::VecDeque;
 use std::fmt;

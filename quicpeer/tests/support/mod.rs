@@ -96,3 +96,15 @@ pub fn send_message(net: &mut Network, node: NodeId, conn: ConnId, data: &[u8]) 
 pub fn ms(d: Duration) -> String {
     format!("{:.3} ms", d.as_secs_f64() * 1e3)
 }
+
+/// Marsaglia's xorshift64 (shifts 13, 7, 17) from `seed` (not 0): a fixed stream of
+/// pseudo-random numbers for tests that feed garbage, the same on every run.
+pub fn xorshift(seed: u64) -> impl FnMut() -> u64 {
+    let mut state = seed;
+    move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    }
+}
