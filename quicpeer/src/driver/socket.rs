@@ -30,12 +30,9 @@ pub(crate) const MAX_GSO_BYTES: usize = 64_000;
 /// A node serving many peers receives in bursts: after it restarts, every peer's handshake
 /// arrives within one keep-alive interval. Linux's default receive buffer (208 KiB) holds about
 /// a hundred Initial packets; the rest are dropped, and each dropped Initial costs its client
-/// a probe timeout (1 s, then 2 s, ...) or the whole handshake. Measured with `quicpeer bench
-/// mass-restart --loopback` (3 000 peers, keep-alive 1 s, quiet machine): with the default
-/// buffer about 2 000 datagrams dropped and the last peer back 3.5 s after the restart (on a
-/// busy machine 12 000, with 728 handshakes timed out, and 6.9 s); with 4 MiB none dropped and
-/// every peer back after 1.2 s. The kernel caps the request at
-/// `net.core.rmem_max` / `net.core.wmem_max`; raise those to let it through.
+/// a probe timeout (1 s, then 2 s, ...) or the whole handshake. 4 MiB holds a restart's burst
+/// from thousands of peers (`docs/benchmarks.md`, mass restart on loopback). The kernel caps
+/// the request at `net.core.rmem_max` / `net.core.wmem_max`; raise those to let it through.
 pub const SOCKET_BUFFER: usize = 4 << 20;
 
 /// Creates a non-blocking UDP socket bound to `addr`, as the driver binds its own: IPv6

@@ -83,11 +83,8 @@ pub struct Limits {
     /// nobody has validated hold at most 1 024 handshake slots, as forged Initials could, and
     /// the rest, up to 4 096, go to clients that answered a Retry: a flood of forged source
     /// addresses cannot lock real clients out, and a restart that brings thousands of real
-    /// peers back at once is served 4 096 at a time instead of refusing most of them.
-    /// Measured with `quicpeer bench mass-restart --loopback` (19 000 peers, keep-alive 5 s,
-    /// two runs each): with 1 024 in flight and no Retry the last peer was back after 19.9 and
-    /// 20.6 s, with some 48 000 refused attempts; with 4 096 and Retry above 1 024, 13.9 s and
-    /// 5 510 failed attempts (4 096 without Retry: 13.2 and 13.3 s).
+    /// peers back at once is served 4 096 at a time instead of refusing most of them
+    /// (`docs/benchmarks.md`, handshake limits).
     pub retry_above: Option<usize>,
     /// A peer whose connections died twice within this period is flapping: its new connections
     /// are refused, and reconnects to it wait, until the period has passed since the last death.

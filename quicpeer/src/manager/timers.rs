@@ -12,8 +12,8 @@
 //! connection it marks dirty for sending counts as stale too) and the index recomputes the
 //! stale ones before it answers. Debug builds check every answer against a full scan.
 //!
-//! It costs about 600 instructions per datagram of a single busy connection (the deadline the
-//! datagram moved is pushed anew), 4 % of the receive path; see docs/benchmarks.md.
+//! For a single busy connection it costs a push and a pop per datagram (the deadline the
+//! datagram moved is pushed anew); `docs/benchmarks.md` has what that costs.
 //!
 //! The index is generic over what it times: the host layer keeps one of its streams'
 //! negotiation and ping deadlines the same way.
@@ -24,8 +24,8 @@ use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::time::Instant;
 
 /// A multiplicative hasher for the index's keys: connection IDs the manager numbers itself and
-/// stream IDs quinn numbers in order, which no peer can choose to collide. SipHash, the
-/// default, cost about 200 instructions per lookup, and the index looks up on every datagram.
+/// stream IDs quinn numbers in order, which no peer can choose to collide. The index looks up
+/// on every datagram, and SipHash, the default, is several times the cost.
 #[derive(Default)]
 pub(crate) struct IdHasher(u64);
 
