@@ -175,6 +175,53 @@ fn listener_restart_on_a_new_port_is_found_by_redial() {
 }
 
 #[test]
+fn dialer_restart_on_a_new_port_is_found_by_its_new_certificate_key() {
+    // Keep-alives far apart and no traffic: only the new connection can tell the listener.
+    let keep_alive = Some(Duration::from_secs(5));
+    let idle = Duration::from_secs(10);
+    let (mut listener, dialer) = pair(keep_alive, idle);
+    let peer = dialer.peer_id;
+    dialer.dial(listener.peer_id, vec![listener.addr()]);
+    let (_, old, _) = listener
+        .wait_connected(0, peer, WAIT)
+        .expect("listener saw the dialer");
+    let old_addr = dialer.addr();
+
+    dialer.kill();
+    let dialer = Node::spawn(identity(2), config(keep_alive, idle), &[v4_any()]).expect("bind");
+    assert_ne!(dialer.addr(), old_addr);
+    let from = listener.log.len();
+    dialer.dial(listener.peer_id, vec![listener.addr()]);
+    let (_, (new, replaced)) = listener
+        .wait_event(from, WAIT, |e| match e {
+            Event::Connected {
+                peer: p,
+                conn,
+                replaced,
+                ..
+            } if *p == peer => Some((*conn, *replaced)),
+            _ => None,
+        })
+        .expect("the restarted dialer connected");
+    assert_eq!(
+        replaced,
+        Some(old),
+        "the new incarnation takes over at once"
+    );
+    let (_, cause) = listener
+        .wait_event(from, WAIT, |e| match e {
+            Event::ConnectionLost { conn, cause, .. } if *conn == old => Some(cause.clone()),
+            _ => None,
+        })
+        .expect("the stale connection was dropped");
+    assert_eq!(cause, Cause::PeerRestarted);
+    listener
+        .ping(new, WAIT)
+        .expect("ping over the new connection");
+    drop(dialer);
+}
+
+#[test]
 fn ipv6_loopback() {
     init_tracing();
     let any6: SocketAddr = "[::1]:0".parse().expect("address");

@@ -332,7 +332,8 @@ fn restart_under_loss_reorder_and_duplication() {
 }
 
 /// The restarted node is the dialer: the listener sees a handshake from a PeerId it holds a
-/// (stale) connection to, probes the old one, and keeps only the new one.
+/// (stale) connection to, under another certificate key (a new process), so the new connection
+/// takes over the moment it is established, whatever the keys; no probe is waited for.
 #[test]
 fn restarted_node_dials_first() {
     for keys in [KeyMode::DerivedFromIdentity, KeyMode::RandomPerProcess] {
@@ -359,14 +360,11 @@ fn restarted_node_dials_first() {
         });
         let (gone, cause) =
             lost(&net, b, old, restarted).expect("the stale connection was dropped");
-        let expected_cause = match keys {
-            KeyMode::DerivedFromIdentity => Cause::PeerRestarted,
-            _ => {
-                let new = connected(&net, b, peer_a, restarted).map(|(_, (c, _))| c);
-                Cause::Superseded { by: new }
-            }
-        };
-        assert_eq!(cause, expected_cause);
+        assert_eq!(cause, Cause::PeerRestarted);
+        let (at, (_, replaced)) =
+            connected(&net, b, peer_a, restarted).expect("the new connection");
+        assert_eq!(replaced, Some(old), "announced as taking over");
+        assert_eq!(gone, at, "in the call that established the new connection");
         assert!(
             gone - restarted < Duration::from_millis(100),
             "took {}",
@@ -461,6 +459,44 @@ fn restart_on_a_new_port_is_found_by_the_suspicion_redial() {
     assert_eq!(addr.map(|(_, a)| a), Some(new_addr));
     println!(
         "restart on a new port: new connection after {}",
+        ms(at - restarted)
+    );
+}
+
+/// A node that restarts on a new port and dials its peer (as a node with a peer book does): the
+/// peer sees the same PeerId under a new certificate key and switches in the call that
+/// establishes the new connection, one and a half round trips after the dial, while its old
+/// connection still points at the dead port (no reset can come from there).
+#[test]
+fn restart_on_a_new_port_is_found_by_the_new_certificate_key() {
+    let (mut net, a, b) = pair(14, Duration::from_secs(5), Duration::from_secs(10));
+    connect(&mut net, a, b);
+    let (peer_a, peer_b) = (net.peer_id(a), net.peer_id(b));
+    let on_b = net
+        .manager(b)
+        .expect("up")
+        .connection(&peer_a)
+        .expect("b holds a's connection");
+    net.restart_on_new_port(a);
+    let restarted = net.now();
+    net.dial(a, b);
+    net.run_until(Duration::from_secs(1), |n| {
+        lost(n, b, on_b, restarted).is_some()
+    });
+    let (gone, cause) = lost(&net, b, on_b, restarted).expect("the stale connection was dropped");
+    assert_eq!(cause, Cause::PeerRestarted);
+    let (at, (new, replaced)) = connected(&net, b, peer_a, restarted).expect("new connection");
+    assert_eq!((replaced, gone), (Some(on_b), at));
+    // Client Initial, server flight, client Finished: 1.5 RTT of 10 ms.
+    assert_eq!(at - restarted, Duration::from_millis(15));
+    net.run_for(Duration::from_millis(100));
+    let manager = net.manager(b).expect("up");
+    assert_eq!(manager.connections(&peer_a), vec![new]);
+    // B never redials a peer that found it.
+    assert!(!manager.is_dialing(&peer_a));
+    assert!(net.manager(a).expect("up").connection(&peer_b).is_some());
+    println!(
+        "restart on a new port, found by the certificate key after {}",
         ms(at - restarted)
     );
 }

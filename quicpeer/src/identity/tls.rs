@@ -102,16 +102,29 @@ impl TimeProvider for WallClock {
 /// appears only once the peer has also proven, with its CertificateVerify signature, that it
 /// holds the certificate's key; `Some(Err(_))` as soon as anything is rejected.
 #[derive(Debug, Clone, Default)]
-pub struct VerificationSlot(Arc<Mutex<Option<Result<PeerId, CertificateError>>>>);
+pub struct VerificationSlot(Arc<Mutex<Option<Result<VerifiedPeer, CertificateError>>>>);
 
 impl VerificationSlot {
     /// The verdict, once the verifier has run.
     pub fn outcome(&self) -> Option<Result<PeerId, CertificateError>> {
-        lock(&self.0).clone()
+        match lock(&self.0).as_ref()? {
+            Ok(peer) => Some(Ok(peer.peer_id)),
+            Err(error) => Some(Err(error.clone())),
+        }
+    }
+
+    /// The DER of the verified peer's certificate key (its SubjectPublicKeyInfo): fresh for
+    /// every process of every libp2p implementation, so it tells incarnations of one PeerId
+    /// apart.
+    pub fn certificate_key(&self) -> Option<Vec<u8>> {
+        match lock(&self.0).as_ref() {
+            Some(Ok(peer)) => Some(peer.certificate_key_spki.clone()),
+            _ => None,
+        }
     }
 
     /// Records the verdict.
-    pub(crate) fn set(&self, outcome: Result<PeerId, CertificateError>) {
+    pub(crate) fn set(&self, outcome: Result<VerifiedPeer, CertificateError>) {
         *lock(&self.0) = Some(outcome);
     }
 }
@@ -288,7 +301,7 @@ impl PeerVerifier {
         match verify_tls13_signature_with_raw_key(message, &spki, dss, &self.algorithms) {
             Ok(valid) => {
                 debug!(peer = %peer.peer_id, "peer certificate verified");
-                self.slot.set(Ok(peer.peer_id));
+                self.slot.set(Ok(peer));
                 Ok(valid)
             }
             Err(error) => {

@@ -113,8 +113,10 @@ pub enum ConnectFailure {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Cause {
-    /// The peer answered with a valid stateless reset: it restarted and lost the connection's
-    /// state. The manager redials at once when `ReconnectPolicy::on_restart` is set.
+    /// The peer restarted and lost the connection's state: it answered with a valid stateless
+    /// reset (the manager then redials at once when `ReconnectPolicy::on_restart` is set), or it
+    /// connected again as a new incarnation, with another certificate key under the same
+    /// PeerId (the new connection, announced with `replaced: Some(..)`, takes over at once).
     #[error("peer restarted (stateless reset)")]
     PeerRestarted,
     /// Nothing was heard from the peer for the idle timeout.

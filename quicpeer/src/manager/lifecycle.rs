@@ -15,6 +15,15 @@ pub(super) fn suspicion_deadline(conn: &Conn, ptos: u32) -> Option<Instant> {
         .map(|since| (since + pto * ptos).max(conn.resuspect_at.unwrap_or(since)))
 }
 
+/// Whether the peer on `new` is another incarnation than the one on `old`: the certificate key,
+/// which every libp2p implementation generates afresh in each process, differs. Where either is
+/// unknown, or an implementation keeps its certificate key across restarts, the answer is no and
+/// the old connection is probed as before.
+fn other_incarnation(conns: &BTreeMap<ConnId, Conn>, old: ConnId, new: ConnId) -> bool {
+    let key = |id| conns.get(&id).and_then(|c| c.slot.certificate_key());
+    matches!((key(old), key(new)), (Some(a), Some(b)) if a != b)
+}
+
 /// Frames that make the peer acknowledge (everything but ACK, padding and CONNECTION_CLOSE).
 pub(super) fn ack_eliciting_frames(f: &quinn_proto::FrameStats) -> u64 {
     f.ack_frequency
@@ -107,9 +116,15 @@ impl Manager {
         let replacing = replaced.filter(|old| entry.established.contains(old));
         entry.established.insert(id);
         let previous = entry.preferred;
-        if previous.is_none() || replacing.is_some() {
+        // A new incarnation of the peer (another certificate key under the same PeerId) makes
+        // the preferred connection stale at once: that process is gone.
+        let outdated = previous
+            .filter(|_| replacing.is_none())
+            .filter(|old| other_incarnation(&self.conns, *old, id));
+        if previous.is_none() || replacing.is_some() || outdated.is_some() {
             entry.preferred = Some(id);
         }
+        let replaced = replaced.or(outdated);
         if let Some(conn) = self.conns.get_mut(&id) {
             conn.announced = true;
             conn.span.in_scope(|| info!(?replaced, "connected"));
@@ -124,7 +139,10 @@ impl Manager {
         for loser in losers {
             self.close_conn(loser, now, Cause::Superseded { by: Some(id) });
         }
-        if let Some(old) = replacing {
+        if let Some(old) = outdated {
+            debug!(%old, new = %id, %peer, "the peer restarted: new certificate key");
+            self.close_conn(old, now, Cause::PeerRestarted);
+        } else if let Some(old) = replacing {
             self.close_conn(old, now, Cause::Superseded { by: Some(id) });
         } else if let Some(old) = previous {
             self.start_probe(old, id, now);
