@@ -159,8 +159,8 @@ pub use identity::{Identity, Keypair, PeerId};
 pub use machine::{GracefulClose, SansIo};
 pub use manager::{
     Cause, ChunksRead, Config, ConfigError, ConnId, ConnectFailure, ConnectionStats, DialError,
-    DialOutcome, Direction, Event, HandshakeFailure, KeyMode, Limits, Manager, ManagerError, Read,
-    ReadStatus, ReconnectPolicy, ResponseRate, StreamError, StreamId, Transmit,
+    DialOutcome, Direction, Event, HandshakeFailure, KeyMode, Limits, Manager, ManagerError,
+    PeerRecord, Read, ReadStatus, ReconnectPolicy, ResponseRate, StreamError, StreamId, Transmit,
 };
 pub use protocols::{Host, HostConfig, HostEvent};
 

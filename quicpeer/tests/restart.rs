@@ -587,3 +587,109 @@ fn a_dialer_restarting_again_and_again_is_not_refused_as_flapping() {
         ms(last - first)
     );
 }
+
+/// An idle link (keep-alive 5 s): the listener restarts and, given its previous process's peer
+/// book, dials its peers at once. The dialer sees the listener's PeerId under a new certificate
+/// key and switches 1.5 round trips after the restart, where without the book it would learn of
+/// the restart only at its next keep-alive.
+#[test]
+fn a_restarted_node_with_a_peer_book_is_found_at_once_on_an_idle_link() {
+    for (with_book, seed) in [(true, 15), (false, 16)] {
+        let (mut net, a, b) = pair(seed, Duration::from_secs(5), Duration::from_secs(10));
+        let old = connect(&mut net, a, b);
+        let peer_a = net.peer_id(a);
+        net.run_for(Duration::from_millis(500));
+        let book = net.manager(b).expect("up").peer_book();
+        assert_eq!(book.len(), 1);
+        assert_eq!(book[0].peer, peer_a);
+        assert_eq!(book[0].direction, quicpeer::Direction::Inbound);
+        assert_eq!(book[0].addrs, vec![net.addr(a)]);
+
+        net.restart(b);
+        let restarted = net.now();
+        if with_book {
+            let queued = net
+                .manager(b)
+                .expect("up")
+                .dial_peer_book(restarted, book, 16);
+            assert_eq!(queued, 1);
+        }
+        net.run_until(Duration::from_secs(6), |n| {
+            lost(n, a, old, restarted).is_some()
+        });
+        let (gone, cause) = lost(&net, a, old, restarted).expect("the restart was found");
+        assert_eq!(cause, Cause::PeerRestarted);
+        if with_book {
+            assert_eq!(gone - restarted, Duration::from_millis(15), "1.5 RTT");
+            let (at, (_, replaced)) =
+                connected(&net, a, net.peer_id(b), restarted).expect("the listener dialed back");
+            assert_eq!((at, replaced), (gone, Some(old)));
+        } else {
+            // The next keep-alive draws the stateless reset.
+            assert!(
+                gone - restarted > Duration::from_secs(1),
+                "{}",
+                ms(gone - restarted)
+            );
+        }
+        println!(
+            "idle link, peer book {with_book}: restart found after {}",
+            ms(gone - restarted)
+        );
+    }
+}
+
+#[test]
+fn the_peer_book_is_bounded_and_dials_the_most_recent_first_within_the_dial_limit() {
+    use quicpeer::{Direction, PeerRecord};
+    use std::time::{SystemTime, UNIX_EPOCH};
+    init_tracing();
+    let mut net = Network::new(17);
+    let mut cfg = config(Duration::from_secs(5), Duration::from_secs(10));
+    cfg.limits.max_pending_dials = 2;
+    cfg.limits.max_peer_book = 3;
+    let a = net.add_node("a", identity(1), cfg);
+    let now = net.now();
+    let dead = |i: u16| std::net::SocketAddr::from(([192, 0, 2, 200], 5000 + i));
+    // Ten peers nobody answers for, seen at t = 1..=10 s; and one record of ourselves.
+    let mut book: Vec<PeerRecord> = (1..=10u8)
+        .map(|i| {
+            let seen = UNIX_EPOCH + Duration::from_secs(u64::from(i));
+            PeerRecord::new(
+                identity(100 + i).peer_id(),
+                vec![dead(u16::from(i))],
+                Direction::Outbound,
+                seen,
+            )
+        })
+        .collect();
+    book.push(PeerRecord::new(
+        net.peer_id(a),
+        vec![dead(0)],
+        Direction::Outbound,
+        SystemTime::now(),
+    ));
+    let m = net.manager(a).expect("up");
+    assert_eq!(m.dial_peer_book(now, book, 4), 4);
+    // The four most recent, two at a time.
+    let dialing: Vec<u8> = (1..=10u8)
+        .filter(|i| m.is_dialing(&identity(100 + i).peer_id()))
+        .collect();
+    assert_eq!(dialing, vec![9, 10]);
+    let recorded: Vec<_> = m.peer_book().iter().map(|r| r.peer).collect();
+    let expected: Vec<_> = [10u8, 9, 8]
+        .iter()
+        .map(|i| identity(100 + i).peer_id())
+        .collect();
+    assert_eq!(
+        recorded, expected,
+        "the book keeps the most recent of what it was given, up to its bound"
+    );
+    // When those fail (handshake timeout), the next two start.
+    net.run_for(quicpeer::Config::default().handshake_timeout + Duration::from_millis(10));
+    let m = net.manager(a).expect("up");
+    let dialing: Vec<u8> = (1..=10u8)
+        .filter(|i| m.is_dialing(&identity(100 + i).peer_id()))
+        .collect();
+    assert_eq!(dialing, vec![7, 8]);
+}

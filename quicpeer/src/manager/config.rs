@@ -93,6 +93,9 @@ pub struct Limits {
     /// (and let back in) at once however quickly it restarts. Closes by us and replacements
     /// (`Superseded`) do not count either.
     pub flap_grace: Duration,
+    /// Peers the peer book remembers ([`Manager::peer_book`](super::Manager::peer_book)); the
+    /// least recently seen are forgotten first.
+    pub max_peer_book: usize,
 }
 
 impl Default for Limits {
@@ -104,6 +107,7 @@ impl Default for Limits {
             max_inbound_handshakes: 4096,
             retry_above: Some(1024),
             flap_grace: Duration::from_secs(1),
+            max_peer_book: 16_384,
         }
     }
 }

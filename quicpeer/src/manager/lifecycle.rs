@@ -129,6 +129,15 @@ impl Manager {
             conn.announced = true;
             conn.span.in_scope(|| info!(?replaced, "connected"));
         }
+        let at = self.clock.get();
+        self.remember(
+            peer,
+            book::Seen {
+                at,
+                addr,
+                direction,
+            },
+        );
         self.events.push_back(Event::Connected {
             peer,
             conn: id,
@@ -249,6 +258,15 @@ impl Manager {
                 cause: cause.clone(),
                 unfinished_streams: unfinished,
             });
+            let at = self.clock.get();
+            self.remember(
+                peer,
+                book::Seen {
+                    at,
+                    addr,
+                    direction,
+                },
+            );
         }
         let grace = self.config.limits.flap_grace;
         let Some(entry) = self.peers.get_mut(&peer) else {

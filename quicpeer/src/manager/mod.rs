@@ -43,6 +43,7 @@
 //! [`Manager::poll_timeout`] (or the next datagram).
 
 mod backoff;
+mod book;
 mod cid;
 mod config;
 mod conn;
@@ -74,6 +75,8 @@ use crate::identity::{
     CertificateError, Identity, RestartKeys, TlsContext, TlsError, VerificationSlot, WallClock,
 };
 use backoff::Backoff;
+pub use book::PeerRecord;
+use book::Seen;
 use cid::KeyedCidGenerator;
 pub use config::{Config, KeyMode, Limits, ReconnectPolicy, ResponseRate};
 use conn::{Conn, Phase, Probe};
@@ -157,6 +160,11 @@ pub struct Manager {
     /// where that counter is decremented), so that an ICMP error, which anyone on the path can
     /// forge, costs a visit of the dials in flight rather than of every connection.
     dialing_conns: BTreeSet<ConnId>,
+    /// When each peer was last seen connected: the peer book (`book`), bounded by
+    /// `Limits::max_peer_book`.
+    seen: BTreeMap<PeerId, Seen>,
+    /// Peer-book dials waiting for a pending-dial slot.
+    book_dials: VecDeque<PeerRecord>,
     rng: ChaCha20Rng,
     bucket: TokenBucket,
     inbound_handshakes: usize,
@@ -300,6 +308,8 @@ impl Manager {
             timers: TimerIndex::default(),
             timed_peers: BTreeSet::new(),
             dialing_conns: BTreeSet::new(),
+            seen: BTreeMap::new(),
+            book_dials: VecDeque::new(),
             rng,
             bucket,
             inbound_handshakes: 0,
@@ -445,6 +455,9 @@ impl Manager {
             None => {}
         }
         self.buf = buf;
+        if !self.book_dials.is_empty() {
+            self.start_book_dials(now);
+        }
     }
 
     /// Runs timers that are due at `now`: quinn's (loss detection, keep-alive, idle), and the
@@ -525,6 +538,9 @@ impl Manager {
                 p.retry = None;
             }
             self.start_reconnect(peer, lost, now);
+        }
+        if !self.book_dials.is_empty() {
+            self.start_book_dials(now);
         }
     }
 
