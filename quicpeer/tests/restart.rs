@@ -693,3 +693,62 @@ fn the_peer_book_is_bounded_and_dials_the_most_recent_first_within_the_dial_limi
         .collect();
     assert_eq!(dialing, vec![7, 8]);
 }
+
+/// A planned restart: the listener closes everything announcing 300 ms of downtime. The dialer
+/// reports `PeerRestarting`, keeps redialing every `restart_retry_interval` (each attempt fails
+/// at once on the closed port) and is back one round trip after the listener is.
+#[test]
+fn a_planned_restart_is_redialed_on_a_short_schedule_until_the_peer_is_back() {
+    let (mut net, a, b) = pair(18, Duration::from_secs(5), Duration::from_secs(10));
+    net.icmp_unreachable = true;
+    let old = connect(&mut net, a, b);
+    let peer_b = net.peer_id(b);
+    let downtime = Duration::from_millis(300);
+    let closing = net.now();
+    net.manager(b)
+        .expect("up")
+        .close_all_restarting(closing, downtime);
+    net.run_for(Duration::from_millis(20));
+    let (_, cause) = lost(&net, a, old, closing).expect("the close arrived");
+    assert_eq!(
+        cause,
+        Cause::PeerRestarting {
+            expected_downtime: downtime
+        }
+    );
+    net.stop(b);
+    net.run_for(downtime);
+    // The dialer kept trying, without backoff: one attempt per interval, give or take.
+    let interval = quicpeer::ReconnectPolicy::default().restart_retry_interval;
+    let failures = net.events(a).iter().filter(|(at, e)| {
+        *at >= closing
+            && matches!(
+                e,
+                Event::DialFailed {
+                    retry_at: Some(_),
+                    ..
+                }
+            )
+    });
+    let failures = failures.count() as u32;
+    assert!(
+        failures >= downtime.as_millis() as u32 / interval.as_millis() as u32 / 2,
+        "{failures} attempts in {downtime:?}"
+    );
+    net.restart(b);
+    let back = net.now();
+    net.run_until(Duration::from_secs(1), |n| {
+        connected(n, a, peer_b, back).is_some()
+    });
+    let (at, (_, replaced)) = connected(&net, a, peer_b, back).expect("reconnected");
+    assert_eq!(replaced, Some(old));
+    assert!(
+        at - back <= interval + Duration::from_millis(10),
+        "{} after the peer was back",
+        ms(at - back)
+    );
+    println!(
+        "planned restart: reconnected {} after the peer was back ({failures} attempts)",
+        ms(at - back)
+    );
+}

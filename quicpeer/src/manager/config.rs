@@ -37,6 +37,11 @@ pub struct ReconnectPolicy {
     pub jitter: f64,
     /// Attempts after which the manager gives up and reports `DialFailed { retry_at: None }`.
     pub max_attempts: u32,
+    /// After a peer announced a restart (`Cause::PeerRestarting`), failed reconnects are retried
+    /// this often, without backoff, for twice the downtime it announced (plus one second): a
+    /// dial to its closed port fails at once (ICMP), so the peer is found within this interval
+    /// of being back. Also bounds how long a peer that announces restarts can keep us busy.
+    pub restart_retry_interval: Duration,
 }
 
 impl Default for ReconnectPolicy {
@@ -48,6 +53,7 @@ impl Default for ReconnectPolicy {
             backoff_max: Duration::from_secs(10),
             jitter: 0.5,
             max_attempts: 8,
+            restart_retry_interval: Duration::from_millis(20),
         }
     }
 }

@@ -296,6 +296,13 @@ impl Manager {
             {
                 Cause::Superseded { by: None }
             }
+            ConnectionError::ApplicationClosed(close)
+                if close.error_code.into_inner() == CLOSE_RESTARTING =>
+            {
+                Cause::PeerRestarting {
+                    expected_downtime: parse_restart_reason(&close.reason),
+                }
+            }
             ConnectionError::ApplicationClosed(close) => Cause::ClosedByPeer {
                 code: close.error_code.into_inner(),
                 reason: String::from_utf8_lossy(&close.reason).into_owned(),
@@ -340,13 +347,15 @@ impl Manager {
         if conn.phase == Phase::Closed {
             return;
         }
-        let (code, reason): (u64, &[u8]) = match cause {
-            Cause::Superseded { .. } => (CLOSE_SUPERSEDED, b"superseded"),
-            Cause::LimitReached => (CLOSE_LIMIT, b"connection limit"),
-            _ => (CLOSE_NORMAL, b""),
+        let (code, reason) = match (&cause, self.restart_notice) {
+            (Cause::Superseded { .. }, _) => (CLOSE_SUPERSEDED, Bytes::from_static(b"superseded")),
+            (Cause::LimitReached, _) => (CLOSE_LIMIT, Bytes::from_static(b"connection limit")),
+            (Cause::ClosedLocally, Some(downtime)) => {
+                (CLOSE_RESTARTING, Bytes::from(restart_reason(downtime)))
+            }
+            _ => (CLOSE_NORMAL, Bytes::new()),
         };
-        conn.inner
-            .close(now, app_code(code), Bytes::from_static(reason));
+        conn.inner.close(now, app_code(code), reason);
         self.on_lost(id, cause, now);
         self.drive(id, now);
     }
@@ -355,4 +364,20 @@ impl Manager {
 /// A code quicpeer closes with, as quinn's varint (every such code is in range).
 fn app_code(code: u64) -> VarInt {
     VarInt::from_u64(code).unwrap_or(VarInt::MAX)
+}
+
+/// The reason phrase of a [`CLOSE_RESTARTING`] close.
+fn restart_reason(downtime: Duration) -> String {
+    format!("restarting; downtime_ms={}", downtime.as_millis())
+}
+
+/// The downtime a peer announced with [`CLOSE_RESTARTING`], at most [`MAX_ANNOUNCED_DOWNTIME`]
+/// (the peer chooses it); zero when the phrase does not say.
+pub(super) fn parse_restart_reason(reason: &[u8]) -> Duration {
+    let ms = std::str::from_utf8(reason)
+        .ok()
+        .and_then(|text| text.strip_prefix("restarting; downtime_ms="))
+        .and_then(|ms| ms.parse::<u64>().ok())
+        .unwrap_or(0);
+    Duration::from_millis(ms).min(MAX_ANNOUNCED_DOWNTIME)
 }

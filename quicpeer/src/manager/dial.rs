@@ -30,6 +30,9 @@ pub(super) struct Peer {
     pub(super) last_loss: Option<Instant>,
     /// The peer is flapping: refuse its connections and hold reconnects until then.
     pub(super) refuse_until: Option<Instant>,
+    /// The peer announced a restart: failed reconnects are retried on a short schedule, without
+    /// backoff, until then.
+    pub(super) restarting_until: Option<Instant>,
 }
 
 impl Peer {
@@ -188,7 +191,13 @@ impl Manager {
             return;
         }
         let mut retry_at = None;
-        if let Some(lost) = dial.replaces {
+        let announced_restart = entry.restarting_until.filter(|until| now < *until);
+        if let (Some(lost), Some(_)) = (dial.replaces, announced_restart) {
+            let at = now + policy.restart_retry_interval.max(Duration::from_millis(1));
+            retry_at = Some(at);
+            entry.retry = Some((at, lost));
+            self.timed_peers.insert(peer);
+        } else if let Some(lost) = dial.replaces {
             match entry.backoff.fail(&policy, &mut self.rng) {
                 Some(delay) => {
                     let at = (now + delay).max(entry.refuse_until.unwrap_or(now));

@@ -119,6 +119,15 @@ pub enum Cause {
     /// PeerId (the new connection, announced with `replaced: Some(..)`, takes over at once).
     #[error("peer restarted (stateless reset)")]
     PeerRestarted,
+    /// The peer closed the connection because it is about to restart
+    /// ([`Manager::close_all_restarting`](crate::Manager::close_all_restarting)); it expects to
+    /// be back within `expected_downtime` (at most a minute is believed). A peer we dialed is
+    /// redialed on a short schedule until it answers.
+    #[error("peer restarting (back within {expected_downtime:?})")]
+    PeerRestarting {
+        /// How long the peer said it would be away.
+        expected_downtime: Duration,
+    },
     /// Nothing was heard from the peer for the idle timeout.
     #[error("idle timeout")]
     IdleTimeout,

@@ -97,6 +97,7 @@ impl Manager {
             }
             entry.backoff = Backoff::default();
             entry.retry = None;
+            entry.restarting_until = None;
             // Remember what worked first.
             entry.addrs.retain(|a| *a != addr);
             entry.addrs.insert(0, addr);
@@ -279,8 +280,14 @@ impl Manager {
         // restarts twice in quick succession is reconnected (and let back in) at once each time.
         let counts = !matches!(
             cause,
-            Cause::Superseded { .. } | Cause::ClosedLocally | Cause::PeerRestarted
+            Cause::Superseded { .. }
+                | Cause::ClosedLocally
+                | Cause::PeerRestarted
+                | Cause::PeerRestarting { .. }
         );
+        if let Cause::PeerRestarting { expected_downtime } = cause {
+            entry.restarting_until = Some(now + expected_downtime * 2 + Duration::from_secs(1));
+        }
         if announced && counts {
             if entry.last_loss.is_some_and(|t| now < t + grace) {
                 warn!(%peer, "connections die repeatedly: refusing the peer for {grace:?}");
@@ -307,7 +314,7 @@ impl Manager {
         // A connection with the peer ended: reconnect?
         let policy = self.policy(&peer);
         let wanted = match cause {
-            Cause::PeerRestarted => policy.on_restart,
+            Cause::PeerRestarted | Cause::PeerRestarting { .. } => policy.on_restart,
             Cause::IdleTimeout | Cause::TransportError { .. } => policy.on_other_loss,
             _ => false,
         };

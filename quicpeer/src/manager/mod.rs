@@ -95,6 +95,10 @@ pub const CLOSE_NORMAL: u64 = 0;
 pub const CLOSE_SUPERSEDED: u64 = 0x7170_0001;
 /// Application close code: closed to stay within a connection limit.
 pub const CLOSE_LIMIT: u64 = 0x7170_0002;
+/// Application close code: the node is about to restart ([`Manager::close_all_restarting`]);
+/// the reason phrase says for how long (`restarting; downtime_ms=<n>`). Other libp2p
+/// implementations see an ordinary close.
+pub const CLOSE_RESTARTING: u64 = 0x7170_0003;
 /// The largest application error code QUIC can carry (a variable-length integer, 2^62 - 1).
 /// Every code quicpeer takes or reports (stream resets and stops, connection closes) is a
 /// `u64` in `0..=MAX_APP_CODE`.
@@ -102,6 +106,9 @@ pub const MAX_APP_CODE: u64 = (1 << 62) - 1;
 
 /// The SNI-less server name handed to quinn; with SNI disabled it never goes on the wire.
 const SERVER_NAME: &str = "l";
+/// The longest restart a peer may announce: it keeps our redial schedule short for this long
+/// at most (twice over), whatever it claims.
+const MAX_ANNOUNCED_DOWNTIME: Duration = Duration::from_secs(60);
 /// Bound on stateless responses waiting for `poll_transmit`.
 const MAX_QUEUED_RESPONSES: usize = 1024;
 
@@ -175,6 +182,8 @@ pub struct Manager {
     next_sweep: Instant,
     /// `close_all` was called: no new connections, no reconnects.
     shutting_down: bool,
+    /// `close_all_restarting` was called: the closes announce a restart of this long.
+    restart_notice: Option<Duration>,
     /// Datagrams one transmit may carry (see `set_max_datagrams`).
     max_datagrams: usize,
     buf: Vec<u8>,
@@ -316,6 +325,7 @@ impl Manager {
             live: 0,
             next_sweep: now,
             shutting_down: false,
+            restart_notice: None,
             max_datagrams: 1,
             buf: Vec::new(),
             span,
@@ -670,6 +680,8 @@ impl Manager {
     /// peers are not reconnected. Keep driving the loop until [`Manager::connection_count`] is
     /// zero (or a deadline) so the closes go out.
     pub fn close_all(&mut self, now: Instant) {
+        let _span = self.span.clone().entered();
+        self.set_time(now);
         self.shutting_down = true;
         let peers: Vec<PeerId> = self.peers.keys().copied().collect();
         for peer in peers {
@@ -679,6 +691,17 @@ impl Manager {
         for id in rest {
             self.close_conn(id, now, Cause::ClosedLocally);
         }
+    }
+
+    /// Closes everything as [`Manager::close_all`] does, telling the peers that this node is
+    /// about to restart and expects to be back within `expected_downtime`
+    /// ([`CLOSE_RESTARTING`]). quicpeer peers report [`Cause::PeerRestarting`] and, for peers
+    /// they dialed, redial on a short schedule (`ReconnectPolicy::restart_retry_interval`)
+    /// until this node answers or twice the downtime has passed; other libp2p implementations
+    /// see an ordinary close.
+    pub fn close_all_restarting(&mut self, now: Instant, expected_downtime: Duration) {
+        self.restart_notice = Some(expected_downtime);
+        self.close_all(now);
     }
 
     /// Lets one [`Transmit`] carry up to `max` datagrams of one connection (segmentation
