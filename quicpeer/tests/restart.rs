@@ -632,9 +632,14 @@ fn a_restarted_node_with_a_peer_book_is_found_at_once_on_an_idle_link() {
                 ms(gone - restarted)
             );
         }
+        net.run_until(Duration::from_secs(1), |n| {
+            connected(n, a, n.peer_id(b), restarted).is_some()
+        });
+        let (fresh, _) = connected(&net, a, net.peer_id(b), restarted).expect("fresh connection");
         println!(
-            "idle link, peer book {with_book}: restart found after {}",
-            ms(gone - restarted)
+            "idle link, peer book {with_book}: restart found after {}, fresh connection after {}",
+            ms(gone - restarted),
+            ms(fresh - restarted)
         );
     }
 }
