@@ -17,6 +17,7 @@
 //! | `mass_restart_loopback` | the same on loopback UDP, through the mio driver, as many peers as the machine allows |
 //! | [`memory`] | bytes per idle connection, at 10 000 connections |
 //! | [`reconnect`] | restart to first message on a fresh connection, per key and redial mode |
+//! | [`restart_scenarios`] | an idle peer restarts: with and without a peer book, on a new port with and without the restart epoch, planned |
 
 #[cfg(feature = "compare")]
 pub mod compare;
@@ -28,6 +29,7 @@ pub mod mass_restart_loopback;
 pub mod memory;
 pub mod per_datagram;
 pub mod reconnect;
+pub mod restart_scenarios;
 
 use std::fmt::Write as _;
 use std::time::Duration;

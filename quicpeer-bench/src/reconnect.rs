@@ -7,9 +7,8 @@
 //! stream is one sample. Each trial is its own network with its own seed.
 //!
 //! This is the simulated part of the reconnect benchmark. The same measurement over loopback
-//! UDP, through the mio driver and against rust-libp2p, needs libp2p and tokio, which this
-//! crate does not depend on: the interop crate's `compare reconnect` runs it
-//! (`cargo run -p quicpeer-interop --release --bin compare -- reconnect`).
+//! UDP, through the mio driver and against rust-libp2p, is `compare reconnect`
+//! (`cargo run -p quicpeer-bench --features compare --release --bin compare -- reconnect`).
 
 use std::time::Duration;
 
@@ -229,8 +228,8 @@ pub fn run(trials: u64, latency: Duration, jitter: Duration) -> Result<Report, B
         "link {} ms ± {} ms jitter one way; A sends every {} ms and at once on a new \
          connection (reaction within {} ms); default config (keep-alive 5 s, idle 10 s); \
          'p50 vs default': against quicpeer's default (derived keys, suspicion on); over \
-         loopback and against rust-libp2p: `cargo run -p quicpeer-interop --release --bin \
-         compare -- reconnect`",
+         loopback and against rust-libp2p: `cargo run -p quicpeer-bench --features compare \
+         --release --bin compare -- reconnect`",
         latency.as_millis(),
         jitter.as_millis(),
         TICK.as_millis(),

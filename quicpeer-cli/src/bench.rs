@@ -76,8 +76,8 @@ enum Which {
         connections: usize,
     },
     /// Restart to first message on a fresh connection: derived vs random keys, suspicion
-    /// redial on and off (simulated; loopback and rust-libp2p: `cargo run -p
-    /// quicpeer-interop --release --bin compare -- reconnect`).
+    /// redial on and off (simulated; loopback and rust-libp2p: `cargo run -p quicpeer-bench
+    /// --features compare --release --bin compare -- reconnect`).
     Reconnect {
         /// Restarts per mode.
         #[arg(long, default_value_t = 50)]
@@ -88,6 +88,17 @@ enum Which {
         /// Link jitter in milliseconds (uniform, added per datagram).
         #[arg(long, default_value_t = 4)]
         jitter_ms: u64,
+    },
+    /// A peer of an idle link restarts: from it being up again to a fresh connection, with and
+    /// without a peer book, on a new port with and without the restart epoch, and a planned
+    /// restart (simulated).
+    RestartScenarios {
+        /// Trials per scenario.
+        #[arg(long, default_value_t = 20)]
+        trials: u64,
+        /// One-way link latency in milliseconds.
+        #[arg(long, default_value_t = 5)]
+        latency_ms: u64,
     },
 }
 
@@ -126,6 +137,9 @@ pub fn run(args: &Args, out: Output) -> Result<ExitCode, UsageError> {
             Duration::from_millis(*latency_ms),
             Duration::from_millis(*jitter_ms),
         ),
+        Which::RestartScenarios { trials, latency_ms } => {
+            bench::restart_scenarios::run(*trials, Duration::from_millis(*latency_ms))
+        }
     };
     print(report, out.is_json())
 }

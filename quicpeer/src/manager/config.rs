@@ -189,6 +189,10 @@ pub struct Config {
     /// `initial_max_streams_bidi`, raised as streams end). A peer at the limit waits for credit,
     /// as we do for the peer's limit ([`Event::StreamsAvailable`](super::Event::StreamsAvailable)).
     pub max_concurrent_bidi_streams: u32,
+    /// The restart epoch: a second connection from a known PeerId under another certificate key
+    /// is a new incarnation of the peer and replaces the old connection at once. Off, such a
+    /// connection is treated as one of the same process: the old one is probed first.
+    pub restart_epoch: bool,
 }
 
 impl Default for Config {
@@ -208,6 +212,7 @@ impl Default for Config {
             max_udp_payload: 1452,
             // quinn's default.
             max_concurrent_bidi_streams: 100,
+            restart_epoch: true,
         }
     }
 }

@@ -120,7 +120,7 @@ impl Manager {
         // A new incarnation of the peer (another certificate key under the same PeerId) makes
         // the preferred connection stale at once: that process is gone.
         let outdated = previous
-            .filter(|_| replacing.is_none())
+            .filter(|_| replacing.is_none() && self.config.restart_epoch)
             .filter(|old| other_incarnation(&self.conns, *old, id));
         if previous.is_none() || replacing.is_some() || outdated.is_some() {
             entry.preferred = Some(id);
