@@ -62,6 +62,10 @@ pub struct Params {
     /// The hub's `Limits::retry_above` (`Some(0)`: always validate addresses with a Retry);
     /// `None` keeps the default.
     pub hub_retry_above: Option<usize>,
+    /// The restarted hub dials the old hub's peer book at once (`Manager::dial_peer_book`):
+    /// each peer then finds the restart when the hub's handshake reaches it (the restart
+    /// epoch), not at its next keep-alive.
+    pub hub_peer_book: bool,
 }
 
 impl Params {
@@ -76,6 +80,7 @@ impl Params {
             timeout: Duration::from_secs(60),
             hub_max_inbound_handshakes: None,
             hub_retry_above: None,
+            hub_peer_book: false,
         }
     }
 }
@@ -96,7 +101,8 @@ pub struct Outcome {
     pub fresh: (Duration, Duration),
     /// From the crash to each peer's `ConnectionLost`: median and maximum.
     pub detection: (Duration, Duration),
-    /// Peers whose loss was classified `PeerRestarted` (a stateless reset).
+    /// Peers whose loss was classified `PeerRestarted` (a stateless reset, or, when the hub
+    /// dials its peer book, the restart epoch).
     pub by_reset: usize,
     /// Peers whose old connection ended otherwise (timed out, superseded by a suspicion redial).
     pub by_other: usize,
@@ -202,6 +208,11 @@ pub fn measure(params: &Params) -> Result<Outcome, BenchError> {
         after.saturating_sub(before).as_secs_f64() / idle_before.1.elapsed().as_secs_f64()
     });
 
+    // What the old hub would have saved on disk, a moment before its crash.
+    let book = match params.hub_peer_book {
+        true => hub.peer_book(),
+        false => Vec::new(),
+    };
     let drops_before = udp_counter("RcvbufErrors");
     *lock(&shared.restart) = Some(Instant::now());
     shared.restarting.store(true, Ordering::Release);
@@ -210,6 +221,12 @@ pub fn measure(params: &Params) -> Result<Outcome, BenchError> {
     let (socket, _) = bind_hub(Some(hub_addr), params.hub_recv_buffer)?;
     let hub = Hub::spawn(hub_identity, hub_config, socket, 2)?;
     let hub_back_up = crashed.elapsed();
+    if !book.is_empty() {
+        let dialing = hub.handle.execute(move |manager, now| {
+            manager.dial_peer_book(now, book, usize::MAX);
+        });
+        dialing.map_err(|e| BenchError::Setup(format!("hub peer book: {e}")))?;
+    }
     let reconnected = wait_for(&shared.fresh, peers, params.timeout, &fleet);
     let drops_after = udp_counter("RcvbufErrors");
     // The hub counts a peer once the peer's last handshake flight arrives: shortly after the
@@ -282,19 +299,15 @@ pub fn measure(params: &Params) -> Result<Outcome, BenchError> {
     })
 }
 
-/// One loopback mass restart per entry of `peer_counts`, as a report.
-pub fn run(
-    peer_counts: &[usize],
-    keep_alive: Duration,
-    dial_rate: u32,
-    hub_recv_buffer: Option<usize>,
-    hub_max_inbound_handshakes: Option<usize>,
-    hub_retry_above: Option<usize>,
-) -> Result<Report, BenchError> {
+/// One loopback mass restart per entry of `peer_counts`, each with `template`'s other
+/// parameters, as a report.
+pub fn run(peer_counts: &[usize], template: &Params) -> Result<Report, BenchError> {
+    let (keep_alive, dial_rate) = (template.keep_alive, template.dial_rate);
     let mut report = Report::new(
         "mass-restart-loopback",
         &[
             "peers",
+            "hub peer book",
             "setup (s)",
             "hub back up (ms)",
             "all fresh (ms)",
@@ -302,7 +315,7 @@ pub fn run(
             "fresh p99 (ms)",
             "detect p50 (ms)",
             "detect max (ms)",
-            "by reset",
+            "peer restarted",
             "failed dials",
             "app redials",
             "hub connected",
@@ -316,16 +329,13 @@ pub fn run(
     let load_before = load_average();
     for &peers in peer_counts {
         let o = measure(&Params {
-            keep_alive,
-            dial_rate,
-            hub_recv_buffer,
-            hub_max_inbound_handshakes,
-            hub_retry_above,
-            ..Params::new(peers)
+            peers,
+            ..template.clone()
         })?;
         let cpu = |c: Option<Duration>| c.map_or(Cell::Missing, Cell::millis);
         report.rows.push(vec![
             Cell::num(o.peers as f64, 0),
+            Cell::text(if template.hub_peer_book { "yes" } else { "no" }),
             Cell::num(o.setup.as_secs_f64(), 1),
             Cell::millis(o.hub_back_up),
             Cell::millis(o.all_fresh),
@@ -482,6 +492,18 @@ impl Hub {
             .ok()
             .and_then(|()| rx.recv_timeout(Duration::from_secs(10)).ok())
             .unwrap_or(0)
+    }
+
+    /// The hub's peer book, asked on its own thread.
+    fn peer_book(&self) -> Vec<quicpeer::PeerRecord> {
+        let (tx, rx) = mpsc::channel();
+        let asked = self.handle.execute(move |manager, _| {
+            let _ = tx.send(manager.peer_book());
+        });
+        asked
+            .ok()
+            .and_then(|()| rx.recv_timeout(Duration::from_secs(10)).ok())
+            .unwrap_or_default()
     }
 
     /// Stops the hub's thread, which drops its driver without closing anything.

@@ -35,3 +35,25 @@ fn every_peer_of_a_crashed_hub_reconnects_on_loopback() {
     );
     assert_eq!(outcome.hub_driver.unroutable, 0, "{outcome:?}");
 }
+
+#[test]
+fn a_hub_that_dials_its_peer_book_is_found_by_every_peer_through_the_restart_epoch() {
+    let peers = 16;
+    let params = Params {
+        // Keep-alives far apart: a peer that finds the restart before its timer does so
+        // through the hub's dial.
+        keep_alive: Duration::from_secs(5),
+        timeout: Duration::from_secs(30),
+        hub_peer_book: true,
+        ..Params::new(peers)
+    };
+    let outcome = measure(&params).expect("the mass restart completes");
+    assert_eq!(outcome.peers, peers);
+    assert_eq!(outcome.hub_connected, peers);
+    // Every old connection ended as PeerRestarted (the new certificate key, or a reset if a
+    // keep-alive happened to come first), and no peer had to dial.
+    assert_eq!(outcome.by_reset, peers, "{outcome:?}");
+    assert_eq!(outcome.failed_dials, 0, "{outcome:?}");
+    assert_eq!(outcome.app_redials, 0, "{outcome:?}");
+    assert_eq!(outcome.hub_driver.unroutable, 0, "{outcome:?}");
+}

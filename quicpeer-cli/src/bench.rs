@@ -68,6 +68,10 @@ enum Which {
         /// clients to prove their address with a Retry first (0: always).
         #[arg(long, requires = "loopback")]
         hub_retry_above: Option<usize>,
+        /// With `--loopback`: the restarted hub dials the old hub's peer book at once, so each
+        /// peer finds the restart when the hub's handshake reaches it (restart epoch).
+        #[arg(long, requires = "loopback")]
+        hub_peer_book: bool,
     },
     /// Bytes per idle connection, at N simulated connections to one manager.
     Memory {
@@ -120,13 +124,17 @@ pub fn run(args: &Args, out: Output) -> Result<ExitCode, UsageError> {
             hub_recv_buffer,
             hub_max_inbound_handshakes,
             hub_retry_above,
-        } => loopback_mass_restart(
-            peers,
-            *keep_alive_ms,
-            *dial_rate,
-            *hub_recv_buffer,
-            (*hub_max_inbound_handshakes, *hub_retry_above),
-        ),
+            hub_peer_book,
+        } => {
+            let mut template = bench::mass_restart_loopback::Params::new(0);
+            template.keep_alive = Duration::from_millis(*keep_alive_ms);
+            template.dial_rate = *dial_rate;
+            template.hub_recv_buffer = *hub_recv_buffer;
+            template.hub_max_inbound_handshakes = *hub_max_inbound_handshakes;
+            template.hub_retry_above = *hub_retry_above;
+            template.hub_peer_book = *hub_peer_book;
+            bench::mass_restart_loopback::run(peers, &template)
+        }
         Which::Memory { connections } => bench::memory::run(*connections, &allocated),
         Which::Reconnect {
             trials,
@@ -142,23 +150,6 @@ pub fn run(args: &Args, out: Output) -> Result<ExitCode, UsageError> {
         }
     };
     print(report, out.is_json())
-}
-
-fn loopback_mass_restart(
-    peers: &[usize],
-    keep_alive_ms: u64,
-    dial_rate: u32,
-    hub_recv_buffer: Option<usize>,
-    (hub_max_inbound_handshakes, hub_retry_above): (Option<usize>, Option<usize>),
-) -> Result<Report, BenchError> {
-    bench::mass_restart_loopback::run(
-        peers,
-        Duration::from_millis(keep_alive_ms),
-        dial_rate,
-        hub_recv_buffer,
-        hub_max_inbound_handshakes,
-        hub_retry_above,
-    )
 }
 
 fn print(report: Result<Report, BenchError>, json: bool) -> Result<ExitCode, UsageError> {
