@@ -757,3 +757,43 @@ fn a_planned_restart_is_redialed_on_a_short_schedule_until_the_peer_is_back() {
         ms(at - back)
     );
 }
+
+#[test]
+fn peer_book_dials_are_paced() {
+    use quicpeer::{Direction, PeerRecord, ResponseRate};
+    use std::time::UNIX_EPOCH;
+    init_tracing();
+    let mut net = Network::new(19);
+    let mut cfg = config(Duration::from_secs(5), Duration::from_secs(10));
+    cfg.limits.peer_book_dials = ResponseRate::new(2, 10);
+    let a = net.add_node("a", identity(1), cfg);
+    let dead = |i: u16| std::net::SocketAddr::from(([192, 0, 2, 201], 6000 + i));
+    let book: Vec<PeerRecord> = (1..=5u8)
+        .map(|i| {
+            let seen = UNIX_EPOCH + Duration::from_secs(u64::from(i));
+            let addrs = vec![dead(u16::from(i))];
+            PeerRecord::new(
+                identity(100 + i).peer_id(),
+                addrs,
+                Direction::Outbound,
+                seen,
+            )
+        })
+        .collect();
+    let now = net.now();
+    assert_eq!(net.manager(a).expect("up").dial_peer_book(now, book, 5), 5);
+    let dialing = |net: &mut Network| {
+        let m = net.manager(a).expect("up");
+        (1..=5u8)
+            .filter(|i| m.is_dialing(&identity(100 + i).peer_id()))
+            .count()
+    };
+    // A burst of two, then one every 100 ms (the dials to nowhere stay pending meanwhile).
+    assert_eq!(dialing(&mut net), 2);
+    net.run_for(Duration::from_millis(99));
+    assert_eq!(dialing(&mut net), 2);
+    net.run_for(Duration::from_millis(2));
+    assert_eq!(dialing(&mut net), 3);
+    net.run_for(Duration::from_millis(200));
+    assert_eq!(dialing(&mut net), 5);
+}

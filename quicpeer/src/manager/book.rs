@@ -87,7 +87,8 @@ impl Manager {
 
     /// Dials the peers of a peer book (a restarted node's first command), the `max` most
     /// recently seen first; returns how many dials it queued. At most
-    /// `Limits::max_pending_dials` run at once, the rest start as earlier ones end. Peers that
+    /// `Limits::max_pending_dials` run at once, the rest start as earlier ones end, at the pace
+    /// of `Limits::peer_book_dials`. Peers that
     /// had dialed us are dialed back but not reconnected to afterwards (their reconnect policy
     /// becomes [`ReconnectPolicy::never`]): they come back by themselves, as before.
     ///
@@ -127,11 +128,17 @@ impl Manager {
         queued
     }
 
-    /// Starts queued peer-book dials while pending-dial slots are free.
+    /// Starts queued peer-book dials while pending-dial slots are free and the pace
+    /// (`Limits::peer_book_dials`) allows; when it does not, wakes up when it will.
     pub(super) fn start_book_dials(&mut self, now: Instant) {
+        self.book_next = None;
         while !self.book_dials.is_empty() {
             let pending = self.peers.values().filter(|p| p.dial.is_some()).count();
             if pending >= self.config.limits.max_pending_dials || self.shutting_down {
+                return;
+            }
+            if !self.book_bucket.take(now) {
+                self.book_next = Some(self.book_bucket.next_token_at(now));
                 return;
             }
             let Some(record) = self.book_dials.pop_front() else {

@@ -102,6 +102,13 @@ pub struct Limits {
     /// Peers the peer book remembers ([`Manager::peer_book`](super::Manager::peer_book)); the
     /// least recently seen are forgotten first.
     pub max_peer_book: usize,
+    /// How fast a restarted node dials its peer book
+    /// ([`Manager::dial_peer_book`](super::Manager::dial_peer_book)), besides
+    /// `max_pending_dials`: a burst of thousands of handshakes at once comes back as more
+    /// handshake data than a socket buffer holds, and what is dropped waits for a probe
+    /// timeout. The default, 2 000 a second after a burst of 64, is about what one core
+    /// completes.
+    pub peer_book_dials: ResponseRate,
 }
 
 impl Default for Limits {
@@ -114,11 +121,14 @@ impl Default for Limits {
             retry_above: Some(1024),
             flap_grace: Duration::from_secs(1),
             max_peer_book: 16_384,
+            peer_book_dials: ResponseRate::new(64, 2_000),
         }
     }
 }
 
-/// A token bucket for stateless responses (resets, version negotiation, refusals).
+/// A rate with bursts (a token bucket): of stateless responses (resets, version negotiation,
+/// refusals) in [`Config::stateless_responses`], of peer-book dials in
+/// [`Limits::peer_book_dials`].
 ///
 /// quinn paces stateless resets to one per 20 ms per endpoint: a node restarting under a
 /// thousand stale peers would need 20 s to reset them all. quicpeer turns quinn's pacing off and

@@ -170,8 +170,11 @@ pub struct Manager {
     /// When each peer was last seen connected: the peer book (`book`), bounded by
     /// `Limits::max_peer_book`.
     seen: BTreeMap<PeerId, Seen>,
-    /// Peer-book dials waiting for a pending-dial slot.
+    /// Peer-book dials waiting for a pending-dial slot or their turn (`Limits::peer_book_dials`).
     book_dials: VecDeque<PeerRecord>,
+    book_bucket: TokenBucket,
+    /// When the next paced peer-book dial may start.
+    book_next: Option<Instant>,
     rng: ChaCha20Rng,
     bucket: TokenBucket,
     inbound_handshakes: usize,
@@ -299,6 +302,7 @@ impl Manager {
             Some(endpoint_seed),
         );
         let bucket = TokenBucket::new(config.stateless_responses, now);
+        let book_bucket = TokenBucket::new(config.limits.peer_book_dials, now);
         Ok(Self {
             identity,
             config,
@@ -319,6 +323,8 @@ impl Manager {
             dialing_conns: BTreeSet::new(),
             seen: BTreeMap::new(),
             book_dials: VecDeque::new(),
+            book_bucket,
+            book_next: None,
             rng,
             bucket,
             inbound_handshakes: 0,
@@ -549,7 +555,7 @@ impl Manager {
             }
             self.start_reconnect(peer, lost, now);
         }
-        if !self.book_dials.is_empty() {
+        if !self.book_dials.is_empty() && self.book_next.is_none_or(|t| t <= now) {
             self.start_book_dials(now);
         }
     }
@@ -804,7 +810,7 @@ impl Manager {
         }
         #[cfg(debug_assertions)]
         debug_assert_eq!(next, self.scan_timeout(), "the timer index lost a deadline");
-        next
+        min_deadline(next, self.book_next)
     }
 
     /// `poll_timeout` the slow way, visiting every connection and peer: what debug builds
