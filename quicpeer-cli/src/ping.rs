@@ -2,7 +2,9 @@
 //!
 //! Every ping's RTT and every connection event is printed. When the peer restarts, the
 //! manager's `ConnectionLost { cause: PeerRestarted }` and its reconnect show up as
-//! `connection_lost`, `reconnecting` and `reconnected` (with the time since the loss).
+//! `connection_lost`, `reconnecting` and `reconnected` (with the time since the loss). A peer
+//! that restarts and dials us from its peer book shows up as a `connected` (or `reconnected`)
+//! line with `direction` `inbound` and `replaced` naming the old connection.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime};
@@ -189,6 +191,7 @@ impl PingApp {
                 peer,
                 conn,
                 addr,
+                direction,
                 replaced,
                 ..
             } if *peer == self.peer => {
@@ -204,6 +207,7 @@ impl PingApp {
                         Some(old) => json.str("replaced", &old.to_string()),
                         None => json,
                     };
+                    let json = json.str("direction", report::direction_name(*direction));
                     self.out.emit(now, json, || {
                         format!(
                             "RECONNECTED {peer} at {addr} ({conn}) {:.3} ms after the loss",
