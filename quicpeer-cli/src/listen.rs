@@ -1,14 +1,16 @@
 //! `quicpeer listen`: a node that accepts connections and answers `/ipfs/ping/1.0.0` until
-//! SIGINT/SIGTERM.
+//! SIGINT/SIGTERM. With `--peer-book FILE` it dials the peers of its previous run as it starts
+//! ([`crate::peer_book_args`]).
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime};
 
-use quicpeer::driver::Driver;
+use quicpeer::driver::{Driver, Exit};
 use quicpeer::{Host, HostConfig, Manager};
 
 use crate::identity_args::IdentityArgs;
 use crate::output::{Json, Output};
+use crate::peer_book_args::{self, BookKeeper, PeerBookArgs};
 use crate::transport_args::TransportArgs;
 use crate::{addr, report, signals, UsageError};
 
@@ -28,6 +30,8 @@ pub struct Args {
     )]
     listen: String,
     #[command(flatten)]
+    peer_book: PeerBookArgs,
+    #[command(flatten)]
     transport: TransportArgs,
 }
 
@@ -41,6 +45,7 @@ pub fn run(args: &Args, out: Output) -> Result<ExitCode, UsageError> {
             args.listen
         )));
     }
+    let (mut book, records) = args.peer_book.load(peer_id, &out);
     let manager = Manager::new(
         Instant::now(),
         SystemTime::now(),
@@ -60,6 +65,11 @@ pub fn run(args: &Args, out: Output) -> Result<ExitCode, UsageError> {
     signals::stop_on_termination(driver.handle())
         .map_err(|e| UsageError(format!("cannot install signal handlers: {e}")))?;
 
+    // Queued now, sent when the loop starts: right after the LISTEN lines.
+    let now = driver.now();
+    let manager = driver.machine_mut().manager_mut();
+    peer_book_args::dial(manager, now, book.as_ref(), records, &out);
+
     for local in driver.local_addrs() {
         let full = addr::format(local, Some(&peer_id));
         out.emit(
@@ -68,12 +78,27 @@ pub fn run(args: &Args, out: Output) -> Result<ExitCode, UsageError> {
             || format!("LISTEN {full}"),
         );
     }
-    let result = driver.run(|cx, event| {
-        report::host_event(&out, cx.now(), &event);
-    });
-    if let Err(e) = result {
-        eprintln!("error: {e}");
-        return Ok(ExitCode::FAILURE);
+    loop {
+        let due = book.as_ref().and_then(|b| b.due());
+        let result = driver.run_until(due, |cx, event| {
+            report::host_event(&out, cx.now(), &event);
+            if let Some(book) = book.as_mut().filter(|_| BookKeeper::changes(&event)) {
+                book.changed(cx.now(), cx.manager());
+            }
+        });
+        match result {
+            Ok(Exit::Stopped) => break,
+            Ok(_) => {
+                let now = driver.now();
+                if let Some(book) = &mut book {
+                    book.save_if_due(now, driver.machine().manager());
+                }
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Ok(ExitCode::FAILURE);
+            }
+        }
     }
     let open = driver.machine().manager().connected_peers().len();
     out.emit(
@@ -86,6 +111,10 @@ pub fn run(args: &Args, out: Output) -> Result<ExitCode, UsageError> {
             report::host_event(&out, cx.now(), &event);
         })
         .unwrap_or(false);
+    if let Some(book) = &mut book {
+        let now = driver.now();
+        book.save(now, driver.machine().manager());
+    }
     out.emit(
         Instant::now(),
         Json::event("stopped").bool("closed_cleanly", closed),

@@ -2,10 +2,10 @@
 //!
 //! One module per command, each with its clap `Args` (or subcommand enum) and a `run` function
 //! returning the exit status. Commands that run a node share the `--seed`/`--key` arguments of
-//! [`identity_args`] (and the transport knobs of [`transport_args`]). `--json`, accepted by every
-//! command, prints one JSON object per line instead of human lines ([`output`]). Exit status: 0
-//! success, 1 a negative answer (e.g. a rejected certificate, no ping answered), 2 bad arguments
-//! or unusable input.
+//! [`identity_args`] (and the transport knobs of [`transport_args`], the `--peer-book` of
+//! [`peer_book_args`]). `--json`, accepted by every command, prints one JSON object per line
+//! instead of human lines ([`output`]). Exit status: 0 success, 1 a negative answer (e.g. a
+//! rejected certificate, no ping answered), 2 bad arguments or unusable input.
 
 mod addr;
 mod bench;
@@ -15,6 +15,8 @@ mod id;
 mod identity_args;
 mod listen;
 mod output;
+mod peer_book;
+mod peer_book_args;
 mod ping;
 mod pinger;
 mod report;

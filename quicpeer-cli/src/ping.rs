@@ -2,7 +2,9 @@
 //!
 //! Every ping's RTT and every connection event is printed. When the peer restarts, the
 //! manager's `ConnectionLost { cause: PeerRestarted }` and its reconnect show up as
-//! `connection_lost`, `reconnecting` and `reconnected` (with the time since the loss).
+//! `connection_lost`, `reconnecting` and `reconnected` (with the time since the loss). A peer
+//! that restarts and dials us from its peer book shows up as a `connected` (or `reconnected`)
+//! line with `direction` `inbound` and `replaced` naming the old connection.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime};
@@ -12,6 +14,7 @@ use quicpeer::{Event, Host, HostConfig, HostEvent, Identity, Manager, PeerId};
 
 use crate::identity_args::IdentityArgs;
 use crate::output::{ms, Json, Output};
+use crate::peer_book_args::{self, BookKeeper, PeerBookArgs};
 use crate::pinger::{PingOutcome, Pinger};
 use crate::transport_args::TransportArgs;
 use crate::{addr, report, signals, UsageError};
@@ -38,6 +41,8 @@ pub struct Args {
     #[arg(long, value_name = "MS", default_value_t = 1000)]
     timeout_ms: u64,
     #[command(flatten)]
+    peer_book: PeerBookArgs,
+    #[command(flatten)]
     transport: TransportArgs,
 }
 
@@ -54,6 +59,7 @@ pub fn run(args: &Args, out: Output) -> Result<ExitCode, UsageError> {
         return Err(UsageError("cannot ping our own PeerId".into()));
     }
     let local_id = identity.peer_id();
+    let (mut book, records) = args.peer_book.load(local_id, &out);
     let timeout = Duration::from_millis(args.timeout_ms);
     let mut driver = node(identity, &args.transport, target, timeout)?;
     signals::stop_on_termination(driver.handle())
@@ -69,18 +75,34 @@ pub fn run(args: &Args, out: Output) -> Result<ExitCode, UsageError> {
 
     let mut app = PingApp::new(out, peer, args.count);
     let now = driver.now();
-    if let Err(e) = driver.machine_mut().manager_mut().dial(now, peer, [target]) {
+    let manager = driver.machine_mut().manager_mut();
+    if let Err(e) = manager.dial(now, peer, [target]) {
         return Err(UsageError(format!("cannot dial: {e}")));
     }
+    peer_book_args::dial(manager, now, book.as_ref(), records, &out);
     let mut next_tick = now + interval;
     loop {
+        let due = book.as_ref().and_then(|b| b.due());
+        let deadline = due.map_or(next_tick, |due| due.min(next_tick));
         let exit = driver
-            .run_until(Some(next_tick), |cx, event| app.on_event(cx, event))
+            .run_until(Some(deadline), |cx, event| {
+                let changes = BookKeeper::changes(&event);
+                app.on_event(cx, event);
+                if let Some(book) = book.as_mut().filter(|_| changes) {
+                    book.changed(cx.now(), cx.manager());
+                }
+            })
             .map_err(|e| UsageError(e.to_string()))?;
         if exit == Exit::Stopped || app.done() {
             break;
         }
         let now = driver.now();
+        if let Some(book) = &mut book {
+            book.save_if_due(now, driver.machine().manager());
+        }
+        if now < next_tick {
+            continue;
+        }
         let host = driver.machine_mut();
         let m = host.manager_mut();
         if m.connection(&peer).is_none()
@@ -106,6 +128,10 @@ pub fn run(args: &Args, out: Output) -> Result<ExitCode, UsageError> {
     let _ = driver.shutdown(Duration::from_secs(1), |cx, event| {
         report::host_event(&out, cx.now(), &event);
     });
+    if let Some(book) = &mut book {
+        let now = driver.now();
+        book.save(now, driver.machine().manager());
+    }
     Ok(if app.ok > 0 {
         ExitCode::SUCCESS
     } else {
@@ -189,6 +215,7 @@ impl PingApp {
                 peer,
                 conn,
                 addr,
+                direction,
                 replaced,
                 ..
             } if *peer == self.peer => {
@@ -204,6 +231,7 @@ impl PingApp {
                         Some(old) => json.str("replaced", &old.to_string()),
                         None => json,
                     };
+                    let json = json.str("direction", report::direction_name(*direction));
                     self.out.emit(now, json, || {
                         format!(
                             "RECONNECTED {peer} at {addr} ({conn}) {:.3} ms after the loss",

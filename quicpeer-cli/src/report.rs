@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use quicpeer::{Cause, Event, HostEvent};
+use quicpeer::{Cause, Direction, Event, HostEvent};
 
 use crate::output::{Json, Output};
 
@@ -19,6 +19,14 @@ pub fn cause_name(cause: &Cause) -> &'static str {
         Cause::Superseded { .. } => "superseded",
         Cause::LimitReached => "limit_reached",
         _ => "other",
+    }
+}
+
+/// `outbound` (we dialed) or `inbound`.
+pub fn direction_name(direction: Direction) -> &'static str {
+    match direction {
+        Direction::Outbound => "outbound",
+        Direction::Inbound => "inbound",
     }
 }
 
@@ -41,10 +49,7 @@ pub fn connection_event(out: &Output, at: Instant, event: &Event) -> bool {
             direction,
             replaced,
         } => {
-            let dir = match direction {
-                quicpeer::Direction::Outbound => "outbound",
-                quicpeer::Direction::Inbound => "inbound",
-            };
+            let dir = direction_name(*direction);
             let mut json = Json::event("connected")
                 .str("peer", &peer.to_string())
                 .str("conn", &conn.to_string())

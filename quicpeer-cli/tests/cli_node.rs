@@ -1,7 +1,9 @@
 //! `quicpeer demo`, `listen` and `ping` run as a user would: separate processes, real UDP on
 //! loopback, JSON lines read from their stdout. Every wait has a deadline.
 
-use std::io::{BufRead, BufReader};
+use std::fs;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
@@ -31,8 +33,10 @@ fn number(line: &str, key: &str) -> Option<f64> {
 
 /// The stdout lines of a child, read on a thread so that waits can have deadlines.
 struct Lines {
-    rx: Receiver<String>,
+    rx: Receiver<(Instant, String)>,
     seen: Vec<String>,
+    /// When each line of `seen` was read from the pipe.
+    read_at: Vec<Instant>,
 }
 
 impl Lines {
@@ -40,7 +44,7 @@ impl Lines {
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
+                if tx.send((Instant::now(), line)).is_err() {
                     return;
                 }
             }
@@ -48,6 +52,7 @@ impl Lines {
         Self {
             rx,
             seen: Vec::new(),
+            read_at: Vec::new(),
         }
     }
 
@@ -58,18 +63,33 @@ impl Lines {
         timeout: Duration,
         pick: impl Fn(&str) -> bool,
     ) -> Option<String> {
+        let index = self.wait_index(from, timeout, pick)?;
+        Some(self.seen[index].clone())
+    }
+
+    /// The index of the first line after index `from` for which `pick` holds, within
+    /// `timeout`.
+    fn wait_index(
+        &mut self,
+        from: usize,
+        timeout: Duration,
+        pick: impl Fn(&str) -> bool,
+    ) -> Option<usize> {
         let deadline = Instant::now() + timeout;
         let mut index = from;
         loop {
             while index < self.seen.len() {
                 if pick(&self.seen[index]) {
-                    return Some(self.seen[index].clone());
+                    return Some(index);
                 }
                 index += 1;
             }
             let left = deadline.checked_duration_since(Instant::now())?;
             match self.rx.recv_timeout(left) {
-                Ok(line) => self.seen.push(line),
+                Ok((at, line)) => {
+                    self.seen.push(line);
+                    self.read_at.push(at);
+                }
                 Err(_) => return None,
             }
         }
@@ -226,4 +246,257 @@ fn sigterm_closes_the_listeners_connections_gracefully() {
         })
         .expect("the pinger saw the close");
     assert_eq!(field(&lost, "cause"), "closed_by_peer", "{lost}");
+}
+
+/// A path under the temp directory unique to this test process and `name`, not there yet.
+fn temp_path(name: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("quicpeer-cli-{}-{name}", std::process::id()));
+    let _ = fs::remove_file(&path);
+    path
+}
+
+/// A UDP port on loopback free a moment ago.
+fn free_udp_port() -> u16 {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a UDP socket");
+    socket.local_addr().expect("local address").port()
+}
+
+/// The peers the records of the peer book at `path` name (none while there is no such file).
+fn book_peers(path: &Path) -> Vec<String> {
+    let Ok(text) = fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    let book: Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("a peer book is written whole ({e}): {text}"));
+    assert_eq!(book["format"], "quicpeer-peer-book", "{text}");
+    (book["records"].as_array().into_iter().flatten())
+        .filter_map(|record| record["peer"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Polls `ready` every 10 ms until it holds or `timeout` passes.
+fn poll_until(timeout: Duration, mut ready: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while !ready() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    true
+}
+
+fn event(line: &str) -> String {
+    field(line, "event").as_str().unwrap_or_default().to_owned()
+}
+
+/// The issue's scenario: a listener killed with SIGKILL and restarted with its peer book dials
+/// its pinger back at once, and the pinger, on an idle link, switches to that connection (a new
+/// certificate key under the same PeerId) without waiting for its next ping or keep-alive to
+/// hit the restarted process. Prints the time from reading the restarted listener's LISTEN line
+/// to reading the pinger's line about the fresh connection (not asserted: how fast depends on
+/// the machine).
+#[test]
+fn a_listener_restarted_with_its_peer_book_dials_its_pinger_back_at_once() {
+    let book = temp_path("restart-book.json");
+    let book_arg = book.to_str().expect("a UTF-8 temp path").to_owned();
+    let at = format!("/ip4/127.0.0.1/udp/{}/quic-v1", free_udp_port());
+    let args = [
+        "listen",
+        "--seed",
+        "1",
+        "--listen",
+        &at,
+        "--peer-book",
+        &book_arg,
+        "--json",
+    ];
+    let (listener, mut listener_lines) = spawn(&args);
+    let line = (listener_lines.wait(0, Duration::from_secs(10), |l| event(l) == "listen"))
+        .expect("the listener prints its address");
+    let addr = field(&line, "addr").as_str().expect("addr").to_owned();
+
+    // Idle once connected: the next ping, and the keep-alive, are 5 s away. The settling and the
+    // restart below must be over before then (they take about a second).
+    let (_pinger, mut lines) = spawn(&["ping", &addr, "--interval-ms", "5000", "--json"]);
+    let wait = Duration::from_secs(10);
+    let pinging = (lines.wait(0, wait, |l| event(l) == "pinging")).expect("the pinger starts");
+    let pinger_id = field(&pinging, "local_peer")
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let connected = (lines.wait(0, wait, |l| event(l) == "connected")).expect("connected");
+    let old = field(&connected, "conn");
+    let first = lines.wait(0, wait, |l| event(l) == "ping" || event(l) == "ping_failed");
+    let first = first.expect("the first ping, sent at once on the new connection");
+    assert_eq!(field(&first, "seq"), 1, "{first}");
+    assert_eq!(event(&first), "ping", "{first}");
+    assert!(
+        poll_until(wait, || book_peers(&book).contains(&pinger_id)),
+        "the listener's peer book names the pinger: {:?}",
+        fs::read_to_string(&book)
+    );
+    // Let the link go idle: the pinger's last packets acknowledged (the listener delays its
+    // ACKs up to 25 ms). A retransmission of the pinger reaching the restarted listener would
+    // draw a stateless reset and find the restart by itself, before the listener's dial does.
+    std::thread::sleep(Duration::from_secs(1));
+
+    drop(listener); // SIGKILL: nothing is sent to the pinger
+    let from = lines.seen.len();
+    let (_listener, mut listener_lines) = spawn(&args);
+    let book_line = listener_lines.wait(0, wait, |l| event(l) == "peer_book");
+    let book_line = book_line.expect("the restarted listener reads its peer book");
+    assert_eq!(field(&book_line, "dialing"), 1, "{book_line}");
+    let listen = listener_lines.wait_index(0, wait, |l| event(l) == "listen");
+    let listen = listen.expect("the restarted listener prints its address");
+    assert_eq!(field(&listener_lines.seen[listen], "addr"), addr.as_str());
+
+    let fresh = lines.wait_index(from, wait, |l| {
+        matches!(event(l).as_str(), "connected" | "reconnected")
+    });
+    let fresh = fresh.expect("the pinger holds a fresh connection");
+    let fresh_line = lines.seen[fresh].clone();
+    let all = lines.seen.join("\n");
+    assert_eq!(
+        field(&fresh_line, "replaced"),
+        old,
+        "{fresh_line} in\n{all}"
+    );
+    assert_eq!(
+        field(&fresh_line, "direction"),
+        "inbound",
+        "the restarted listener dialed it: {fresh_line}"
+    );
+    // Nothing the pinger sent found the restart first: no ping, loss or silence before the
+    // fresh connection, and the first ping after it is the next one (none went out between).
+    for line in &lines.seen[from..fresh] {
+        assert!(
+            !matches!(
+                event(line).as_str(),
+                "ping" | "ping_failed" | "connection_lost" | "unresponsive" | "reconnecting"
+            ),
+            "{line} before the fresh connection {fresh_line}"
+        );
+    }
+    let next = lines.wait(fresh, wait, |l| {
+        event(l) == "ping" || event(l) == "ping_failed"
+    });
+    let next = next.expect("a ping on the fresh connection");
+    assert_eq!(event(&next), "ping", "{next}");
+    assert_eq!(field(&next, "seq"), 2, "{next}");
+    let lost = lines.wait(from, wait, |l| event(l) == "connection_lost");
+    let lost = lost.expect("the old connection ends");
+    assert_eq!(field(&lost, "conn"), old, "{lost}");
+    assert_eq!(field(&lost, "cause"), "peer_restarted", "{lost}");
+
+    let read_gap = lines.read_at[fresh].saturating_duration_since(listener_lines.read_at[listen]);
+    let dialed = listener_lines.wait(listen, wait, |l| event(l) == "connected");
+    let dialed = dialed.expect("the listener reports its connection");
+    let listen_t = number(&listener_lines.seen[listen], "t_ms").unwrap_or(f64::NAN);
+    let dialed_t = number(&dialed, "t_ms").unwrap_or(f64::NAN);
+    println!(
+        "restart: pinger's fresh connection read {:.3} ms after the listener's LISTEN line \
+         (listener's own clock: LISTEN at {listen_t} ms, its dial connected at {dialed_t} ms)",
+        read_gap.as_secs_f64() * 1e3
+    );
+    let _ = fs::remove_file(&book);
+}
+
+/// A listener started with a spoiled or foreign peer book reports it, starts without it, answers
+/// pings, and leaves the file as it was.
+#[test]
+fn a_listener_with_an_unusable_peer_book_starts_without_it() {
+    let id = |seed: &str| {
+        let output = quicpeer(&["id", "--seed", seed]).output().expect("run id");
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    };
+    let foreign = format!(
+        r#"{{"format":"quicpeer-peer-book","version":1,"peer":"{}","records":[
+            {{"peer":"{}","addrs":["127.0.0.1:9"],"direction":"outbound","last_seen_ms":1}}]}}"#,
+        id("25"),
+        id("26")
+    );
+    let cases = [
+        ("corrupt", b"\x00\xff\xfegarbage{".to_vec(), "malformed"),
+        ("foreign", foreign.into_bytes(), "foreign"),
+    ];
+    for (name, contents, kind) in cases {
+        let path = temp_path(&format!("{name}-book.json"));
+        fs::write(&path, &contents).expect("write the book");
+        let path_arg = path.to_str().expect("a UTF-8 temp path");
+        let mut child = quicpeer(&["listen", "--seed", "24", "--json", "--peer-book", path_arg])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start quicpeer");
+        let mut lines = Lines::new(child.stdout.take().expect("piped stdout"));
+        let mut stderr = child.stderr.take().expect("piped stderr");
+        let stderr = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text);
+            text
+        });
+        let listener = Proc(child);
+
+        let wait = Duration::from_secs(10);
+        let error = lines.wait(0, wait, |l| event(l) == "peer_book_error");
+        let error = error.unwrap_or_else(|| panic!("{name}: no peer_book_error line"));
+        assert_eq!(field(&error, "error"), kind, "{error}");
+        let listen = lines.wait(0, wait, |l| event(l) == "listen");
+        let listen = listen.unwrap_or_else(|| panic!("{name}: the listener did not start"));
+        let addr = field(&listen, "addr").as_str().expect("addr").to_owned();
+        let ping = quicpeer(&["ping", &addr, "--json", "--count", "1"])
+            .output()
+            .expect("run ping");
+        let stdout = String::from_utf8_lossy(&ping.stdout);
+        assert!(ping.status.success(), "{name}: {stdout}");
+        assert!(stdout.lines().any(|l| event(l) == "ping"), "{stdout}");
+
+        drop(listener);
+        let stderr = stderr.join().expect("stderr reader");
+        let said = stderr.lines().filter(|l| l.contains("peer book")).count();
+        assert_eq!(said, 1, "{name}: one line on stderr:\n{stderr}");
+        assert!(stderr.contains(path_arg), "{stderr}");
+        assert_eq!(
+            fs::read(&path).ok(),
+            Some(contents),
+            "{name}: left as it was"
+        );
+        let _ = fs::remove_file(&path);
+    }
+}
+
+/// `ping --peer-book` keeps a book too: the peer it pinged, dialed by it.
+#[test]
+fn ping_keeps_a_peer_book_too() {
+    let (_listener, _, addr) = listen("27", "/ip4/127.0.0.1/udp/0/quic-v1");
+    let book = temp_path("ping-book.json");
+    let book_arg = book.to_str().expect("a UTF-8 temp path");
+    let output = quicpeer(&[
+        "ping",
+        &addr,
+        "--seed",
+        "28",
+        "--count",
+        "1",
+        "--json",
+        "--peer-book",
+        book_arg,
+    ])
+    .output()
+    .expect("run ping");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    let line = stdout.lines().find(|l| event(l) == "peer_book");
+    let line = line.unwrap_or_else(|| panic!("no peer_book line: {stdout}"));
+    assert_eq!(field(line, "peers"), 0, "{line}");
+
+    let text = fs::read_to_string(&book).expect("the book was written");
+    let book_json: Value = serde_json::from_str(&text).expect("JSON");
+    let records = book_json["records"].as_array().expect("records");
+    let listener_id = addr.rsplit('/').next().expect("PeerId");
+    assert_eq!(records.len(), 1, "{text}");
+    assert_eq!(records[0]["peer"], listener_id, "{text}");
+    assert_eq!(records[0]["direction"], "outbound", "{text}");
+    let _ = fs::remove_file(&book);
 }
