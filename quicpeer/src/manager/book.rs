@@ -85,8 +85,9 @@ impl Manager {
         records
     }
 
-    /// Dials the peers of a peer book (a restarted node's first command), the `max` most
-    /// recently seen first; returns how many dials it queued. At most
+    /// Takes in a peer book (a restarted node's first command) and dials its `max` most
+    /// recently seen peers, most recent first; returns how many dials it queued. The others stay
+    /// in the book (within `Limits::max_peer_book`), to be saved again. At most
     /// `Limits::max_pending_dials` run at once, the rest start as earlier ones end, at the pace
     /// of `Limits::peer_book_dials`. Peers that
     /// had dialed us are dialed back but not reconnected to afterwards (their reconnect policy
@@ -110,9 +111,8 @@ impl Manager {
             .collect();
         records.sort_by(|a, b| b.last_seen.cmp(&a.last_seen).then(a.peer.cmp(&b.peer)));
         records.dedup_by(|a, b| a.peer == b.peer);
-        records.truncate(max);
-        let queued = records.len();
-        for record in records {
+        // Every record stays in the book (within its bound); the `max` most recent are dialed.
+        for record in &records {
             if let Some(&addr) = record.addrs.first() {
                 let seen = Seen {
                     at: record.last_seen,
@@ -121,8 +121,10 @@ impl Manager {
                 };
                 self.remember(record.peer, seen);
             }
-            self.book_dials.push_back(record);
         }
+        records.truncate(max);
+        let queued = records.len();
+        self.book_dials.extend(records);
         debug!(queued, "dialing the peer book");
         self.start_book_dials(now);
         queued
