@@ -31,6 +31,11 @@ pub struct Args {
     listen: String,
     #[command(flatten)]
     peer_book: PeerBookArgs,
+    /// On SIGINT/SIGTERM, tell the peers that this node is restarting and expects to be back
+    /// within this many milliseconds: quicpeer peers keep redialing it on a short schedule
+    /// (other libp2p nodes see an ordinary close).
+    #[arg(long, value_name = "MS")]
+    restart_downtime_ms: Option<u64>,
     #[command(flatten)]
     transport: TransportArgs,
 }
@@ -106,6 +111,10 @@ pub fn run(args: &Args, out: Output) -> Result<ExitCode, UsageError> {
         Json::event("shutting_down").int("peers", open as u64),
         || format!("SHUTTING DOWN: closing connections to {open} peer(s)"),
     );
+    if let Some(ms) = args.restart_downtime_ms {
+        let now = driver.now();
+        (driver.machine_mut().manager_mut()).close_all_restarting(now, Duration::from_millis(ms));
+    }
     let closed = driver
         .shutdown(CLOSE_GRACE, |cx, event| {
             report::host_event(&out, cx.now(), &event);

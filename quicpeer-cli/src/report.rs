@@ -10,6 +10,7 @@ use crate::output::{Json, Output};
 pub fn cause_name(cause: &Cause) -> &'static str {
     match cause {
         Cause::PeerRestarted => "peer_restarted",
+        Cause::PeerRestarting { .. } => "peer_restarting",
         Cause::IdleTimeout => "idle_timeout",
         Cause::ClosedByPeer { .. } => "closed_by_peer",
         Cause::ClosedLocally => "closed_locally",

@@ -248,6 +248,68 @@ fn sigterm_closes_the_listeners_connections_gracefully() {
     assert_eq!(field(&lost, "cause"), "closed_by_peer", "{lost}");
 }
 
+#[test]
+fn sigterm_with_a_restart_downtime_tells_the_pinger_to_redial_until_the_listener_is_back() {
+    let port = free_udp_port();
+    let at = format!("/ip4/127.0.0.1/udp/{port}/quic-v1");
+    let restarting = ["--restart-downtime-ms", "2000"];
+    let (listener, mut listener_lines) = spawn(
+        &[
+            &["listen", "--json", "--seed", "23", "--listen", &at][..],
+            &restarting[..],
+        ]
+        .concat(),
+    );
+    let listening = listener_lines
+        .wait(0, Duration::from_secs(10), |l| {
+            field(l, "event") == "listen"
+        })
+        .expect("LISTEN line");
+    let addr = field(&listening, "addr").as_str().expect("addr").to_owned();
+    let (_pinger, mut lines) = spawn(&["ping", &addr, "--json", "--interval-ms", "50"]);
+    assert!(lines
+        .wait(0, Duration::from_secs(10), |l| field(l, "event") == "ping")
+        .is_some());
+    let status = Command::new("kill")
+        .args(["-TERM", &listener.0.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+    let lost = lines
+        .wait(0, Duration::from_secs(10), |l| {
+            field(l, "event") == "connection_lost"
+        })
+        .expect("the pinger saw the close");
+    assert_eq!(field(&lost, "cause"), "peer_restarting", "{lost}");
+    listener_lines
+        .wait(0, Duration::from_secs(10), |l| {
+            field(l, "event") == "stopped"
+        })
+        .expect("the listener stopped");
+    drop(listener);
+    // Back on the same port: the pinger, which kept redialing, reconnects by itself.
+    let (_listener, mut listener_lines) = spawn(
+        &[
+            &["listen", "--json", "--seed", "23", "--listen", &at][..],
+            &restarting[..],
+        ]
+        .concat(),
+    );
+    assert!(listener_lines
+        .wait(0, Duration::from_secs(10), |l| field(l, "event")
+            == "listen")
+        .is_some());
+    let lost_at = lines.seen.len();
+    assert!(
+        lines
+            .wait(lost_at, Duration::from_secs(10), |l| {
+                field(l, "event") == "reconnected"
+            })
+            .is_some(),
+        "the pinger reconnected"
+    );
+}
+
 /// A path under the temp directory unique to this test process and `name`, not there yet.
 fn temp_path(name: &str) -> PathBuf {
     let path = std::env::temp_dir().join(format!("quicpeer-cli-{}-{name}", std::process::id()));
