@@ -75,6 +75,10 @@ impl EventLog {
             Event::StreamFinished { stream } => alive(self, stream.conn(), "StreamFinished"),
             Event::StreamStopped { stream, .. } => alive(self, stream.conn(), "StreamStopped"),
             Event::DialFailed { .. } => {}
+            Event::ConnectFailed { conn, .. } => assert!(
+                !self.connected.contains_key(conn),
+                "invariant: ConnectFailed for {conn}, which was Connected"
+            ),
             // `Event` is non-exhaustive: a new kind must get its check here before it ships.
             other => panic!("invariant: no check for {other:?}"),
         }

@@ -131,6 +131,99 @@ fn configuration_and_application_codes_out_of_range_are_typed_errors() {
 }
 
 #[test]
+fn connect_starts_one_attempt_and_reports_its_own_failure() {
+    let mut net = Network::new(41);
+    let a = net.add_node("a", identity(1), Config::default());
+    let b = net.add_node("b", identity(2), Config::default());
+    let (peer_a, peer_b, addr_b, now) = (net.peer_id(a), net.peer_id(b), net.addr(b), net.now());
+
+    // Whoever answers: the PeerId comes out of the handshake.
+    let m = net.manager(a).expect("up");
+    let any = m.connect(now, addr_b, None).expect("started");
+    // The wrong PeerId: refused by our verifier.
+    let wrong = m
+        .connect(now, addr_b, Some(identity(9).peer_id()))
+        .expect("started");
+    // Nobody there.
+    let dead: std::net::SocketAddr = "192.0.2.77:4001".parse().expect("address");
+    let nowhere = m.connect(now, dead, Some(peer_b)).expect("started");
+    assert_eq!(
+        m.connect(now, addr_b, Some(peer_a)),
+        Err(quicpeer::DialError::SelfDial)
+    );
+    net.run_for(Config::default().handshake_timeout + Duration::from_millis(10));
+
+    let (_, (conn, _)) = connected(&net, a, peer_b, now).expect("the open connect succeeded");
+    assert_eq!(conn, any);
+    let failed = |conn| {
+        find(&net, a, now, |e| match e {
+            Event::ConnectFailed {
+                conn: c,
+                addr,
+                cause,
+            } if *c == conn => Some((*addr, cause.clone())),
+            _ => None,
+        })
+        .map(|(_, f)| f)
+    };
+    assert_eq!(failed(any), None);
+    assert!(matches!(
+        failed(wrong),
+        Some((addr, Cause::PeerIdMismatch { actual, .. })) if addr == addr_b && actual == peer_b
+    ));
+    assert_eq!(
+        failed(nowhere),
+        Some((dead, Cause::HandshakeFailed(HandshakeFailure::TimedOut)))
+    );
+    // No peer-level dial took part: nothing was retried or reported as a dial.
+    let m = net.manager(a).expect("up");
+    assert!(!m.is_dialing(&peer_b));
+    assert!(find(&net, a, now, |e| matches!(e, Event::DialFailed { .. })
+        .then_some(()))
+    .is_none());
+}
+
+#[test]
+fn a_manager_that_stops_accepting_refuses_new_clients_and_keeps_its_connections() {
+    let mut net = Network::new(42);
+    let a = net.add_node("a", identity(1), Config::default());
+    let b = net.add_node("b", identity(2), Config::default());
+    let c = net.add_node("c", identity(3), Config::default());
+    let kept = connect(&mut net, a, b);
+    let m = net.manager(b).expect("up");
+    m.set_accepting(false);
+    assert!(!m.is_accepting());
+    let now = net.now();
+    net.dial(c, b);
+    net.run_for(Duration::from_millis(100));
+    let refused = find(&net, c, now, |e| match e {
+        Event::DialFailed { errors, .. } => Some(errors.clone()),
+        _ => None,
+    })
+    .expect("c's dial failed");
+    assert_eq!(
+        refused.1,
+        vec![(
+            net.addr(b),
+            Cause::HandshakeFailed(HandshakeFailure::Refused)
+        )]
+    );
+    assert_eq!(
+        lost(&net, a, kept, now),
+        None,
+        "the established connection stays"
+    );
+    let peer_b = net.peer_id(b);
+    assert_eq!(net.manager(a).expect("up").connection(&peer_b), Some(kept));
+    // And accepting again lets c in.
+    net.manager(b).expect("up").set_accepting(true);
+    let again = net.now();
+    net.dial(c, b);
+    net.run_for(Duration::from_millis(100));
+    assert!(connected(&net, c, peer_b, again).is_some());
+}
+
+#[test]
 fn a_dial_joins_one_in_progress_and_a_connected_peer_is_not_redialed() {
     let mut net = Network::new(3);
     let a = net.add_node("a", identity(1), Config::default());

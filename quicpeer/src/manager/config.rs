@@ -199,6 +199,15 @@ pub struct Config {
     /// `initial_max_streams_bidi`, raised as streams end). A peer at the limit waits for credit,
     /// as we do for the peer's limit ([`Event::StreamsAvailable`](super::Event::StreamsAvailable)).
     pub max_concurrent_bidi_streams: u32,
+    /// Unidirectional streams the peer may have open at once; 0 turns them off (libp2p uses
+    /// bidirectional streams only).
+    pub max_concurrent_uni_streams: u32,
+    /// Bytes the peer may send on one stream beyond what the application has read (QUIC's
+    /// per-stream flow-control window).
+    pub stream_receive_window: u64,
+    /// Bytes the peer may send on all streams of a connection together beyond what the
+    /// application has read (the connection's flow-control window).
+    pub receive_window: u64,
     /// The restart epoch: a second connection from a known PeerId under another certificate key
     /// is a new incarnation of the peer and replaces the old connection at once. Off, such a
     /// connection is treated as one of the same process: the old one is probed first.
@@ -222,6 +231,10 @@ impl Default for Config {
             max_udp_payload: 1452,
             // quinn's default.
             max_concurrent_bidi_streams: 100,
+            // quinn's defaults: 100 unidirectional streams, windows for 100 Mbit/s at 100 ms.
+            max_concurrent_uni_streams: 100,
+            stream_receive_window: 1_250_000,
+            receive_window: (1 << 62) - 1,
             restart_epoch: true,
         }
     }

@@ -35,6 +35,9 @@ pub(super) struct Conn {
     pub(super) phase: Phase,
     /// `Connected` was emitted, so `ConnectionLost` must be.
     pub(super) announced: bool,
+    /// Started by `Manager::connect`: its failure before `Connected` is reported on its own
+    /// (`Event::ConnectFailed`), since no peer's dial reports it.
+    pub(super) standalone: bool,
     /// Streams whose sending half is not yet finished and acknowledged, stopped or reset.
     pub(super) send_open: BTreeSet<quinn_proto::StreamId>,
     /// Streams whose receiving half has not reached its end or a reset.
@@ -76,6 +79,7 @@ impl Manager {
             return;
         }
         if self.shutting_down
+            || !self.accepting
             || self.inbound_handshakes >= limits.max_inbound_handshakes
             || self.live >= limits.max_connections
         {
@@ -146,6 +150,7 @@ impl Manager {
                     deadline: now + self.config.handshake_timeout,
                 },
                 announced: false,
+                standalone: false,
                 send_open: BTreeSet::new(),
                 recv_open: BTreeSet::new(),
                 probe: None,

@@ -99,32 +99,11 @@ impl Manager {
             dial.next_at = Some(now + stagger);
             self.timed_peers.insert(peer);
         }
-        let (client, slot) = self.tls.client_config(Some(peer));
-        let result = QuicClientConfig::try_from(client)
-            .map_err(|_| ConnectFailure::NoQuicCipherSuite)
-            .and_then(|crypto| {
-                let mut config = quinn_proto::ClientConfig::new(Arc::new(crypto));
-                config.transport_config(self.transport.clone());
-                self.endpoint
-                    .connect(now, config, addr, SERVER_NAME)
-                    .map_err(connect_failure)
-            });
-        match result {
-            Ok((handle, inner)) => {
-                let id = self.new_conn_id();
+        match self.start_attempt(now, addr, Some(peer)) {
+            Ok(id) => {
                 if let Some(dial) = self.peers.get_mut(&peer).and_then(|p| p.dial.as_mut()) {
                     dial.in_flight.insert(id);
                 }
-                self.insert_conn(
-                    id,
-                    handle,
-                    inner,
-                    slot,
-                    Direction::Outbound,
-                    addr,
-                    Some(peer),
-                    now,
-                );
             }
             Err(failure) => {
                 debug!(%peer, %addr, "cannot start dial: {failure}");
@@ -135,6 +114,28 @@ impl Manager {
                 self.after_attempt_failed(peer, now);
             }
         }
+    }
+
+    /// Starts one outbound connection to `addr`; `expected` pins the PeerId it must verify.
+    pub(super) fn start_attempt(
+        &mut self,
+        now: Instant,
+        addr: SocketAddr,
+        expected: Option<PeerId>,
+    ) -> Result<ConnId, ConnectFailure> {
+        let (client, slot) = self.tls.client_config(expected);
+        let crypto =
+            QuicClientConfig::try_from(client).map_err(|_| ConnectFailure::NoQuicCipherSuite)?;
+        let mut config = quinn_proto::ClientConfig::new(Arc::new(crypto));
+        config.transport_config(self.transport.clone());
+        let (handle, inner) = self
+            .endpoint
+            .connect(now, config, addr, SERVER_NAME)
+            .map_err(connect_failure)?;
+        let id = self.new_conn_id();
+        let direction = Direction::Outbound;
+        self.insert_conn(id, handle, inner, slot, direction, addr, expected, now);
+        Ok(id)
     }
 
     /// After an attempt failed: start the next address at once, or fail the dial.

@@ -233,6 +233,16 @@ pub enum Event {
         /// When a reconnect will try again, if it will.
         retry_at: Option<Instant>,
     },
+    /// A connection started with [`Manager::connect`](crate::Manager::connect) ended before it
+    /// was established (a connection that was is reported by `ConnectionLost`).
+    ConnectFailed {
+        /// The connection.
+        conn: ConnId,
+        /// The address it was started to.
+        addr: SocketAddr,
+        /// Why.
+        cause: Cause,
+    },
     /// The peer opened a stream.
     StreamOpened {
         /// The peer.
@@ -303,6 +313,9 @@ pub enum DialError {
     /// `Limits::max_pending_dials` dials are already in progress.
     #[error("too many pending dials")]
     TooManyPendingDials,
+    /// The attempt could not start on our side ([`Manager::connect`](crate::Manager::connect)).
+    #[error("could not start: {0}")]
+    Local(ConnectFailure),
     /// `Limits::max_connections` connections exist already.
     #[error("connection limit reached")]
     ConnectionLimit,

@@ -238,6 +238,13 @@ impl Manager {
         conn.probe = None;
         self.live = self.live.saturating_sub(1);
         let (direction, addr, announced) = (conn.direction, conn.addr, conn.announced);
+        if conn.standalone && !announced {
+            self.events.push_back(Event::ConnectFailed {
+                conn: id,
+                addr,
+                cause: cause.clone(),
+            });
+        }
         let peer = conn.peer;
         let unfinished: Vec<StreamId> = conn
             .send_open

@@ -134,6 +134,9 @@ pub enum ConfigError {
     /// `idle_timeout` does not fit QUIC's transport parameter (2^62 - 1 ms).
     #[error("idle_timeout {0:?} is too large for QUIC")]
     IdleTimeout(Duration),
+    /// A flow-control window (`stream_receive_window`, `receive_window`) above QUIC's 2^62 - 1.
+    #[error("flow-control window {0} is above 2^62 - 1")]
+    Window(u64),
     /// The TLS configuration offers no cipher suite QUIC can start with (a build without
     /// TLS_AES_128_GCM_SHA256).
     #[error("the TLS configuration lacks a QUIC initial cipher suite")]
@@ -187,6 +190,8 @@ pub struct Manager {
     shutting_down: bool,
     /// `close_all_restarting` was called: the closes announce a restart of this long.
     restart_notice: Option<Duration>,
+    /// New inbound connections are accepted (see `set_accepting`).
+    accepting: bool,
     /// Datagrams one transmit may carry (see `set_max_datagrams`).
     max_datagrams: usize,
     buf: Vec<u8>,
@@ -288,6 +293,9 @@ impl Manager {
             .max_idle_timeout(Some(idle))
             .keep_alive_interval(config.keep_alive)
             .max_concurrent_bidi_streams(VarInt::from_u32(config.max_concurrent_bidi_streams))
+            .max_concurrent_uni_streams(VarInt::from_u32(config.max_concurrent_uni_streams))
+            .stream_receive_window(window(config.stream_receive_window)?)
+            .receive_window(window(config.receive_window)?)
             .datagram_receive_buffer_size(None);
         let transport = Arc::new(transport);
 
@@ -332,6 +340,7 @@ impl Manager {
             next_sweep: now,
             shutting_down: false,
             restart_notice: None,
+            accepting: true,
             max_datagrams: 1,
             buf: Vec::new(),
             span,
@@ -611,6 +620,38 @@ impl Manager {
         Ok(DialOutcome::Started)
     }
 
+    /// Starts one connection to `addr`, outside any peer's dial, and returns it at once.
+    /// `expected` pins the PeerId the handshake must verify (`None`: whoever answers, learned in
+    /// the handshake). It ends as [`Event::Connected`] or [`Event::ConnectFailed`]; it is not
+    /// retried, and its failure does not touch the peer's dial, backoff or addresses: for an
+    /// embedder that owns its redial logic (a libp2p `Transport`). Once established it is a
+    /// connection like any other.
+    pub fn connect(
+        &mut self,
+        now: Instant,
+        addr: SocketAddr,
+        expected: Option<PeerId>,
+    ) -> Result<ConnId, DialError> {
+        let _span = self.span.clone().entered();
+        self.set_time(now);
+        if expected == Some(self.identity.peer_id()) {
+            return Err(DialError::SelfDial);
+        }
+        if self.shutting_down {
+            return Err(DialError::ShuttingDown);
+        }
+        if self.live >= self.config.limits.max_connections {
+            return Err(DialError::ConnectionLimit);
+        }
+        let id = self
+            .start_attempt(now, addr, expected)
+            .map_err(DialError::Local)?;
+        if let Some(conn) = self.conns.get_mut(&id) {
+            conn.standalone = true;
+        }
+        Ok(id)
+    }
+
     /// Replaces the connection to a connected peer with a fresh one, make-before-break: the
     /// current connection stays in use until the new one is verified, and stays if the new one
     /// fails.
@@ -651,6 +692,18 @@ impl Manager {
                 Cause::HandshakeFailed(HandshakeFailure::Unreachable),
             );
         }
+    }
+
+    /// Whether new inbound connections are accepted. With `false`, clients are refused
+    /// statelessly (`CONNECTION_REFUSED`) while the connections already established, and our own
+    /// dials, go on: a listener that stops listening without closing what it holds.
+    pub fn set_accepting(&mut self, accepting: bool) {
+        self.accepting = accepting;
+    }
+
+    /// Whether new inbound connections are accepted ([`Manager::set_accepting`]).
+    pub fn is_accepting(&self) -> bool {
+        self.accepting
     }
 
     /// Sets the reconnect policy of one peer, overriding `Config::reconnect`.
@@ -895,6 +948,11 @@ fn server_config(
     // not from the system clock quinn would read by default.
     config.time_source(Arc::new(clock.clone()));
     Ok(Arc::new(config))
+}
+
+/// A flow-control window of the configuration as QUIC's varint.
+fn window(bytes: u64) -> Result<VarInt, ConfigError> {
+    VarInt::from_u64(bytes).map_err(|_| ConfigError::Window(bytes))
 }
 
 /// The earlier of two optional deadlines.
