@@ -223,6 +223,48 @@ fn a_manager_that_stops_accepting_refuses_new_clients_and_keeps_its_connections(
     assert!(connected(&net, c, peer_b, again).is_some());
 }
 
+/// What a libp2p Swarm expects of its transport: several connections to a peer stay side by
+/// side, and a silent one is reported without a redial (the Swarm owns redials).
+#[test]
+fn without_tie_break_and_suspicion_redial_connections_stay_and_silence_is_only_reported() {
+    let mut net = Network::new(43);
+    let mut swarm_like = Config::default();
+    swarm_like.tie_break = false;
+    swarm_like.suspicion_redial = false;
+    swarm_like.limits.max_connections_per_peer = 3;
+    let a = net.add_node("a", identity(1), swarm_like.clone());
+    let b = net.add_node("b", identity(2), swarm_like);
+    let (peer_b, addr_b, now) = (net.peer_id(b), net.addr(b), net.now());
+    let m = net.manager(a).expect("up");
+    let first = m.connect(now, addr_b, Some(peer_b)).expect("started");
+    let second = m.connect(now, addr_b, Some(peer_b)).expect("started");
+    net.run_for(Duration::from_secs(1));
+    let mut conns = net.manager(a).expect("up").connections(&peer_b);
+    conns.sort();
+    assert_eq!(conns, vec![first, second], "no tie-break closed one");
+    assert_eq!(lost(&net, a, first, now), None);
+
+    // B goes silent; A writes on one connection and gets no answer.
+    net.set_link(a, b, quicpeer::sim::Link::down());
+    let silent = net.now();
+    send_message(&mut net, a, first, b"anyone?");
+    net.run_for(Duration::from_secs(2));
+    let unresponsive = find(&net, a, silent, |e| match e {
+        Event::Unresponsive { conn, .. } => Some(*conn),
+        _ => None,
+    });
+    assert_eq!(unresponsive.map(|(_, c)| c), Some(first));
+    assert!(
+        !net.manager(a).expect("up").is_dialing(&peer_b),
+        "no redial"
+    );
+    assert!(
+        find(&net, a, silent, |e| matches!(e, Event::Reconnecting { .. })
+            .then_some(()))
+        .is_none()
+    );
+}
+
 #[test]
 fn a_dial_joins_one_in_progress_and_a_connected_peer_is_not_redialed() {
     let mut net = Network::new(3);

@@ -212,6 +212,16 @@ pub struct Config {
     /// is a new incarnation of the peer and replaces the old connection at once. Off, such a
     /// connection is treated as one of the same process: the old one is probed first.
     pub restart_epoch: bool,
+    /// When a second connection to a peer completes, probe the older one and keep one of the
+    /// two (a stale one goes, and of two live ones the tie-break keeps the connection dialed by
+    /// the smaller PeerId on both sides). Off, both stay, up to
+    /// `Limits::max_connections_per_peer`: what a libp2p Swarm, which manages its connections
+    /// itself, expects. A new incarnation (`restart_epoch`) still replaces the old connection.
+    pub tie_break: bool,
+    /// Whether an `Event::Unresponsive` connection is raced with a fresh dial. Off, the event
+    /// is still reported and redialing is left to the application (a libp2p Swarm dials with
+    /// `PeerCondition::Always`).
+    pub suspicion_redial: bool,
 }
 
 impl Default for Config {
@@ -236,6 +246,8 @@ impl Default for Config {
             stream_receive_window: 1_250_000,
             receive_window: (1 << 62) - 1,
             restart_epoch: true,
+            tie_break: true,
+            suspicion_redial: true,
         }
     }
 }

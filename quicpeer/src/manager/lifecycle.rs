@@ -154,7 +154,7 @@ impl Manager {
             self.close_conn(old, now, Cause::PeerRestarted);
         } else if let Some(old) = replacing {
             self.close_conn(old, now, Cause::Superseded { by: Some(id) });
-        } else if let Some(old) = previous {
+        } else if let Some(old) = previous.filter(|_| self.config.tie_break) {
             self.start_probe(old, id, now);
         }
     }
@@ -347,6 +347,16 @@ impl Manager {
         let (Some(peer), Some(since)) = (conn.peer, conn.unanswered_since) else {
             return;
         };
+        if !self.config.suspicion_redial {
+            // The application redials (a libp2p Swarm): tell it about every silent connection.
+            conn.span.in_scope(|| info!(?since, "unanswered"));
+            self.events.push_back(Event::Unresponsive {
+                peer,
+                conn: id,
+                since,
+            });
+            return;
+        }
         let Some(entry) = self.peers.get(&peer) else {
             return;
         };
