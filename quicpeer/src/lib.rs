@@ -91,6 +91,7 @@
 //! | [`address`] | `/ip4\|ip6/…/udp/…/quic-v1[/p2p/…]` multiaddrs to and from socket addresses |
 //! | [`machine`] | [`SansIo`], the loop every machine shares, and [`GracefulClose`] |
 //! | `driver` (feature `mio`, default) | any [`SansIo`] machine on real UDP sockets: batching, ICMP errors, a `Handle` for other threads |
+//! | `icmp` (feature `icmp`, in `mio`; Linux) | ICMP errors from a socket's error queue, for any driver to hand to `handle_unreachable` |
 //! | `sim` (feature `sim`) | a deterministic network with a virtual clock, loss, reordering and restarts, to test code built on quicpeer |
 //!
 //! On real sockets, the mio driver runs the loop above and hands each event to a callback
@@ -138,6 +139,8 @@
 pub mod address;
 #[cfg(feature = "mio")]
 pub mod driver;
+#[cfg(all(feature = "icmp", target_os = "linux"))]
+pub mod icmp;
 pub mod identity;
 pub mod machine;
 pub mod manager;

@@ -82,8 +82,6 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-#[cfg(target_os = "linux")]
-mod icmp;
 mod socket;
 mod thread;
 

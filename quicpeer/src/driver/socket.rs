@@ -92,7 +92,7 @@ impl UdpSocket {
         let io = MioSocket::from_std(socket);
         let state = UdpSocketState::new(UdpSockRef::from(&io))?;
         #[cfg(target_os = "linux")]
-        if let Err(e) = super::icmp::enable(std::os::fd::AsRawFd::as_raw_fd(&io), local.is_ipv6()) {
+        if let Err(e) = crate::icmp::enable(&io, local.is_ipv6()) {
             tracing::debug!(%local, "ICMP errors will not be read: {e}");
         }
         Ok(Self {
@@ -110,7 +110,7 @@ impl UdpSocket {
     /// another kind, `Err(WouldBlock)` once no error is queued.
     pub(crate) fn take_error(&self) -> io::Result<Option<SocketAddr>> {
         #[cfg(target_os = "linux")]
-        return super::icmp::read(std::os::fd::AsRawFd::as_raw_fd(&self.io));
+        return crate::icmp::read(&self.io);
         #[cfg(not(target_os = "linux"))]
         Err(io::ErrorKind::WouldBlock.into())
     }

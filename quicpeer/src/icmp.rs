@@ -1,20 +1,26 @@
-//! ICMP errors on Linux: which destinations the network declared unreachable.
+//! ICMP errors on Linux: which destinations the network declared unreachable, for any driver.
 //!
 //! A dial to an address where nothing listens otherwise waits for the handshake timeout.
 //! With `IP_RECVERR`/`IPV6_RECVERR` the kernel queues the ICMP errors our datagrams drew on the
 //! socket's error queue (and reports `EPOLLERR`); each names the destination of the datagram
-//! that failed, which the driver hands to `SansIo::handle_unreachable`. The machine decides
-//! what an error is worth (the manager only fails handshakes on it, as ICMP can be forged).
+//! that failed, which the driver hands to [`SansIo::handle_unreachable`](crate::SansIo::handle_unreachable).
+//! The machine decides what an error is worth (the manager only fails handshakes on it, as ICMP
+//! can be forged).
+//!
+//! The mio driver uses it; another driver (tokio, say) calls [`enable`] once on its socket and
+//! [`read`] until `WouldBlock` whenever the socket reports an error (feature `icmp`, which `mio`
+//! includes).
 
 use std::io;
 use std::mem::size_of;
 use std::net::SocketAddr;
-use std::os::fd::RawFd;
+use std::os::fd::{AsFd, AsRawFd};
 
 use socket2::SockAddr;
 
-/// Asks the kernel to queue ICMP errors on the socket.
-pub(crate) fn enable(fd: RawFd, ipv6: bool) -> io::Result<()> {
+/// Asks the kernel to queue the ICMP errors of `socket`'s datagrams on its error queue.
+pub fn enable(socket: &impl AsFd, ipv6: bool) -> io::Result<()> {
+    let fd = socket.as_fd().as_raw_fd();
     let (level, name) = if ipv6 {
         (libc::IPPROTO_IPV6, libc::IPV6_RECVERR)
     } else {
@@ -38,9 +44,10 @@ pub(crate) fn enable(fd: RawFd, ipv6: bool) -> io::Result<()> {
     }
 }
 
-/// Takes one error off the queue: `Ok(Some(destination))` if it says the destination is
+/// Takes one error off `socket`'s queue: `Ok(Some(destination))` if it says the destination is
 /// unreachable, `Ok(None)` for any other error, `Err(WouldBlock)` once the queue is empty.
-pub(crate) fn read(fd: RawFd) -> io::Result<Option<SocketAddr>> {
+pub fn read(socket: &impl AsFd) -> io::Result<Option<SocketAddr>> {
+    let fd = socket.as_fd().as_raw_fd();
     // The payload of the failed datagram is not needed; a short buffer truncates it.
     let mut payload = [0u8; 64];
     // u64s keep the control buffer aligned for `cmsghdr`.
