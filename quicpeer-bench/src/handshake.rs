@@ -58,6 +58,8 @@ impl Handshakes {
     }
 }
 
+/// Never inlined: `benches/handshake_profile.sh` counts instructions in here.
+#[inline(never)]
 fn cycles<E: Endpoint>(wire: &mut Wire<E>, count: u32) -> Result<(), BenchError> {
     for _ in 0..count {
         wire.connect()?;
