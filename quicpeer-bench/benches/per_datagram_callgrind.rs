@@ -7,20 +7,10 @@
 
 use std::time::Instant;
 
-use quicpeer_bench::per_datagram::{PerDatagram, Stack};
+use quicpeer_bench::per_datagram::PerDatagram;
 
 fn main() {
-    // `cargo bench` passes `--bench`; anything that is not ours is ignored.
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let stack = if args.iter().any(|a| a == "quinn") {
-        Stack::Quinn
-    } else {
-        Stack::Quicpeer
-    };
-    let datagrams = args
-        .iter()
-        .find_map(|a| a.parse::<u64>().ok())
-        .unwrap_or(10_000);
+    let (stack, datagrams) = quicpeer_bench::workload_args(10_000u64);
     let start = Instant::now();
     // A benchmark harness: a failure is a bug to see at once.
     let mut bench = PerDatagram::new(stack).expect("set up a connected pair");

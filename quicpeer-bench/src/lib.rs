@@ -36,6 +36,19 @@ use std::time::Duration;
 
 use serde::{Serialize, Serializer};
 
+/// The arguments of the callgrind workloads (`benches/*_callgrind.rs`): `[quicpeer|quinn]
+/// [COUNT]`, quicpeer and `default` when absent; anything else (such as the `--bench` that
+/// `cargo bench` passes) is ignored.
+pub fn workload_args<T: std::str::FromStr>(default: T) -> (per_datagram::Stack, T) {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let stack = match args.iter().any(|a| a == "quinn") {
+        true => per_datagram::Stack::Quinn,
+        false => per_datagram::Stack::Quicpeer,
+    };
+    let count = args.iter().find_map(|a| a.parse().ok()).unwrap_or(default);
+    (stack, count)
+}
+
 /// Why a benchmark could not run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

@@ -225,15 +225,8 @@ fn ping_a_listener_then_it_restarts_and_ping_carries_on() {
 #[test]
 fn sigterm_closes_the_listeners_connections_gracefully() {
     let (listener, mut listener_lines, addr) = listen("22", "/ip4/127.0.0.1/udp/0/quic-v1");
-    let (_pinger, mut lines) = spawn(&["ping", &addr, "--json", "--interval-ms", "50"]);
-    assert!(lines
-        .wait(0, Duration::from_secs(10), |l| field(l, "event") == "ping")
-        .is_some());
-    let status = Command::new("kill")
-        .args(["-TERM", &listener.0.id().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success());
+    let (_pinger, mut lines) = pinging(&addr);
+    terminate(&listener);
     let stopped = listener_lines
         .wait(0, Duration::from_secs(10), |l| {
             field(l, "event") == "stopped"
@@ -248,6 +241,7 @@ fn sigterm_closes_the_listeners_connections_gracefully() {
     assert_eq!(field(&lost, "cause"), "closed_by_peer", "{lost}");
 }
 
+#[cfg(unix)]
 #[test]
 fn sigterm_with_a_restart_downtime_tells_the_pinger_to_redial_until_the_listener_is_back() {
     let port = free_udp_port();
@@ -266,15 +260,8 @@ fn sigterm_with_a_restart_downtime_tells_the_pinger_to_redial_until_the_listener
         })
         .expect("LISTEN line");
     let addr = field(&listening, "addr").as_str().expect("addr").to_owned();
-    let (_pinger, mut lines) = spawn(&["ping", &addr, "--json", "--interval-ms", "50"]);
-    assert!(lines
-        .wait(0, Duration::from_secs(10), |l| field(l, "event") == "ping")
-        .is_some());
-    let status = Command::new("kill")
-        .args(["-TERM", &listener.0.id().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success());
+    let (_pinger, mut lines) = pinging(&addr);
+    terminate(&listener);
     let lost = lines
         .wait(0, Duration::from_secs(10), |l| {
             field(l, "event") == "connection_lost"
@@ -308,6 +295,25 @@ fn sigterm_with_a_restart_downtime_tells_the_pinger_to_redial_until_the_listener
             .is_some(),
         "the pinger reconnected"
     );
+}
+
+/// A pinger of `addr` every 50 ms, once its first ping is answered.
+fn pinging(addr: &str) -> (Proc, Lines) {
+    let (pinger, mut lines) = spawn(&["ping", addr, "--json", "--interval-ms", "50"]);
+    assert!(lines
+        .wait(0, Duration::from_secs(10), |l| field(l, "event") == "ping")
+        .is_some());
+    (pinger, lines)
+}
+
+/// Sends SIGTERM to a node.
+#[cfg(unix)]
+fn terminate(node: &Proc) {
+    let status = Command::new("kill")
+        .args(["-TERM", &node.0.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
 }
 
 /// A path under the temp directory unique to this test process and `name`, not there yet.
