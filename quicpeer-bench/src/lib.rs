@@ -132,7 +132,8 @@ pub struct Report {
 }
 
 impl Report {
-    fn new(name: &str, columns: &[&str]) -> Self {
+    /// An empty report named `name` with these columns.
+    pub fn new(name: &str, columns: &[&str]) -> Self {
         Self {
             name: name.into(),
             columns: columns.iter().map(|c| (*c).to_owned()).collect(),

@@ -93,6 +93,9 @@ enum Which {
         #[arg(long, default_value_t = 4)]
         jitter_ms: u64,
     },
+    /// Point it at any libp2p QUIC node and a command that restarts it: how long the node's
+    /// peers stay cut off (first sign of the restart, first ping on a fresh connection).
+    Restart(crate::bench_restart::Args),
     /// A peer of an idle link restarts: from it being up again to a fresh connection, with and
     /// without a peer book, on a new port with and without the restart epoch, and a planned
     /// restart (simulated).
@@ -108,6 +111,7 @@ enum Which {
 
 pub fn run(args: &Args, out: Output) -> Result<ExitCode, UsageError> {
     let report = match &args.which {
+        Which::Restart(args) => return crate::bench_restart::run(args, out),
         Which::PerDatagram { datagrams, rounds } => bench::per_datagram::run(*datagrams, *rounds),
         Which::Handshake { handshakes, rounds } => bench::handshake::run(*handshakes, *rounds),
         Which::MassRestart {

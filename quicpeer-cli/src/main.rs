@@ -9,6 +9,7 @@
 
 mod addr;
 mod bench;
+mod bench_restart;
 mod cert;
 mod demo;
 mod id;

@@ -140,7 +140,7 @@ pub fn run(args: &Args, out: Output) -> Result<ExitCode, UsageError> {
 }
 
 /// A driver with a socket of the target's family on an ephemeral port.
-fn node(
+pub(crate) fn node(
     identity: Identity,
     transport: &TransportArgs,
     target: std::net::SocketAddr,
