@@ -40,6 +40,10 @@ pub struct Args {
     /// A ping without an echo after this many milliseconds fails.
     #[arg(long, value_name = "MS", default_value_t = 1000)]
     timeout_ms: u64,
+    /// Stop after this many seconds, however many pings went out (as ping(8)'s -w); the exit
+    /// status is non-zero if none was answered.
+    #[arg(long, value_name = "S")]
+    deadline_s: Option<u64>,
     #[command(flatten)]
     peer_book: PeerBookArgs,
     #[command(flatten)]
@@ -81,9 +85,11 @@ pub fn run(args: &Args, out: Output) -> Result<ExitCode, UsageError> {
     }
     peer_book_args::dial(manager, now, book.as_ref(), records, &out);
     let mut next_tick = now + interval;
+    let stop_at = args.deadline_s.map(|s| now + Duration::from_secs(s));
     loop {
         let due = book.as_ref().and_then(|b| b.due());
         let deadline = due.map_or(next_tick, |due| due.min(next_tick));
+        let deadline = stop_at.map_or(deadline, |stop| stop.min(deadline));
         let exit = driver
             .run_until(Some(deadline), |cx, event| {
                 let changes = BookKeeper::changes(&event);
@@ -97,6 +103,9 @@ pub fn run(args: &Args, out: Output) -> Result<ExitCode, UsageError> {
             break;
         }
         let now = driver.now();
+        if stop_at.is_some_and(|stop| now >= stop) {
+            break;
+        }
         if let Some(book) = &mut book {
             book.save_if_due(now, driver.machine().manager());
         }
@@ -260,11 +269,24 @@ impl PingApp {
                 self.lost_at.get_or_insert(now);
                 report::connection_event(&self.out, now, &event);
             }
-            Event::DialFailed { peer, retry_at, .. } if *peer == self.peer => {
+            Event::DialFailed {
+                peer,
+                retry_at,
+                errors,
+            } if *peer == self.peer => {
+                report::connection_event(&self.out, now, &event);
                 if retry_at.is_none() {
                     self.quiet_since = Some(now);
+                    if self.count > 0 {
+                        // As ping(8): with a count, a ping that cannot go out for want of a
+                        // connection is a failed one, so an unreachable peer ends the run.
+                        let causes: Vec<String> = (errors.iter())
+                            .map(|(addr, cause)| format!("{addr}: {cause}"))
+                            .collect();
+                        let reason = format!("dial failed ({})", causes.join(", "));
+                        self.print(now, PingOutcome::Failed { seq: 0, reason });
+                    }
                 }
-                report::connection_event(&self.out, now, &event);
             }
             _ => {
                 report::connection_event(&self.out, now, &event);

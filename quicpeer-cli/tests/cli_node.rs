@@ -297,6 +297,37 @@ fn sigterm_with_a_restart_downtime_tells_the_pinger_to_redial_until_the_listener
     );
 }
 
+#[test]
+fn ping_with_a_count_gives_up_on_an_unreachable_peer_with_a_failure_exit() {
+    let port = free_udp_port();
+    let id = quicpeer(&["id", "--seed", "24"])
+        .output()
+        .expect("quicpeer id");
+    let id = String::from_utf8_lossy(&id.stdout);
+    let id = id.split_whitespace().last().expect("a PeerId").to_owned();
+    let target = format!("/ip4/127.0.0.1/udp/{port}/quic-v1/p2p/{id}");
+    // Nothing listens there. The dial fails (at once on the ICMP error, or at the handshake
+    // timeout), which with a count is a failed ping: the run ends, as ping(8)'s does.
+    let output = quicpeer(&["ping", &target, "--count", "1", "--json"])
+        .output()
+        .expect("ping runs");
+    assert!(!output.status.success());
+    let text = String::from_utf8_lossy(&output.stdout);
+    let failed = (text.lines())
+        .find(|l| field(l, "event") == "ping_failed")
+        .unwrap_or_else(|| panic!("a ping_failed line: {text}"));
+    assert!(
+        field(failed, "reason")
+            .as_str()
+            .is_some_and(|r| r.starts_with("dial failed")),
+        "{failed}"
+    );
+    let summary = (text.lines())
+        .find(|l| field(l, "event") == "summary")
+        .unwrap_or_else(|| panic!("a summary: {text}"));
+    assert_eq!(field(summary, "ok"), 0, "{summary}");
+}
+
 /// A pinger of `addr` every 50 ms, once its first ping is answered.
 fn pinging(addr: &str) -> (Proc, Lines) {
     let (pinger, mut lines) = spawn(&["ping", addr, "--json", "--interval-ms", "50"]);
