@@ -1,5 +1,6 @@
 //! `quicpeer bench restart` against a real `quicpeer listen` process, restarted by a shell
-//! script (`kill -9`, then the same command line again), as a user points it at their own node.
+//! script (`kill -9`, wait until the process is dead, a zombie at most, so that its port is
+//! free, then the same command line again), as a user points it at their own node.
 //! Counts and causes are checked, never times; every wait is bounded by the command's own
 //! trial timeout.
 #![cfg(unix)]
@@ -79,7 +80,8 @@ fn a_listener_restarted_by_a_script_is_measured_trial_by_trial() {
     std::fs::write(
         &script,
         format!(
-            "[ -f {pid} ] && kill -9 \"$(cat {pid})\" 2>/dev/null\n\
+            "if [ -f {pid} ]; then old=$(cat {pid}); kill -9 \"$old\" 2>/dev/null;\n\
+             while grep -qs '^State:[[:space:]]*[^Z[:space:]]' /proc/$old/status; do sleep 0.01; done; fi\n\
              {QUICPEER} listen --seed 31 --listen /ip4/127.0.0.1/udp/{port}/quic-v1 >/dev/null 2>&1 &\n\
              echo $! > {pid}\n",
             pid = pid.display()
