@@ -73,6 +73,9 @@ pub(crate) async fn run(shared: Arc<Shared>, socket: UdpSocket) {
                             }
                         }
                     }
+                    // Before the lock is released: a handle must never see the manager forget
+                    // a connection whose loss it has not been told.
+                    state.dispatch();
                 }
                 // On some platforms an ICMP error of an earlier send surfaces here; it names no
                 // address we could act on, and QUIC's own timers cover the loss.

@@ -131,8 +131,12 @@ impl Endpoint {
     /// Inbound connections are accepted from the start ([`Endpoint::accept`]).
     ///
     /// Fails if the socket cannot be bound or the manager cannot be built from `config`
-    /// (`io::ErrorKind::InvalidInput`, the [`quicpeer::ManagerError`] inside). Must be called
-    /// within a tokio runtime.
+    /// (`io::ErrorKind::InvalidInput`, the [`quicpeer::ManagerError`] inside).
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime (it spawns the driver task), or in one without its I/O and time
+    /// drivers enabled.
     pub fn bind(identity: Identity, config: Config, addr: SocketAddr) -> io::Result<Endpoint> {
         let std_socket = std::net::UdpSocket::bind(addr)?;
         std_socket.set_nonblocking(true)?;
