@@ -221,10 +221,22 @@ async fn a_restarted_peer_fails_old_streams_and_is_reconnected() {
     );
     assert_eq!(within("closed", old.closed()).await, Cause::PeerRestarted);
 
-    // The endpoint redialed by itself.
+    // The endpoint redialed by itself: the events say the connection was lost to a restart,
+    // that a reconnect started, and that the peer is connected again.
+    let (mut lost, mut reconnecting) = (false, false);
     let fresh_conn = within("reconnected", async {
         loop {
             match events.recv().await {
+                Ok(PeerEvent::ConnectionLost {
+                    peer, conn, cause, ..
+                }) if conn == old.id() => {
+                    assert_eq!((peer, cause), (server_id, Cause::PeerRestarted));
+                    lost = true;
+                }
+                Ok(PeerEvent::Reconnecting { peer, lost, .. }) if lost == old.id() => {
+                    assert_eq!(peer, server_id);
+                    reconnecting = true;
+                }
                 Ok(PeerEvent::Connected {
                     peer,
                     conn,
@@ -240,6 +252,10 @@ async fn a_restarted_peer_fails_old_streams_and_is_reconnected() {
         }
     })
     .await;
+    assert!(
+        lost && reconnecting,
+        "lost: {lost}, reconnecting: {reconnecting}"
+    );
     let fresh = within(
         "connect to the fresh connection",
         client.connect(server_id, []),
@@ -293,4 +309,83 @@ async fn writes_wait_for_the_peer_to_read() {
         got.len()
     );
     assert!(within("close", client.close()).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_bi_waits_for_the_peers_stream_credit() {
+    init_logs();
+    let mut one_stream = Config::default();
+    one_stream.max_concurrent_bidi_streams = 1;
+    let server = Endpoint::bind(identity(13), one_stream, loopback()).unwrap();
+    let (server_id, server_addr) = (server.peer_id(), server.local_addr());
+    let _server = serve(server);
+    let client = Endpoint::bind(identity(12), Config::default(), loopback()).unwrap();
+    let connection = within("connect", client.connect(server_id, [server_addr]))
+        .await
+        .unwrap();
+
+    let (mut send, mut recv) = within("first open_bi", connection.open_bi()).await.unwrap();
+    {
+        let mut second = pin!(connection.open_bi());
+        assert!(
+            tokio::time::timeout(Duration::from_millis(500), &mut second)
+                .await
+                .is_err(),
+            "a second stream opened beyond the peer's limit of one"
+        );
+        // The first stream ends both ways; the peer grants another.
+        send.write_all(b"one").await.unwrap();
+        send.shutdown().await.unwrap();
+        let mut back = Vec::new();
+        within("first echo", recv.read_to_end(&mut back))
+            .await
+            .unwrap();
+        assert_eq!(back, b"one");
+        drop((send, recv));
+        let (mut send, mut recv) = within("second open_bi", second).await.unwrap();
+        send.write_all(b"two").await.unwrap();
+        send.shutdown().await.unwrap();
+        let mut back = Vec::new();
+        within("second echo", recv.read_to_end(&mut back))
+            .await
+            .unwrap();
+        assert_eq!(back, b"two");
+    }
+    assert!(within("close", client.close()).await);
+}
+
+/// CPU time this process has used (user and system), from /proc.
+#[cfg(target_os = "linux")]
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // USER_HZ is 100 on every Linux configuration that matters here.
+    Duration::from_millis(ticks * 10)
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_endpoints_do_not_spin() {
+    init_logs();
+    let server = Endpoint::bind(identity(15), Config::default(), loopback()).unwrap();
+    let client = Endpoint::bind(identity(14), Config::default(), loopback()).unwrap();
+    let _connection = within(
+        "connect",
+        client.connect(server.peer_id(), [server.local_addr()]),
+    )
+    .await
+    .unwrap();
+    let _inbound = within("accept", server.accept()).await.unwrap();
+    // Other tests run in this process at the same time; each of them is short and keeps its
+    // own CPU use low, so a driver that spun (a core for each of the two, three seconds)
+    // would still stand far above the bound.
+    let before = cpu_time();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let used = cpu_time() - before;
+    assert!(
+        used < Duration::from_millis(1500),
+        "{used:?} of CPU in 3 s idle"
+    );
 }
