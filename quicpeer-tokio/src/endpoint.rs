@@ -102,6 +102,15 @@ pub enum ConnectError {
         /// Each address tried, with why it failed.
         errors: Vec<(SocketAddr, Cause)>,
     },
+    /// The connection was established, then lost before `connect` could hand it out (its
+    /// [`PeerEvent::ConnectionLost`] says why). Rare; connecting again is the answer.
+    #[error("connection {conn} to {peer} lost as soon as it was established")]
+    LostAtOnce {
+        /// The peer.
+        peer: PeerId,
+        /// The connection, as named in the events.
+        conn: ConnId,
+    },
     /// The endpoint was closed or dropped before the dial ended.
     #[error("endpoint closed")]
     EndpointClosed,
@@ -202,12 +211,10 @@ impl Endpoint {
         self.shared.wake_driver();
         let conn = waiter.await.map_err(|_| ConnectError::EndpointClosed)??;
         let mut state = self.shared.lock();
-        Connection::new(&self.shared, &mut state, conn).ok_or_else(|| {
-            // Lost between its announcement and now: what it died of is in the events.
-            ConnectError::DialFailed {
-                peer,
-                errors: Vec::new(),
-            }
+        Connection::new(&self.shared, &mut state, conn).ok_or(if state.stopped {
+            ConnectError::EndpointClosed
+        } else {
+            ConnectError::LostAtOnce { peer, conn }
         })
     }
 

@@ -39,22 +39,22 @@
 //!
 //! ```no_run
 //! # use quicpeer::Cause;
-//! # use quicpeer_tokio::{Endpoint, RecvStream, StreamError};
+//! # use quicpeer_tokio::{Connection, Endpoint, StreamError};
 //! # use tokio::io::AsyncReadExt;
-//! # async fn example(me: &Endpoint, mut recv: RecvStream) -> Result<(), Box<dyn std::error::Error>> {
+//! # async fn example(me: &Endpoint, connection: &Connection) -> Result<(), Box<dyn std::error::Error>> {
+//! let (_send, mut recv) = connection.open_bi().await?;
 //! let mut buf = [0; 1024];
 //! if let Err(e) = recv.read(&mut buf).await {
 //!     if let Some(StreamError::ConnectionLost(Cause::PeerRestarted)) =
 //!         e.get_ref().and_then(|e| e.downcast_ref::<StreamError>())
 //!     {
-//!         let peer = recv_peer();
-//!         let fresh = me.connect(peer, []).await?; // the redial in flight, or its result
+//!         // The redial in flight (or its result): no address needed, the endpoint knows them.
+//!         let fresh = me.connect(connection.peer_id(), []).await?;
 //!         let (_send, _recv) = fresh.open_bi().await?;
 //!     }
 //! }
 //! # Ok(())
 //! # }
-//! # fn recv_peer() -> quicpeer::PeerId { unimplemented!() }
 //! ```
 //!
 //! # Backpressure and memory
