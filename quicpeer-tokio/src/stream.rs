@@ -32,7 +32,7 @@ pub enum StreamError {
     /// The peer reset the stream (abandoned sending), with this code.
     #[error("reset by peer with code {0}")]
     Reset(u64),
-    /// The stream was already finished or reset on our side.
+    /// The stream was already finished or reset (writing) or stopped (reading) on our side.
     #[error("stream closed")]
     Closed,
     /// The endpoint was closed or dropped.
@@ -71,7 +71,12 @@ pub struct SendStream {
 pub struct RecvStream {
     shared: Arc<Shared>,
     stream: StreamId,
+    /// The stream's end was read.
     ended: bool,
+    /// The peer reset the stream, with this code: every later read says so again.
+    reset: Option<u64>,
+    /// `stop` was called: reads fail with `Closed`.
+    stopped: bool,
 }
 
 /// The two halves of `stream`, counted as handles of it and of its connection.
@@ -94,6 +99,8 @@ pub(crate) fn pair(
             shared: shared.clone(),
             stream,
             ended: false,
+            reset: None,
+            stopped: false,
         },
     )
 }
@@ -252,7 +259,7 @@ impl RecvStream {
         if let Some(e) = gone(&state, self.stream) {
             return Err(e.into_io());
         }
-        self.ended = true;
+        self.stopped = true;
         let result = state.manager.stream_stop(self.stream, code);
         state.dispatch();
         let result = result.map_err(|e| match e {
@@ -272,6 +279,12 @@ impl AsyncRead for RecvStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if this.stopped {
+            return Poll::Ready(Err(StreamError::Closed.into_io()));
+        }
+        if let Some(code) = this.reset {
+            return Poll::Ready(Err(StreamError::Reset(code).into_io()));
+        }
         if this.ended {
             // The stream's end was read: every later read reads it again.
             return Poll::Ready(Ok(()));
@@ -303,7 +316,7 @@ impl AsyncRead for RecvStream {
                 return Poll::Pending;
             }
             Err(ManagerStreamError::Reset(code)) => {
-                this.ended = true;
+                this.reset = Some(code);
                 Poll::Ready(Err(StreamError::Reset(code).into_io()))
             }
             Err(e) => Poll::Ready(Err(failure(&state, this.stream, e).into_io())),
@@ -318,7 +331,11 @@ impl AsyncRead for RecvStream {
 impl Drop for RecvStream {
     fn drop(&mut self) {
         let mut state = self.shared.lock();
-        if !self.ended && gone(&state, self.stream).is_none() {
+        if !self.ended
+            && !self.stopped
+            && self.reset.is_none()
+            && gone(&state, self.stream).is_none()
+        {
             let _ = state.manager.stream_stop(self.stream, 0);
             state.dispatch();
             self.shared.wake_driver();

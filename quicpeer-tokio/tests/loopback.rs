@@ -389,3 +389,72 @@ async fn idle_endpoints_do_not_spin() {
         "{used:?} of CPU in 3 s idle"
     );
 }
+
+#[test]
+fn handles_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Endpoint>();
+    send_sync::<Connection>();
+    send_sync::<quicpeer_tokio::SendStream>();
+    send_sync::<quicpeer_tokio::RecvStream>();
+    send_sync::<ConnectError>();
+    send_sync::<StreamError>();
+}
+
+/// The `StreamError` inside an I/O error of a stream.
+fn stream_error(e: &std::io::Error) -> Option<&StreamError> {
+    e.get_ref().and_then(|e| e.downcast_ref::<StreamError>())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_and_stop_reach_the_peer_as_typed_errors() {
+    init_logs();
+    let server = Endpoint::bind(identity(17), Config::default(), loopback()).unwrap();
+    let client = Endpoint::bind(identity(16), Config::default(), loopback()).unwrap();
+    let connection = within(
+        "connect",
+        client.connect(server.peer_id(), [server.local_addr()]),
+    )
+    .await
+    .unwrap();
+    let inbound = within("accept", server.accept()).await.unwrap();
+
+    // We reset: the peer's reads fail with the code, and keep failing.
+    let (mut send, _recv) = connection.open_bi().await.unwrap();
+    send.write_all(b"abandoned").await.unwrap();
+    send.reset(7).unwrap();
+    let (_their_send, mut their_recv) = within("accept_bi", inbound.accept_bi()).await.unwrap();
+    let err = within("reset seen", async {
+        let mut buf = [0u8; 64];
+        loop {
+            match their_recv.read(&mut buf).await {
+                Ok(0) => panic!("a reset stream ended cleanly"),
+                Ok(_) => continue,
+                Err(e) => break e,
+            }
+        }
+    })
+    .await;
+    assert_eq!(stream_error(&err), Some(&StreamError::Reset(7)), "{err}");
+    let again = their_recv.read(&mut [0u8; 8]).await.unwrap_err();
+    assert_eq!(stream_error(&again), Some(&StreamError::Reset(7)));
+
+    // The peer stops: our writes fail with its code.
+    let (mut send, _recv) = connection.open_bi().await.unwrap();
+    send.write_all(b"unwanted").await.unwrap();
+    let (_their_send, mut their_recv) = within("accept_bi", inbound.accept_bi()).await.unwrap();
+    their_recv.stop(9).unwrap();
+    let read_after_stop = their_recv.read(&mut [0u8; 8]).await.unwrap_err();
+    assert_eq!(stream_error(&read_after_stop), Some(&StreamError::Closed));
+    let err = within("stop seen", async {
+        loop {
+            if let Err(e) = send.write_all(&[0u8; 1024]).await {
+                break e;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert_eq!(stream_error(&err), Some(&StreamError::Stopped(9)), "{err}");
+    assert!(within("close", client.close()).await);
+}
