@@ -458,3 +458,39 @@ async fn reset_and_stop_reach_the_peer_as_typed_errors() {
     assert_eq!(stream_error(&err), Some(&StreamError::Stopped(9)), "{err}");
     assert!(within("close", client.close()).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_endpoint_fails_what_waits_on_it() {
+    init_logs();
+    let server = Endpoint::bind(identity(19), Config::default(), loopback()).unwrap();
+    let (server_id, server_addr) = (server.peer_id(), server.local_addr());
+    let _server = serve(server);
+    let client = Endpoint::bind(identity(18), Config::default(), loopback()).unwrap();
+    let connection = within("connect", client.connect(server_id, [server_addr]))
+        .await
+        .unwrap();
+    let (_send, mut recv) = within("open_bi", connection.open_bi()).await.unwrap();
+    let reader = tokio::spawn(async move { recv.read(&mut [0u8; 16]).await });
+    let accepter = {
+        let connection = connection.clone();
+        tokio::spawn(async move { connection.accept_bi().await.map(|_| ()) })
+    };
+    // Let both wait (how long does not matter: they fail either way, before or after).
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(client);
+
+    let err = within("reader", reader).await.unwrap().unwrap_err();
+    assert_eq!(
+        stream_error(&err),
+        Some(&StreamError::EndpointClosed),
+        "{err}"
+    );
+    assert_eq!(
+        within("accepter", accepter).await.unwrap(),
+        Err(quicpeer_tokio::ConnectionError::EndpointClosed)
+    );
+    assert_eq!(
+        within("open_bi", connection.open_bi()).await.unwrap_err(),
+        quicpeer_tokio::ConnectionError::EndpointClosed
+    );
+}
