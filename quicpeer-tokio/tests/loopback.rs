@@ -201,7 +201,7 @@ async fn a_restarted_peer_fails_old_streams_and_is_reconnected() {
 
     // The old stream learns that the peer restarted: the packet it sends is answered with a
     // stateless reset.
-    let _ = send.write_all(b"after").await;
+    let _ = within("write after the restart", send.write_all(b"after")).await;
     let err = within("old stream fails", async {
         let mut buf = [0u8; 64];
         loop {
