@@ -6,8 +6,8 @@
 //! Each turn: run the timers that are due, send every datagram the manager has (keeping one
 //! that met a full socket buffer until the socket is writable again), dispatch the events, then
 //! sleep in one `select!` on the socket being readable, the manager's next timer, the doorbell,
-//! and (only while a datagram waits) the socket being writable. Nothing wakes it but those, so
-//! an idle endpoint costs nothing.
+//! (on Linux) an ICMP error queued on the socket, and (only while a datagram waits) the socket
+//! being writable. Nothing wakes it but those, so an idle endpoint costs nothing.
 
 use std::io;
 use std::net::SocketAddr;
@@ -88,6 +88,7 @@ pub(crate) async fn run(shared: Arc<Shared>, socket: UdpSocket) {
                 }
             } => {}
             () = shared.notify.notified() => {}
+            () = icmp_errors(&shared, &socket) => {}
             writable = socket.writable(), if blocked.is_some() => {
                 if let Err(e) = writable {
                     warn!(error = %e, "socket failed; stopping the endpoint");
@@ -97,6 +98,35 @@ pub(crate) async fn run(shared: Arc<Shared>, socket: UdpSocket) {
         }
     }
     shared.lock().stop();
+}
+
+/// Waits for ICMP errors on the socket's error queue (Linux) and hands each unreachable
+/// destination to the manager, which fails the handshakes in flight to it.
+#[cfg(target_os = "linux")]
+async fn icmp_errors(shared: &Shared, socket: &UdpSocket) {
+    use tokio::io::Interest;
+    if socket.ready(Interest::ERROR).await.is_err() {
+        return std::future::pending().await;
+    }
+    let mut state = shared.lock();
+    loop {
+        match socket.try_io(Interest::ERROR, || quicpeer::icmp::read(socket)) {
+            Ok(Some(unreachable)) => state.manager.handle_unreachable(now(), unreachable),
+            Ok(None) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => {
+                debug!(error = %e, "reading the error queue failed");
+                break;
+            }
+        }
+    }
+    state.dispatch();
+}
+
+/// Elsewhere ICMP errors are not read.
+#[cfg(not(target_os = "linux"))]
+async fn icmp_errors(_: &Shared, _: &UdpSocket) {
+    std::future::pending().await
 }
 
 /// Sends the datagram that was blocked, then every datagram the manager has, until the socket

@@ -151,6 +151,10 @@ impl Endpoint {
         std_socket.set_nonblocking(true)?;
         let socket = UdpSocket::from_std(std_socket)?;
         let local_addr = socket.local_addr()?;
+        #[cfg(target_os = "linux")]
+        if let Err(e) = quicpeer::icmp::enable(&socket, local_addr.is_ipv6()) {
+            debug!(error = %e, "ICMP errors will not be read");
+        }
         let peer_id = identity.peer_id();
         let manager = Manager::new(now(), SystemTime::now(), identity, config, seed())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;

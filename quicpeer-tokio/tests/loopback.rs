@@ -494,3 +494,30 @@ async fn dropping_the_endpoint_fails_what_waits_on_it() {
         quicpeer_tokio::ConnectionError::EndpointClosed
     );
 }
+
+/// Linux delivers the ICMP port-unreachable of a dial to a closed port; the driver reads it and
+/// the dial fails with that cause instead of waiting for the handshake timeout.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dial_to_a_closed_port_fails_on_the_icmp_error() {
+    init_logs();
+    let closed = {
+        let socket = std::net::UdpSocket::bind(loopback()).unwrap();
+        socket.local_addr().unwrap()
+    };
+    let client = Endpoint::bind(identity(41), Config::default(), loopback()).unwrap();
+    let nobody = identity(42).peer_id();
+    let err = within("connect", client.connect(nobody, [closed]))
+        .await
+        .unwrap_err();
+    match &err {
+        ConnectError::DialFailed { errors, .. } => assert_eq!(
+            errors,
+            &vec![(
+                closed,
+                Cause::HandshakeFailed(quicpeer::HandshakeFailure::Unreachable)
+            )]
+        ),
+        other => panic!("unexpected error {other:?}"),
+    }
+}
