@@ -797,3 +797,36 @@ fn peer_book_dials_are_paced() {
     net.run_for(Duration::from_millis(200));
     assert_eq!(dialing(&mut net), 5);
 }
+
+/// With one connection allowed per peer, the new incarnation's connection is not refused for
+/// the stale one's slot: the stale one is leaving, and the new one replaces it.
+#[test]
+fn a_new_incarnation_is_let_in_at_a_per_peer_limit_of_one() {
+    init_tracing();
+    let mut net = Network::new(20);
+    let mut one = config(Duration::from_secs(5), Duration::from_secs(10));
+    one.limits.max_connections_per_peer = 1;
+    let a = net.add_node("a", identity(1), one.clone());
+    let b = net.add_node("b", identity(2), one);
+    connect(&mut net, a, b);
+    let peer_a = net.peer_id(a);
+    let on_b = net
+        .manager(b)
+        .expect("up")
+        .connection(&peer_a)
+        .expect("connected");
+    net.restart_on_new_port(a);
+    let restarted = net.now();
+    net.dial(a, b);
+    net.run_until(Duration::from_secs(1), |n| {
+        lost(n, b, on_b, restarted).is_some()
+    });
+    assert_eq!(
+        lost(&net, b, on_b, restarted).map(|(_, c)| c),
+        Some(Cause::PeerRestarted)
+    );
+    let (_, (new, replaced)) = connected(&net, b, peer_a, restarted).expect("let in");
+    assert_eq!(replaced, Some(on_b));
+    net.run_for(Duration::from_millis(100));
+    assert_eq!(net.manager(b).expect("up").connections(&peer_a), vec![new]);
+}

@@ -102,8 +102,13 @@ impl Manager {
             entry.addrs.retain(|a| *a != addr);
             entry.addrs.insert(0, addr);
         }
+        // A new incarnation of the peer (another certificate key under the same PeerId) makes
+        // the preferred connection stale at once: that process is gone, and its slot is free.
+        let outdated = (entry.preferred)
+            .filter(|_| replaced.is_none() && self.config.restart_epoch)
+            .filter(|old| other_incarnation(&self.conns, *old, id));
         let over_limit = entry.established.len() >= max_per_peer;
-        if over_limit && replaced.is_none() {
+        if over_limit && replaced.is_none() && outdated.is_none() {
             debug!(conn = %id, %peer, "closing: per-peer connection limit");
             self.close_conn(id, now, Cause::LimitReached);
             return;
@@ -117,11 +122,6 @@ impl Manager {
         let replacing = replaced.filter(|old| entry.established.contains(old));
         entry.established.insert(id);
         let previous = entry.preferred;
-        // A new incarnation of the peer (another certificate key under the same PeerId) makes
-        // the preferred connection stale at once: that process is gone.
-        let outdated = previous
-            .filter(|_| replacing.is_none() && self.config.restart_epoch)
-            .filter(|old| other_incarnation(&self.conns, *old, id));
         if previous.is_none() || replacing.is_some() || outdated.is_some() {
             entry.preferred = Some(id);
         }
