@@ -109,8 +109,10 @@ impl Manager {
             .into_iter()
             .filter(|r| r.peer != local && !r.addrs.is_empty())
             .collect();
+        // One record per peer, its most recent; then the most recent peers first.
+        records.sort_by(|a, b| a.peer.cmp(&b.peer).then(b.last_seen.cmp(&a.last_seen)));
+        records.dedup_by(|later, first| later.peer == first.peer);
         records.sort_by(|a, b| b.last_seen.cmp(&a.last_seen).then(a.peer.cmp(&b.peer)));
-        records.dedup_by(|a, b| a.peer == b.peer);
         // Every record stays in the book (within its bound); the `max` most recent are dialed.
         for record in &records {
             if let Some(&addr) = record.addrs.first() {
