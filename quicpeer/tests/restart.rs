@@ -830,3 +830,36 @@ fn a_new_incarnation_is_let_in_at_a_per_peer_limit_of_one() {
     net.run_for(Duration::from_millis(100));
     assert_eq!(net.manager(b).expect("up").connections(&peer_a), vec![new]);
 }
+
+#[test]
+fn a_peer_named_twice_in_a_book_is_dialed_once() {
+    use quicpeer::{Direction, PeerRecord};
+    use std::time::UNIX_EPOCH;
+    let mut net = Network::new(21);
+    let a = net.add_node(
+        "a",
+        identity(1),
+        config(Duration::from_secs(5), Duration::from_secs(10)),
+    );
+    let at = |s: u64| UNIX_EPOCH + Duration::from_secs(s);
+    let addr = |port: u16| std::net::SocketAddr::from(([192, 0, 2, 202], port));
+    let (p, q) = (identity(120).peer_id(), identity(121).peer_id());
+    let book = vec![
+        PeerRecord::new(p, vec![addr(1)], Direction::Outbound, at(5)),
+        PeerRecord::new(q, vec![addr(2)], Direction::Outbound, at(4)),
+        PeerRecord::new(p, vec![addr(3)], Direction::Outbound, at(1)),
+    ];
+    let now = net.now();
+    let m = net.manager(a).expect("up");
+    assert_eq!(m.dial_peer_book(now, book, 10), 2);
+    let kept: Vec<_> = m
+        .peer_book()
+        .into_iter()
+        .map(|r| (r.peer, r.addrs))
+        .collect();
+    assert_eq!(
+        kept,
+        vec![(p, vec![addr(1)]), (q, vec![addr(2)])],
+        "the most recent record of each"
+    );
+}
