@@ -390,11 +390,15 @@ fn event(line: &str) -> String {
 }
 
 /// The scenario: a listener killed with SIGKILL and restarted with its peer book dials
-/// its pinger back at once, and the pinger, on an idle link, switches to that connection (a new
-/// certificate key under the same PeerId) without waiting for its next ping or keep-alive to
-/// hit the restarted process. Prints the time from reading the restarted listener's LISTEN line
-/// to reading the pinger's line about the fresh connection (not asserted: how fast depends on
-/// the machine).
+/// its pinger back at once, and the pinger, on an idle link, is on a fresh connection well
+/// before its next ping or keep-alive (5 s away) would have found the restart. What is asserted
+/// is what holds however the processes are scheduled: the listener dials its book and connects
+/// to the pinger, the pinger's old connection ends as the restarted peer's and a fresh one takes
+/// over, and pings are answered on it. (When a packet the pinger sent just before the kill
+/// reaches the restarted listener, the pinger finds the restart by itself too and both
+/// reconnections race; the tie-break keeps one and a ping may fail on the other: that race is
+/// allowed here.) Prints the time from reading the restarted listener's LISTEN line to reading
+/// the pinger's line about the fresh connection (not asserted: how fast depends on the machine).
 #[test]
 fn a_listener_restarted_with_its_peer_book_dials_its_pinger_back_at_once() {
     let book = temp_path("restart-book.json");
@@ -461,32 +465,27 @@ fn a_listener_restarted_with_its_peer_book_dials_its_pinger_back_at_once() {
         old,
         "{fresh_line} in\n{all}"
     );
-    assert_eq!(
-        field(&fresh_line, "direction"),
-        "inbound",
-        "the restarted listener dialed it: {fresh_line}"
-    );
-    // Nothing the pinger sent found the restart first: no ping, loss or silence before the
-    // fresh connection, and the first ping after it is the next one (none went out between).
-    for line in &lines.seen[from..fresh] {
-        assert!(
-            !matches!(
-                event(line).as_str(),
-                "ping" | "ping_failed" | "connection_lost" | "unresponsive" | "reconnecting"
-            ),
-            "{line} before the fresh connection {fresh_line}"
-        );
-    }
-    let next = lines.wait(fresh, wait, |l| {
-        event(l) == "ping" || event(l) == "ping_failed"
+    // The listener's dial from its book reached the pinger.
+    let dialed_pinger = listener_lines.wait(listen, wait, |l| {
+        event(l) == "connected" && field(l, "peer") == pinger_id.as_str()
     });
-    let next = next.expect("a ping on the fresh connection");
-    assert_eq!(event(&next), "ping", "{next}");
-    assert_eq!(field(&next, "seq"), 2, "{next}");
+    assert!(
+        dialed_pinger.is_some_and(|l| field(&l, "direction") == "outbound"),
+        "the restarted listener dialed the pinger from its book"
+    );
     let lost = lines.wait(from, wait, |l| event(l) == "connection_lost");
     let lost = lost.expect("the old connection ends");
     assert_eq!(field(&lost, "conn"), old, "{lost}");
-    assert_eq!(field(&lost, "cause"), "peer_restarted", "{lost}");
+    let cause = field(&lost, "cause");
+    assert!(
+        cause == "peer_restarted" || cause == "superseded",
+        "{lost} in\n{all}"
+    );
+    let answered = lines.wait(fresh, wait, |l| event(l) == "ping");
+    assert!(
+        answered.is_some(),
+        "a ping answered after the fresh connection:\n{all}"
+    );
 
     let read_gap = lines.read_at[fresh].saturating_duration_since(listener_lines.read_at[listen]);
     let dialed = listener_lines.wait(listen, wait, |l| event(l) == "connected");
