@@ -8,14 +8,20 @@
 //! or anything else) unless the observer itself restarted meanwhile.
 
 use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use arbitrary::{Arbitrary, Unstructured};
+use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer};
 
 use super::invariants::{check_state, EventLog};
-use quicpeer::sim::{Link, Network, NodeId};
-use quicpeer::{Config, ConnId, Event, Identity, KeyMode, Read, StreamError, StreamId};
+use quicpeer::identity::generate_certificate;
+use quicpeer::sim::{Link, Network, NodeId, Simulated};
+use quicpeer::{
+    Config, ConnId, Event, Identity, KeyMode, Manager, ManagerError, Read, SansIo, StreamError,
+    StreamId, Transmit,
+};
 
 /// Operations run from one input at most; the rest of a longer input is ignored.
 const MAX_OPS: usize = 128;
@@ -188,6 +194,97 @@ fn identities() -> &'static [Identity; MAX_NODES] {
         .get_or_init(|| std::array::from_fn(|i| Identity::from_ed25519_seed([i as u8 + 1; 32])))
 }
 
+/// Each identity's certificate and key, generated once per process: generating a certificate
+/// (a P-256 key and an Ed25519 signature) is most of what building a manager costs, and an
+/// input builds one per node and per (re)start.
+fn certificates() -> &'static [(CertificateDer<'static>, PrivatePkcs8KeyDer<'static>); MAX_NODES] {
+    static CERTIFICATES: OnceLock<
+        [(CertificateDer<'static>, PrivatePkcs8KeyDer<'static>); MAX_NODES],
+    > = OnceLock::new();
+    CERTIFICATES.get_or_init(|| {
+        std::array::from_fn(|i| match generate_certificate(identities()[i].keypair()) {
+            Ok(pair) => pair,
+            Err(error) => panic!("harness: cannot generate a certificate: {error}"),
+        })
+    })
+}
+
+/// A node of the simulated network: a plain [`Manager`], built like `Network::new`'s nodes
+/// (same identity, configuration and seed) except that it presents its identity's certificate
+/// from [`certificates`] instead of generating a new one at every (re)start.
+struct Node(Manager);
+
+impl SansIo for Node {
+    type Event = Event;
+
+    fn handle_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        local_ip: Option<IpAddr>,
+        data: &[u8],
+    ) {
+        self.0.handle_datagram(now, from, local_ip, data)
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.0.handle_timeout(now)
+    }
+
+    fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        self.0.poll_transmit(now, buf)
+    }
+
+    fn poll_event(&mut self) -> Option<Event> {
+        self.0.poll_event()
+    }
+
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        self.0.poll_timeout()
+    }
+
+    fn handle_unreachable(&mut self, now: Instant, addr: SocketAddr) {
+        self.0.handle_unreachable(now, addr)
+    }
+
+    fn set_max_datagrams(&mut self, max: usize) {
+        self.0.set_max_datagrams(max)
+    }
+}
+
+impl Simulated for Node {
+    type Config = Config;
+
+    fn build(
+        identity: Identity,
+        config: Config,
+        seed: [u8; 32],
+        now: Instant,
+        wall_now: SystemTime,
+    ) -> Result<Self, ManagerError> {
+        let index = identities()
+            .iter()
+            .position(|known| known.peer_id() == identity.peer_id());
+        let Some(index) = index else {
+            panic!("harness: a node with an identity not from identities()");
+        };
+        let (certificate, key) = &certificates()[index];
+        Manager::with_certificate(
+            now,
+            wall_now,
+            identity,
+            config,
+            seed,
+            (certificate.clone(), key.clone_key()),
+        )
+        .map(Node)
+    }
+
+    fn manager_mut(&mut self) -> &mut Manager {
+        &mut self.0
+    }
+}
+
 /// What the harness knows of one node.
 struct NodeState {
     up: bool,
@@ -207,7 +304,7 @@ struct MustEnd {
 }
 
 struct Harness {
-    net: Network,
+    net: Network<Node>,
     nodes: Vec<NodeState>,
     must_end: Vec<MustEnd>,
     links: BTreeSet<(usize, usize)>,
@@ -216,7 +313,7 @@ struct Harness {
 impl Harness {
     fn new(setup: Setup) -> Self {
         let count = 2 + usize::from(setup.nodes % 3);
-        let mut net = Network::new(u64::from(setup.seed));
+        let mut net = Network::<Node>::with_seed(u64::from(setup.seed));
         net.record_sent = false;
         net.icmp_unreachable = setup.icmp;
         let mut config = Config::default();
