@@ -141,6 +141,29 @@ fn release(state: &mut State, stream: StreamId) {
     state.forget_if_unused(stream.conn());
 }
 
+/// Resets or stops `stream` (`command` on the manager), as [`SendStream::reset`] and
+/// [`RecvStream::stop`] do: a code out of QUIC's range is invalid input, any other failure says
+/// what became of the stream.
+fn abandon(
+    shared: &Shared,
+    stream: StreamId,
+    command: impl FnOnce(&mut quicpeer::Manager) -> Result<(), ManagerStreamError>,
+) -> io::Result<()> {
+    let mut state = shared.lock();
+    if let Some(e) = gone(&state, stream) {
+        return Err(e.into_io());
+    }
+    let result = command(&mut state.manager);
+    state.dispatch();
+    let result = result.map_err(|e| match e {
+        ManagerStreamError::CodeOutOfRange(_) => io::Error::new(io::ErrorKind::InvalidInput, e),
+        e => failure(&state, stream, e).into_io(),
+    });
+    drop(state);
+    shared.wake_driver();
+    result
+}
+
 impl SendStream {
     /// The manager's handle of this stream.
     pub fn id(&self) -> StreamId {
@@ -150,19 +173,9 @@ impl SendStream {
     /// Abandons sending with an application error `code` (the peer's reads fail with
     /// [`StreamError::Reset`]).
     pub fn reset(&mut self, code: u64) -> io::Result<()> {
-        let mut state = self.shared.lock();
-        if let Some(e) = gone(&state, self.stream) {
-            return Err(e.into_io());
-        }
-        self.finished = true;
-        let result = state.manager.stream_reset(self.stream, code);
-        state.dispatch();
-        let result = result.map_err(|e| match e {
-            ManagerStreamError::CodeOutOfRange(_) => io::Error::new(io::ErrorKind::InvalidInput, e),
-            e => failure(&state, self.stream, e).into_io(),
-        });
-        drop(state);
-        self.shared.wake_driver();
+        let stream = self.stream;
+        let result = abandon(&self.shared, stream, |m| m.stream_reset(stream, code));
+        self.finished |= result.is_ok();
         result
     }
 }
@@ -255,19 +268,9 @@ impl RecvStream {
     /// Asks the peer to stop sending, with an application error `code`; what it sent and was
     /// not read is discarded.
     pub fn stop(&mut self, code: u64) -> io::Result<()> {
-        let mut state = self.shared.lock();
-        if let Some(e) = gone(&state, self.stream) {
-            return Err(e.into_io());
-        }
-        self.stopped = true;
-        let result = state.manager.stream_stop(self.stream, code);
-        state.dispatch();
-        let result = result.map_err(|e| match e {
-            ManagerStreamError::CodeOutOfRange(_) => io::Error::new(io::ErrorKind::InvalidInput, e),
-            e => failure(&state, self.stream, e).into_io(),
-        });
-        drop(state);
-        self.shared.wake_driver();
+        let stream = self.stream;
+        let result = abandon(&self.shared, stream, |m| m.stream_stop(stream, code));
+        self.stopped |= result.is_ok();
         result
     }
 }
