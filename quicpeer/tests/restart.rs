@@ -863,3 +863,68 @@ fn a_peer_named_twice_in_a_book_is_dialed_once() {
         "the most recent record of each"
     );
 }
+
+/// The restarted peer's book dial and our own reconnect race: A's packet draws a stateless
+/// reset and A redials at the moment B, back with its peer book, dials A. B's connection
+/// completes at A first and is the one A's reconnect was for: A drops its dial instead of
+/// making a second connection to the same process for the tie-break to close.
+#[test]
+fn a_reconnect_racing_the_restarted_peers_own_dial_yields_to_it() {
+    init_tracing();
+    let (mut net, a, b) = pair(22, Duration::from_secs(5), Duration::from_secs(10));
+    let old = connect(&mut net, a, b);
+    let (peer_a, peer_b) = (net.peer_id(a), net.peer_id(b));
+    net.run_for(Duration::from_millis(200));
+    let book = net.manager(b).expect("up").peer_book();
+    net.restart(b);
+    let restarted = net.now();
+    send_message(&mut net, a, old, b"are you there?");
+    net.manager(b)
+        .expect("up")
+        .dial_peer_book(restarted, book, 16);
+    net.run_for(Duration::from_millis(300));
+
+    assert_eq!(
+        lost(&net, a, old, restarted).map(|(_, c)| c),
+        Some(Cause::PeerRestarted)
+    );
+    let connected_at_a: Vec<_> = net
+        .events(a)
+        .iter()
+        .filter_map(|(at, e)| match e {
+            Event::Connected {
+                conn,
+                replaced,
+                direction,
+                ..
+            } if *at >= restarted => Some((*conn, *replaced, *direction)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        connected_at_a.len(),
+        1,
+        "one fresh connection: {connected_at_a:?}"
+    );
+    let (new, replaced, direction) = connected_at_a[0];
+    assert_eq!(replaced, Some(old));
+    assert_eq!(
+        direction,
+        quicpeer::Direction::Inbound,
+        "B's dial, not ours"
+    );
+    let superseded = net.events(a).iter().any(|(at, e)| {
+        *at >= restarted
+            && matches!(
+                e,
+                Event::ConnectionLost {
+                    cause: Cause::Superseded { .. },
+                    ..
+                }
+            )
+    });
+    assert!(!superseded, "no second connection was made to be closed");
+    assert_eq!(net.manager(a).expect("up").connections(&peer_b), vec![new]);
+    assert_eq!(net.manager(b).expect("up").connections(&peer_a).len(), 1);
+    assert!(!net.manager(a).expect("up").is_dialing(&peer_b));
+}

@@ -13,6 +13,9 @@ pub(super) struct Dial {
     pub(super) next_at: Option<Instant>,
     /// A reconnect after this connection was lost.
     pub(super) replaces: Option<ConnId>,
+    /// The certificate key the replaced connection's peer presented: a connection from the
+    /// peer under another key is its new incarnation, and what the dial was for.
+    pub(super) replaces_key: Option<Vec<u8>>,
 }
 
 #[derive(Default)]
@@ -74,12 +77,16 @@ pub(super) fn rank_addresses(addrs: &[SocketAddr]) -> VecDeque<SocketAddr> {
 impl Manager {
     /// Starts a dial of `peer` over its known addresses.
     pub(super) fn start_dial(&mut self, peer: PeerId, replaces: Option<ConnId>, now: Instant) {
+        let replaces_key = replaces
+            .and_then(|id| self.conns.get(&id))
+            .and_then(|c| c.slot.certificate_key());
         let Some(entry) = self.peers.get_mut(&peer) else {
             return;
         };
         entry.dial = Some(Dial {
             pending: rank_addresses(&entry.addrs),
             replaces,
+            replaces_key,
             ..Dial::default()
         });
         self.start_next_attempt(peer, now);

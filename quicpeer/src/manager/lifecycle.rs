@@ -24,6 +24,13 @@ fn other_incarnation(conns: &BTreeMap<ConnId, Conn>, old: ConnId, new: ConnId) -
     matches!((key(old), key(new)), (Some(a), Some(b)) if a != b)
 }
 
+/// Whether the peer on `new` is another incarnation than the one whose connection `dial`
+/// replaces (its certificate key, noted when the dial started, differs).
+fn new_incarnation_of(conns: &BTreeMap<ConnId, Conn>, dial: &dial::Dial, new: ConnId) -> bool {
+    let key = conns.get(&new).and_then(|c| c.slot.certificate_key());
+    matches!((&dial.replaces_key, key), (Some(a), Some(b)) if *a != b)
+}
+
 /// Frames that make the peer acknowledge (everything but ACK, padding and CONNECTION_CLOSE).
 pub(super) fn ack_eliciting_frames(f: &quinn_proto::FrameStats) -> u64 {
     f.ack_frequency
@@ -101,6 +108,21 @@ impl Manager {
             // Remember what worked first.
             entry.addrs.retain(|a| *a != addr);
             entry.addrs.insert(0, addr);
+        } else if let Some(lost) = (entry.dial.as_ref())
+            .filter(|d| self.config.restart_epoch && new_incarnation_of(&self.conns, d, id))
+            .and_then(|d| d.replaces)
+        {
+            // The peer's new incarnation connected to us while we were redialing its old one
+            // (after a reset, or racing a silent connection): this is the connection the dial
+            // was for, and its attempts would only make a second one to the same process.
+            if let Some(dial) = entry.dial.take() {
+                losers.extend(dial.in_flight);
+            }
+            debug!(conn = %id, %peer, %lost, "the restarted peer connected first: dial dropped");
+            replaced = Some(lost);
+            entry.backoff = Backoff::default();
+            entry.retry = None;
+            entry.restarting_until = None;
         }
         // A new incarnation of the peer (another certificate key under the same PeerId) makes
         // the preferred connection stale at once: that process is gone, and its slot is free.
@@ -120,12 +142,12 @@ impl Manager {
         }
         // Make-before-break: a replacement takes over from a connection that is still up.
         let replacing = replaced.filter(|old| entry.established.contains(old));
+        let replaced = replaced.or(outdated);
         entry.established.insert(id);
         let previous = entry.preferred;
         if previous.is_none() || replacing.is_some() || outdated.is_some() {
             entry.preferred = Some(id);
         }
-        let replaced = replaced.or(outdated);
         if let Some(conn) = self.conns.get_mut(&id) {
             conn.announced = true;
             conn.span.in_scope(|| info!(?replaced, "connected"));
