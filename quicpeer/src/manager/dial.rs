@@ -77,9 +77,7 @@ pub(super) fn rank_addresses(addrs: &[SocketAddr]) -> VecDeque<SocketAddr> {
 impl Manager {
     /// Starts a dial of `peer` over its known addresses.
     pub(super) fn start_dial(&mut self, peer: PeerId, replaces: Option<ConnId>, now: Instant) {
-        let replaces_key = replaces
-            .and_then(|id| self.conns.get(&id))
-            .and_then(|c| c.slot.certificate_key());
+        let replaces_key = replaces.and_then(|id| lifecycle::certificate_key(&self.conns, id));
         let Some(entry) = self.peers.get_mut(&peer) else {
             return;
         };

@@ -20,15 +20,18 @@ pub(super) fn suspicion_deadline(conn: &Conn, ptos: u32) -> Option<Instant> {
 /// unknown, or an implementation keeps its certificate key across restarts, the answer is no and
 /// the old connection is probed as before.
 fn other_incarnation(conns: &BTreeMap<ConnId, Conn>, old: ConnId, new: ConnId) -> bool {
-    let key = |id| conns.get(&id).and_then(|c| c.slot.certificate_key());
-    matches!((key(old), key(new)), (Some(a), Some(b)) if a != b)
+    new_incarnation(conns, certificate_key(conns, old), new)
 }
 
-/// Whether the peer on `new` is another incarnation than the one whose connection `dial`
-/// replaces (its certificate key, noted when the dial started, differs).
-fn new_incarnation_of(conns: &BTreeMap<ConnId, Conn>, dial: &dial::Dial, new: ConnId) -> bool {
-    let key = conns.get(&new).and_then(|c| c.slot.certificate_key());
-    matches!((&dial.replaces_key, key), (Some(a), Some(b)) if *a != b)
+/// Whether the peer on `new` presented another certificate key than `old_key` (a key noted
+/// earlier, such as a dial's `replaces_key`, whose connection may be gone by now).
+fn new_incarnation(conns: &BTreeMap<ConnId, Conn>, old_key: Option<Vec<u8>>, new: ConnId) -> bool {
+    matches!((old_key, certificate_key(conns, new)), (Some(a), Some(b)) if a != b)
+}
+
+/// The certificate key the peer on `id` presented, once verified.
+pub(super) fn certificate_key(conns: &BTreeMap<ConnId, Conn>, id: ConnId) -> Option<Vec<u8>> {
+    conns.get(&id).and_then(|c| c.slot.certificate_key())
 }
 
 /// Frames that make the peer acknowledge (everything but ACK, padding and CONNECTION_CLOSE).
@@ -109,7 +112,10 @@ impl Manager {
             entry.addrs.retain(|a| *a != addr);
             entry.addrs.insert(0, addr);
         } else if let Some(lost) = (entry.dial.as_ref())
-            .filter(|d| self.config.restart_epoch && new_incarnation_of(&self.conns, d, id))
+            .filter(|d| {
+                self.config.restart_epoch
+                    && new_incarnation(&self.conns, d.replaces_key.clone(), id)
+            })
             .and_then(|d| d.replaces)
         {
             // The peer's new incarnation connected to us while we were redialing its old one
