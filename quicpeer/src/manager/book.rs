@@ -136,8 +136,10 @@ impl Manager {
     /// (`Limits::peer_book_dials`) allows; when it does not, wakes up when it will.
     pub(super) fn start_book_dials(&mut self, now: Instant) {
         self.book_next = None;
+        // Counted once; each dial this loop starts adds one (a scan per dial made a book of N
+        // peers cost N² peer visits).
+        let mut pending = self.peers.values().filter(|p| p.dial.is_some()).count();
         while !self.book_dials.is_empty() {
-            let pending = self.peers.values().filter(|p| p.dial.is_some()).count();
             if pending >= self.config.limits.max_pending_dials || self.shutting_down {
                 return;
             }
@@ -152,6 +154,13 @@ impl Manager {
                 self.set_reconnect_policy(record.peer, Some(ReconnectPolicy::never()));
             }
             match self.dial(now, record.peer, record.addrs) {
+                Ok(DialOutcome::Started) => {
+                    let dialing = self
+                        .peers
+                        .get(&record.peer)
+                        .is_some_and(|p| p.dial.is_some());
+                    pending += usize::from(dialing);
+                }
                 Ok(_) => {}
                 Err(error) => debug!(peer = %record.peer, %error, "peer-book dial not started"),
             }
