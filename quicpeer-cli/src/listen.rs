@@ -9,6 +9,7 @@ use quicpeer::driver::{Driver, Exit};
 use quicpeer::{Host, HostConfig, Manager};
 
 use crate::identity_args::IdentityArgs;
+use crate::metrics_server::MetricsArgs;
 use crate::output::{Json, Output};
 use crate::peer_book_args::{self, BookKeeper, PeerBookArgs};
 use crate::transport_args::TransportArgs;
@@ -36,6 +37,8 @@ pub struct Args {
     /// (other libp2p nodes see an ordinary close).
     #[arg(long, value_name = "MS")]
     restart_downtime_ms: Option<u64>,
+    #[command(flatten)]
+    metrics: MetricsArgs,
     #[command(flatten)]
     transport: TransportArgs,
 }
@@ -83,6 +86,7 @@ pub fn run(args: &Args, out: Output) -> Result<ExitCode, UsageError> {
             || format!("LISTEN {full}"),
         );
     }
+    args.metrics.start(driver.handle(), &out)?;
     loop {
         let due = book.as_ref().and_then(|b| b.due());
         let result = driver.run_until(due, |cx, event| {

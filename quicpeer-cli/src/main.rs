@@ -15,6 +15,7 @@ mod demo;
 mod id;
 mod identity_args;
 mod listen;
+mod metrics_server;
 mod output;
 mod peer_book;
 mod peer_book_args;

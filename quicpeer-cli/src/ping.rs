@@ -13,6 +13,7 @@ use quicpeer::driver::{Context, Driver, Exit};
 use quicpeer::{Event, Host, HostConfig, HostEvent, Identity, Manager, PeerId};
 
 use crate::identity_args::IdentityArgs;
+use crate::metrics_server::MetricsArgs;
 use crate::output::{ms, Json, Output};
 use crate::peer_book_args::{self, BookKeeper, PeerBookArgs};
 use crate::pinger::{PingOutcome, Pinger};
@@ -47,6 +48,8 @@ pub struct Args {
     #[command(flatten)]
     peer_book: PeerBookArgs,
     #[command(flatten)]
+    metrics: MetricsArgs,
+    #[command(flatten)]
     transport: TransportArgs,
 }
 
@@ -77,6 +80,7 @@ pub fn run(args: &Args, out: Output) -> Result<ExitCode, UsageError> {
         || format!("PING {peer} at {target} from {local_id}"),
     );
 
+    args.metrics.start(driver.handle(), &out)?;
     let mut app = PingApp::new(out, peer, args.count);
     let now = driver.now();
     let manager = driver.machine_mut().manager_mut();

@@ -598,3 +598,117 @@ fn ping_keeps_a_peer_book_too() {
     assert_eq!(records[0]["direction"], "outbound", "{text}");
     let _ = fs::remove_file(&book);
 }
+
+/// `GET /metrics` from a node's `--metrics` endpoint: the body, or `None` on any failure.
+fn scrape(url: &str) -> Option<String> {
+    use std::io::Write;
+    let host = url.strip_prefix("http://")?.strip_suffix("/metrics")?;
+    let mut stream = std::net::TcpStream::connect(host).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET /metrics HTTP/1.1\r\nHost: {host}\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
+}
+
+/// The value of one sample line (`name{labels} value`) of a scrape.
+fn sample(body: &str, name: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// The check: the pinger's metrics endpoint shows the listener's restart counted (a
+/// stateless reset, the loss, the redial and the recovery), and the listener's shows the
+/// pinger's connection.
+#[test]
+fn metrics_count_a_restart_seen_by_the_pinger() {
+    let port = free_udp_port();
+    let at = format!("/ip4/127.0.0.1/udp/{port}/quic-v1");
+    let (listener, mut listener_lines) = spawn(&[
+        "listen",
+        "--json",
+        "--seed",
+        "24",
+        "--listen",
+        &at,
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    let addr = listener_lines
+        .wait(0, Duration::from_secs(10), |l| event(l) == "listen")
+        .map(|l| field(&l, "addr").as_str().unwrap_or_default().to_owned())
+        .expect("LISTEN line");
+    let listener_url = listener_lines
+        .wait(0, Duration::from_secs(10), |l| event(l) == "metrics")
+        .map(|l| field(&l, "url").as_str().unwrap_or_default().to_owned())
+        .expect("METRICS line");
+    let (_pinger, mut lines) = spawn(&[
+        "ping",
+        &addr,
+        "--json",
+        "--interval-ms",
+        "50",
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    let url = lines
+        .wait(0, Duration::from_secs(10), |l| event(l) == "metrics")
+        .map(|l| field(&l, "url").as_str().unwrap_or_default().to_owned())
+        .expect("the pinger prints its METRICS line");
+    assert!(lines
+        .wait(0, Duration::from_secs(10), |l| event(l) == "ping")
+        .is_some());
+    let body = scrape(&listener_url).expect("scrape the listener");
+    assert_eq!(
+        sample(
+            &body,
+            "quicpeer_handshakes_completed_total{direction=\"inbound\"}"
+        ),
+        Some(1.0),
+        "{body}"
+    );
+    assert_eq!(
+        sample(&body, "quicpeer_peers_connected"),
+        Some(1.0),
+        "{body}"
+    );
+    let before = scrape(&url).expect("scrape the pinger");
+    assert_eq!(
+        sample(
+            &before,
+            "quicpeer_restarts_detected_total{signal=\"stateless_reset\"}"
+        ),
+        Some(0.0),
+        "{before}"
+    );
+
+    drop(listener); // SIGKILL
+    let (_listener, _) = spawn(&["listen", "--json", "--seed", "24", "--listen", &at]);
+    let from = lines.seen.len();
+    assert!(lines
+        .wait(from, Duration::from_secs(10), |l| event(l) == "reconnected")
+        .is_some());
+    let after = scrape(&url).expect("scrape the pinger again");
+    let value = |name: &str| sample(&after, name).unwrap_or(-1.0);
+    assert_eq!(
+        value("quicpeer_restarts_detected_total{signal=\"stateless_reset\"}"),
+        1.0,
+        "{after}"
+    );
+    assert_eq!(value("quicpeer_stateless_resets_received_total"), 1.0);
+    assert_eq!(
+        value("quicpeer_connections_lost_total{cause=\"peer_restarted\"}"),
+        1.0
+    );
+    assert_eq!(value("quicpeer_redials_total{reason=\"reconnect\"}"), 1.0);
+    assert_eq!(value("quicpeer_recovery_seconds_count"), 1.0);
+    assert_eq!(
+        value("quicpeer_handshakes_completed_total{direction=\"outbound\"}"),
+        2.0
+    );
+    println!(
+        "recovery after the restart: {} s",
+        value("quicpeer_recovery_seconds_sum")
+    );
+}

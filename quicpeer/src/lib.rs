@@ -163,7 +163,8 @@ pub use machine::{GracefulClose, SansIo};
 pub use manager::{
     Cause, ChunksRead, Config, ConfigError, ConnId, ConnectFailure, ConnectionStats, DialError,
     DialOutcome, Direction, Event, HandshakeFailure, KeyMode, Limits, Manager, ManagerError,
-    PeerRecord, Read, ReadStatus, ReconnectPolicy, ResponseRate, StreamError, StreamId, Transmit,
+    Metrics, PeerRecord, Read, ReadStatus, ReconnectPolicy, ResponseRate, StreamError, StreamId,
+    Transmit,
 };
 pub use protocols::{Host, HostConfig, HostEvent};
 

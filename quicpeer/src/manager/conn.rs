@@ -52,6 +52,8 @@ pub(super) struct Conn {
     pub(super) resuspect_at: Option<Instant>,
     /// Ack-eliciting frames sent so far, to tell which transmits expect an answer.
     pub(super) eliciting_sent: u64,
+    /// When the connection started, for `Metrics::handshake_latency`.
+    pub(super) started: Instant,
     pub(super) span: Span,
 }
 
@@ -73,17 +75,28 @@ impl Manager {
             debug!(%from, "asking for address validation (Retry)");
             buf.clear();
             match self.endpoint.retry(incoming, buf) {
-                Ok(transmit) => self.queue_response(now, transmit, buf),
+                Ok(transmit) => {
+                    self.metrics.retries_sent += 1;
+                    self.queue_response(now, transmit, buf)
+                }
                 Err(e) => self.endpoint.ignore(e.into_incoming()),
             }
             return;
         }
-        if self.shutting_down
-            || !self.accepting
-            || self.inbound_handshakes >= limits.max_inbound_handshakes
-            || self.live >= limits.max_connections
-        {
-            debug!(%from, "refusing inbound connection at limit");
+        let refusal = if self.shutting_down {
+            Some(Refusal::ShuttingDown)
+        } else if !self.accepting {
+            Some(Refusal::NotAccepting)
+        } else if self.inbound_handshakes >= limits.max_inbound_handshakes {
+            Some(Refusal::MaxInboundHandshakes)
+        } else if self.live >= limits.max_connections {
+            Some(Refusal::MaxConnections)
+        } else {
+            None
+        };
+        if let Some(refusal) = refusal {
+            debug!(%from, ?refusal, "refusing inbound connection");
+            self.metrics.refusals.add(refusal);
             buf.clear();
             let transmit = self.endpoint.refuse(incoming, buf);
             self.queue_response(now, transmit, buf);
@@ -131,6 +144,7 @@ impl Manager {
             None => debug_span!(parent: &self.span, "conn", %id, ?direction, %addr),
         };
         span.in_scope(|| debug!("connection started"));
+        self.metrics.handshakes_started.add(direction);
         self.live += 1;
         self.by_handle.insert(handle, id);
         if direction == Direction::Outbound {
@@ -158,6 +172,7 @@ impl Manager {
                 suspected: false,
                 resuspect_at: None,
                 eliciting_sent: 0,
+                started: now,
                 span,
             },
         );
@@ -232,6 +247,14 @@ impl Manager {
             E::HandshakeDataReady | E::DatagramReceived | E::DatagramsUnblocked => {}
             E::Connected => self.on_connected(id, now),
             E::ConnectionLost { reason } => {
+                if matches!(reason, ConnectionError::Reset) {
+                    self.metrics.stateless_resets_received += 1;
+                    if self.conns.get(&id).is_some_and(|c| c.announced) {
+                        self.metrics
+                            .restarts_detected
+                            .add(RestartSignal::StatelessReset);
+                    }
+                }
                 let cause = self.classify(id, reason);
                 self.on_lost(id, cause, now);
             }

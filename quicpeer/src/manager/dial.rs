@@ -36,6 +36,10 @@ pub(super) struct Peer {
     /// The peer announced a restart: failed reconnects are retried on a short schedule, without
     /// backoff, until then.
     pub(super) restarting_until: Option<Instant>,
+    /// Since when the peer has been cut off: its last connection died of a restart, an idle
+    /// timeout or a transport error, or went silent. Taken by the next connection, to measure
+    /// the recovery (`Metrics::recovery_latency`).
+    pub(super) cut_off_since: Option<Instant>,
 }
 
 impl Peer {
@@ -252,6 +256,7 @@ impl Manager {
             lost,
             attempt,
         });
+        self.metrics.redials.add(RedialReason::Reconnect);
         self.start_dial(peer, Some(lost), now);
     }
 

@@ -90,6 +90,8 @@ impl Manager {
         }
         conn.peer = Some(peer);
         conn.phase = Phase::Established;
+        self.metrics.handshakes_completed.add(direction);
+        (self.metrics.handshake_latency).observe(now.saturating_duration_since(conn.started));
 
         let max_per_peer = self.config.limits.max_connections_per_peer;
         let entry = self.peers.entry(peer).or_default();
@@ -138,17 +140,24 @@ impl Manager {
         let over_limit = entry.established.len() >= max_per_peer;
         if over_limit && replaced.is_none() && outdated.is_none() {
             debug!(conn = %id, %peer, "closing: per-peer connection limit");
+            self.metrics.refusals.add(Refusal::MaxConnectionsPerPeer);
             self.close_conn(id, now, Cause::LimitReached);
             return;
         }
         if direction == Direction::Inbound && entry.is_flapping(now) {
             debug!(conn = %id, %peer, "closing: peer is flapping");
+            self.metrics.refusals.add(Refusal::Flapping);
             self.close_conn(id, now, Cause::LimitReached);
             return;
         }
         // Make-before-break: a replacement takes over from a connection that is still up.
         let replacing = replaced.filter(|old| entry.established.contains(old));
         let replaced = replaced.or(outdated);
+        if let Some(since) = entry.cut_off_since.take() {
+            self.metrics
+                .recovery_latency
+                .observe(now.saturating_duration_since(since));
+        }
         entry.established.insert(id);
         let previous = entry.preferred;
         if previous.is_none() || replacing.is_some() || outdated.is_some() {
@@ -179,6 +188,7 @@ impl Manager {
         }
         if let Some(old) = outdated {
             debug!(%old, new = %id, %peer, "the peer restarted: new certificate key");
+            self.metrics.restarts_detected.add(RestartSignal::Epoch);
             self.close_conn(old, now, Cause::PeerRestarted);
         } else if let Some(old) = replacing {
             self.close_conn(old, now, Cause::Superseded { by: Some(id) });
@@ -283,6 +293,14 @@ impl Manager {
         if was_handshaking && direction == Direction::Inbound {
             self.inbound_handshakes = self.inbound_handshakes.saturating_sub(1);
         }
+        if was_handshaking {
+            self.metrics.handshakes_failed.add(FailureKind::of(&cause));
+        } else if announced {
+            self.metrics.connections_lost.add(LossKind::of(&cause));
+            if matches!(cause, Cause::PeerRestarting { .. }) {
+                self.metrics.restarts_detected.add(RestartSignal::Announced);
+            }
+        }
         self.dialing_conns.remove(&id);
         let Some(peer) = peer else { return };
 
@@ -334,6 +352,16 @@ impl Manager {
             // The newest remaining connection takes over.
             entry.preferred = entry.established.last().copied();
         }
+        let dead_peer = matches!(
+            cause,
+            Cause::PeerRestarted
+                | Cause::PeerRestarting { .. }
+                | Cause::IdleTimeout
+                | Cause::TransportError { .. }
+        );
+        if announced && dead_peer && entry.established.is_empty() {
+            entry.cut_off_since.get_or_insert(now);
+        }
         // A failed dial attempt?
         let mut attempt_failed = false;
         if let Some(dial) = entry.dial.as_mut() {
@@ -366,6 +394,20 @@ impl Manager {
         self.forget_if_idle(peer, now);
     }
 
+    /// A suspected connection heard from its peer again. If it is still up (the datagram was
+    /// not a reset), the peer was never cut off.
+    pub(super) fn silence_ended(&mut self, id: ConnId) {
+        let Some(peer) = (self.conns.get(&id))
+            .filter(|c| c.phase == Phase::Established)
+            .and_then(|c| c.peer)
+        else {
+            return;
+        };
+        if let Some(entry) = self.peers.get_mut(&peer) {
+            entry.cut_off_since = None;
+        }
+    }
+
     /// A connection went unanswered for the suspicion period: race it with a fresh dial.
     pub(super) fn suspect(&mut self, id: ConnId, now: Instant) {
         let Some(conn) = self.conns.get_mut(&id) else {
@@ -383,6 +425,7 @@ impl Manager {
                 conn: id,
                 since,
             });
+            self.metrics.restarts_detected.add(RestartSignal::Suspicion);
             return;
         }
         let Some(entry) = self.peers.get(&peer) else {
@@ -402,7 +445,12 @@ impl Manager {
                 conn: id,
                 since,
             });
+            self.metrics.restarts_detected.add(RestartSignal::Suspicion);
         }
+        if let Some(entry) = self.peers.get_mut(&peer) {
+            entry.cut_off_since.get_or_insert(since);
+        }
+        self.metrics.redials.add(RedialReason::Suspicion);
         self.start_dial(peer, Some(id), now);
     }
 }

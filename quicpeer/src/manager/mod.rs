@@ -50,6 +50,7 @@ mod conn;
 mod dial;
 mod event;
 mod lifecycle;
+mod metrics;
 mod pacing;
 mod streams;
 pub(crate) mod timers;
@@ -86,6 +87,10 @@ pub use event::{
     Event, HandshakeFailure, Read, ReadStatus, StreamError, StreamId, Transmit,
 };
 use lifecycle::{ack_eliciting_frames, suspicion_deadline};
+pub use metrics::{
+    CountsBy, FailureKind, Histogram, Label, LossKind, Metrics, RedialReason, Refusal,
+    RestartSignal,
+};
 use pacing::TokenBucket;
 use timers::TimerIndex;
 
@@ -194,6 +199,8 @@ pub struct Manager {
     accepting: bool,
     /// Datagrams one transmit may carry (see `set_max_datagrams`).
     max_datagrams: usize,
+    /// What the manager has counted (its gauges are filled in by `metrics`).
+    metrics: Metrics,
     buf: Vec<u8>,
     span: Span,
 }
@@ -342,6 +349,7 @@ impl Manager {
             restart_notice: None,
             accepting: true,
             max_datagrams: 1,
+            metrics: Metrics::default(),
             buf: Vec::new(),
             span,
         })
@@ -417,6 +425,20 @@ impl Manager {
         counts
     }
 
+    /// What the manager has counted so far, with the connection gauges as of now. Cheap
+    /// enough for every scrape: it copies the counters and visits the connections once.
+    pub fn metrics(&self) -> Metrics {
+        let (handshaking, established, draining) = self.phase_counts();
+        let mut metrics = self.metrics.clone();
+        metrics.handshaking = handshaking as u64;
+        metrics.established = established as u64;
+        metrics.draining = draining as u64;
+        metrics.peers_connected = (self.peers.values())
+            .filter(|p| !p.established.is_empty())
+            .count() as u64;
+        metrics
+    }
+
     /// The peer of a connection.
     pub fn peer_of(&self, conn: ConnId) -> Option<PeerId> {
         self.conns
@@ -460,11 +482,12 @@ impl Manager {
         match event {
             Some(DatagramEvent::ConnectionEvent(handle, event)) => {
                 if let Some(&id) = self.by_handle.get(&handle) {
+                    let mut was_suspected = false;
                     if let Some(conn) = self.conns.get_mut(&id) {
                         conn.inner.handle_event(event);
                         // The peer still has this connection (or at least its CIDs).
                         conn.unanswered_since = None;
-                        conn.suspected = false;
+                        was_suspected = std::mem::take(&mut conn.suspected);
                         if conn.resuspect_at.take().is_some() {
                             // It was alive after all: the failed races count for nothing.
                             if let Some(p) = conn.peer.and_then(|peer| self.peers.get_mut(&peer)) {
@@ -473,6 +496,9 @@ impl Manager {
                         }
                     }
                     self.drive(id, now);
+                    if was_suspected {
+                        self.silence_ended(id);
+                    }
                 }
             }
             Some(DatagramEvent::NewConnection(incoming)) => self.accept(incoming, now, &mut buf),
@@ -610,9 +636,11 @@ impl Manager {
             return Err(DialError::NoAddresses);
         }
         if pending >= self.config.limits.max_pending_dials {
+            self.metrics.refusals.add(Refusal::MaxPendingDials);
             return Err(DialError::TooManyPendingDials);
         }
         if self.live >= self.config.limits.max_connections {
+            self.metrics.refusals.add(Refusal::DialConnectionLimit);
             return Err(DialError::ConnectionLimit);
         }
         entry.retry = None;
@@ -909,9 +937,15 @@ impl Manager {
     fn queue_response(&mut self, now: Instant, transmit: quinn_proto::Transmit, buf: &[u8]) {
         if self.responses.len() >= MAX_QUEUED_RESPONSES || !self.bucket.take(now) {
             debug!(to = %transmit.destination, "stateless response dropped by rate limit");
+            self.metrics.responses_dropped += 1;
             return;
         }
         let bytes = buf.get(..transmit.size).unwrap_or(buf).to_vec();
+        // quinn's stateless responses are Retry, version negotiation and refusals (long
+        // headers), and stateless resets, which look like short-header packets.
+        if bytes.first().is_some_and(|b| b & 0x80 == 0) {
+            self.metrics.stateless_resets_sent += 1;
+        }
         self.responses.push_back((
             Transmit {
                 destination: transmit.destination,
