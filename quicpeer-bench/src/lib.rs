@@ -28,6 +28,7 @@ pub mod mass_restart;
 pub mod mass_restart_loopback;
 pub mod memory;
 pub mod per_datagram;
+pub mod plot;
 pub mod reconnect;
 pub mod restart_scenarios;
 
@@ -129,6 +130,9 @@ pub struct Report {
     pub rows: Vec<Vec<Cell>>,
     /// Method, parameters, and what is not measured yet.
     pub notes: Vec<String>,
+    /// The samples behind the table, for `--plot` ([`plot::write_svg`]); not serialized.
+    #[serde(skip)]
+    pub plot: Option<plot::Plot>,
 }
 
 impl Report {
@@ -139,6 +143,7 @@ impl Report {
             columns: columns.iter().map(|c| (*c).to_owned()).collect(),
             rows: Vec::new(),
             notes: Vec::new(),
+            plot: None,
         }
     }
 

@@ -33,6 +33,7 @@ use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
 use quicpeer::PeerId;
 
+use super::plot::{Plot, YAxis};
 use super::{percentile, schedstat_cpu_time, thread_cpu_time, BenchError, Cell, Report};
 use quicpeer::driver::{Driver, DriverStats, Handle};
 use quicpeer::{Cause, Config, Event, Identity, Manager};
@@ -99,6 +100,8 @@ pub struct Outcome {
     pub all_fresh: Duration,
     /// From the crash to each peer's fresh connection: median and 99th percentile.
     pub fresh: (Duration, Duration),
+    /// From the crash to each peer's fresh connection, every peer, in order.
+    pub fresh_each: Vec<Duration>,
     /// From the crash to each peer's `ConnectionLost`: median and maximum.
     pub detection: (Duration, Duration),
     /// Peers whose loss was classified `PeerRestarted` (a stateless reset, or, when the hub
@@ -274,6 +277,7 @@ pub fn measure(params: &Params) -> Result<Outcome, BenchError> {
         hub_back_up,
         all_fresh: pct(&fresh, 100),
         fresh: (pct(&fresh, 50), pct(&fresh, 99)),
+        fresh_each: fresh.clone(),
         detection: (pct(&detections, 50), pct(&detections, 100)),
         by_reset,
         by_other: lost - by_reset,
@@ -327,11 +331,22 @@ pub fn run(peer_counts: &[usize], template: &Params) -> Result<Report, BenchErro
         ],
     );
     let load_before = load_average();
+    let mut plot = Plot::new(
+        "A hub restarts: its peers back on fresh connections",
+        "ms after the hub's crash",
+        YAxis::Count,
+    );
     for &peers in peer_counts {
         let o = measure(&Params {
             peers,
             ..template.clone()
         })?;
+        let book = if template.hub_peer_book {
+            ", hub peer book"
+        } else {
+            ""
+        };
+        plot.series(format!("{peers} peers{book}"), o.fresh_each.clone());
         let cpu = |c: Option<Duration>| c.map_or(Cell::Missing, Cell::millis);
         report.rows.push(vec![
             Cell::num(o.peers as f64, 0),
@@ -390,6 +405,7 @@ pub fn run(peer_counts: &[usize], template: &Params) -> Result<Report, BenchErro
         load_before.unwrap_or_else(|| "?".into()),
         load_average().unwrap_or_else(|| "?".into())
     ));
+    report.plot = Some(plot);
     Ok(report)
 }
 

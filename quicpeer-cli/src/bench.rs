@@ -19,6 +19,10 @@ use crate::UsageError;
 pub struct Args {
     #[command(subcommand)]
     which: Which,
+    /// Draw the report's samples (cumulative curves) to this SVG file, for the benchmarks that
+    /// keep samples: `restart`, `mass-restart --loopback`.
+    #[arg(long, global = true, value_name = "FILE.svg")]
+    plot: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -111,7 +115,9 @@ enum Which {
 
 pub fn run(args: &Args, out: Output) -> Result<ExitCode, UsageError> {
     let report = match &args.which {
-        Which::Restart(args) => return crate::bench_restart::run(args, out),
+        Which::Restart(restart) => {
+            return crate::bench_restart::run(restart, args.plot.as_deref(), out)
+        }
         Which::PerDatagram { datagrams, rounds } => bench::per_datagram::run(*datagrams, *rounds),
         Which::Handshake { handshakes, rounds } => bench::handshake::run(*handshakes, *rounds),
         Which::MassRestart {
@@ -153,6 +159,11 @@ pub fn run(args: &Args, out: Output) -> Result<ExitCode, UsageError> {
             bench::restart_scenarios::run(*trials, Duration::from_millis(*latency_ms))
         }
     };
+    if let (Ok(report), Some(path)) = (&report, &args.plot) {
+        if let Err(e) = bench::plot::write_svg(report, path) {
+            eprintln!("no plot: {e}");
+        }
+    }
     print(report, out.is_json())
 }
 

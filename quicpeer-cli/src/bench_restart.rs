@@ -11,11 +11,13 @@
 //! that reason and the run goes on. Progress goes to stderr, a line per trial; the table (or,
 //! with `--json`, one JSON object) to stdout at the end.
 
+use std::path::Path;
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use quicpeer::driver::Exit;
 use quicpeer::{Cause, ConnId, Event, HostEvent, PeerId};
+use quicpeer_bench::plot::{self, Plot, YAxis};
 use quicpeer_bench::{percentile, Cell, Report};
 
 use crate::output::Output;
@@ -84,7 +86,9 @@ enum Phase {
     },
 }
 
-pub fn run(args: &Args, out: Output) -> Result<ExitCode, UsageError> {
+/// Runs the trials; with `plot_to`, draws the distributions of the first sign of the restart and
+/// of the first ping on a fresh connection (cumulative curves) to that SVG file.
+pub fn run(args: &Args, plot_to: Option<&Path>, out: Output) -> Result<ExitCode, UsageError> {
     let (target, peer) = addr::parse_dial(&args.target)?;
     if args.ping_interval_ms == 0 || args.trials == 0 || args.steady == 0 {
         return Err(UsageError(
@@ -157,6 +161,11 @@ pub fn run(args: &Args, out: Output) -> Result<ExitCode, UsageError> {
     }
     let _ = driver.shutdown(Duration::from_secs(1), |_, _| {});
     let report = table(&trials, args, peer);
+    if let Some(path) = plot_to {
+        if let Err(e) = plot::write_svg(&report, path) {
+            eprintln!("no plot: {e}");
+        }
+    }
     if out.is_json() {
         println!("{}", report.json());
     } else {
@@ -371,6 +380,14 @@ fn table(trials: &[Trial], args: &Args, peer: PeerId) -> Report {
             }
         }
     }
+    let mut curves = Plot::new(
+        format!("{} restarted {} times", args.target, trials.len()),
+        "ms after the restart command started",
+        YAxis::Fraction,
+    );
+    curves.series("first sign of the restart", detected.clone());
+    curves.series("first ping on a fresh connection", recovered.clone());
+    report.plot = Some(curves);
     for (label, values) in [
         ("first sign of the restart", &mut detected),
         ("first ping on a fresh connection", &mut recovered),

@@ -27,6 +27,9 @@ struct Args {
     /// No progress lines on stderr.
     #[arg(long, short, global = true)]
     quiet: bool,
+    /// Draw the samples (cumulative curves per pair) to this SVG file (`reconnect`).
+    #[arg(long, global = true, value_name = "FILE.svg")]
+    plot: Option<std::path::PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -143,6 +146,11 @@ fn main() -> ExitCode {
     };
     match report {
         Ok(report) => {
+            if let Some(path) = &args.plot {
+                if let Err(e) = quicpeer_bench::plot::write_svg(&report, path) {
+                    eprintln!("no plot: {e}");
+                }
+            }
             if args.json {
                 println!("{}", report.json());
             } else {

@@ -104,12 +104,7 @@ pub(crate) fn millis(d: Option<Duration>, decimals: usize) -> Cell {
 
 /// An empty report with these columns.
 pub(crate) fn report(name: &str, columns: &[&str]) -> Report {
-    Report {
-        name: name.into(),
-        columns: columns.iter().map(|c| (*c).to_owned()).collect(),
-        rows: Vec::new(),
-        notes: Vec::new(),
-    }
+    Report::new(name, columns)
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use quicpeer::{Cause, ConnId, Event, HostEvent};
 
 use super::{median, ms, percentile, Cell, CompareError, Report};
+use crate::plot::{Plot, YAxis};
 use quicpeer_interop::libp2p_peer::{Libp2pConfig, Libp2pPeer};
 use quicpeer_interop::quicpeer_node::{NodeConfig, QuicpeerNode};
 use quicpeer_interop::PeerEvent;
@@ -248,9 +249,16 @@ pub fn run(settings: &Settings, progress: &mut dyn FnMut(String)) -> Result<Repo
         .iter()
         .find(|(p, _)| *p == Pair::new(Stack::Quicpeer, Stack::Quicpeer))
         .and_then(|(_, s)| percentile(&sorted(s, |s| s.first_ping), 50));
+    let mut plot = Plot::new(
+        "A listener restarts under a pinging dialer",
+        "ms after the listener's crash",
+        YAxis::Fraction,
+    );
     for (pair, samples) in &results {
         let detection = sorted(samples, |s| s.detection);
         let first = sorted(samples, |s| s.first_ping);
+        plot.series(format!("{}: detection", pair.label()), detection.clone());
+        plot.series(format!("{}: first ping", pair.label()), first.clone());
         let back_up: Vec<f64> = samples.iter().map(|s| ms(s.back_up)).collect();
         let mean = (!first.is_empty()).then(|| first.iter().sum::<Duration>() / first.len() as u32);
         let ratio = match (percentile(&first, 50), reference) {
@@ -298,6 +306,7 @@ pub fn run(settings: &Settings, progress: &mut dyn FnMut(String)) -> Result<Repo
     );
     report.notes.push(load_before);
     report.notes.push(super::load_note("after"));
+    report.plot = Some(plot);
     Ok(report)
 }
 
