@@ -124,7 +124,11 @@ fn draw(plot: &Plot, path: &Path) -> Result<(), Box<dyn std::error::Error>> {
         return Err(Box::new(PlotError::Empty("no samples")));
     }
     let points = || curves.iter().flat_map(|(_, p)| p.iter());
-    let x_max = points().map(|p| p.0).fold(0.0, f64::max) * 1.05;
+    // A logarithmic x axis: restart times span a loopback round trip to an idle timeout, and
+    // the stacks compared differ by orders of magnitude.
+    let x_max = (points().map(|p| p.0).fold(0.0, f64::max) * 1.25).max(1.0);
+    let x_min =
+        (points().map(|p| p.0).fold(f64::INFINITY, f64::min) * 0.8).clamp(0.01, x_max / 2.0);
     let y_max = match plot.y_axis {
         YAxis::Fraction => 1.0,
         YAxis::Count => points().map(|p| p.1).fold(0.0, f64::max) * 1.05,
@@ -136,10 +140,10 @@ fn draw(plot: &Plot, path: &Path) -> Result<(), Box<dyn std::error::Error>> {
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(60)
-        .build_cartesian_2d(0.0..x_max.max(1.0), 0.0..y_max.max(1.0))?;
+        .build_cartesian_2d((x_min..x_max).log_scale(), 0.0..y_max.max(1.0))?;
     chart
         .configure_mesh()
-        .x_desc(plot.x_label.as_str())
+        .x_desc(format!("{} (log scale)", plot.x_label))
         .y_desc(match plot.y_axis {
             YAxis::Fraction => "fraction at or below",
             YAxis::Count => "count at or below",

@@ -15,6 +15,7 @@ use quinn_proto::{
     ClientConfig, Connection, ConnectionHandle, DatagramEvent, Endpoint, EndpointConfig, Event,
     ServerConfig,
 };
+use rustls::pki_types::CertificateDer;
 
 /// 2026-01-01T00:00:00Z.
 fn wall_time() -> SystemTime {
@@ -133,7 +134,16 @@ impl Node {
                     let data = connection.crypto_session().handshake_data().expect("data");
                     self.handshake = Some(*data.downcast::<HandshakeData>().expect("rustls"));
                 }
-                Event::Connected => self.connected = true,
+                Event::Connected => {
+                    self.connected = true;
+                    // A resumed session ran no verifier: read the peer back, as the manager does.
+                    if let Some(slot) = self.slot.as_ref().filter(|s| s.outcome().is_none()) {
+                        let certificates = (connection.crypto_session().peer_identity())
+                            .and_then(|any| any.downcast::<Vec<CertificateDer<'static>>>().ok());
+                        let certificates = certificates.as_deref().map(Vec::as_slice);
+                        slot.complete_resumption(self.clock.get(), certificates);
+                    }
+                }
                 Event::ConnectionLost { .. } => self.lost = true,
                 _ => {}
             }
@@ -365,4 +375,219 @@ fn certificate_verify_is_checked_with_the_certificate_key() {
         client.outcome(),
         Some(Err(CertificateError::BadHandshakeSignature))
     );
+}
+
+// ---- session resumption ----
+
+/// A context for `identity` with resumption on, its ticket keys from `secret`.
+fn resuming(identity: &Identity, clock: &WallClock, secret: u8) -> TlsContext {
+    let mut tls = TlsContext::new(identity, clock.clone()).expect("TLS context");
+    tls.enable_resumption([secret; 32]);
+    tls
+}
+
+/// One handshake between fresh endpoints over `client_tls` and `server_tls`; returns both
+/// contexts (with whatever tickets they now hold) and the two nodes' verdicts.
+fn connect_once(
+    client_tls: TlsContext,
+    server_tls: TlsContext,
+    clock: &WallClock,
+    expected: PeerId,
+) -> (TlsContext, TlsContext, Node, Node) {
+    let mut client = Node::new(client_tls, clock.clone(), 1000);
+    let mut server = Node::new(server_tls, clock.clone(), 2000);
+    handshake(&mut client, &mut server, Some(expected));
+    let client_tls = std::mem::replace(
+        &mut client.tls,
+        TlsContext::new(&Identity::from_ed25519_seed([99; 32]), clock.clone()).expect("spare"),
+    );
+    let server_tls = std::mem::replace(
+        &mut server.tls,
+        TlsContext::new(&Identity::from_ed25519_seed([98; 32]), clock.clone()).expect("spare"),
+    );
+    (client_tls, server_tls, client, server)
+}
+
+fn resumed(node: &Node) -> bool {
+    node.slot.as_ref().is_some_and(VerificationSlot::resumed)
+}
+
+#[test]
+fn a_second_handshake_resumes_and_still_names_both_peers() {
+    let (client_id, server_id) = (
+        Identity::from_ed25519_seed([1; 32]),
+        Identity::from_ed25519_seed([2; 32]),
+    );
+    let clock = WallClock::new(wall_time());
+    let (c, s) = (
+        resuming(&client_id, &clock, 1),
+        resuming(&server_id, &clock, 2),
+    );
+    let (c, s, client, server) = connect_once(c, s, &clock, server_id.peer_id());
+    assert!(client.connected && server.connected);
+    assert!(
+        !resumed(&client) && !resumed(&server),
+        "the first handshake is a full one"
+    );
+
+    let (c, s, client, server) = connect_once(c, s, &clock, server_id.peer_id());
+    assert!(client.connected && server.connected);
+    assert!(resumed(&client) && resumed(&server), "the second resumes");
+    assert_eq!(client.outcome(), Some(Ok(server_id.peer_id())));
+    assert_eq!(server.outcome(), Some(Ok(client_id.peer_id())));
+    // A resumed session says nothing of the peer's current certificate key.
+    assert_eq!(
+        client
+            .slot
+            .as_ref()
+            .and_then(VerificationSlot::certificate_key),
+        None
+    );
+
+    // The resumed session brought a new ticket: the third resumes too.
+    let (_, _, client, server) = connect_once(c, s, &clock, server_id.peer_id());
+    assert!(resumed(&client) && resumed(&server));
+}
+
+#[test]
+fn a_restarted_server_resumes_its_predecessors_sessions() {
+    let (client_id, server_id) = (
+        Identity::from_ed25519_seed([1; 32]),
+        Identity::from_ed25519_seed([2; 32]),
+    );
+    let clock = WallClock::new(wall_time());
+    let (c, s) = (
+        resuming(&client_id, &clock, 1),
+        resuming(&server_id, &clock, 2),
+    );
+    let (c, _old, _, _) = connect_once(c, s, &clock, server_id.peer_id());
+    // A new process: a new certificate, the same identity, the same derived ticket secret.
+    let restarted = resuming(&server_id, &clock, 2);
+    let (_, _, client, server) = connect_once(c, restarted, &clock, server_id.peer_id());
+    assert!(client.connected && server.connected);
+    assert!(resumed(&client) && resumed(&server));
+    assert_eq!(server.outcome(), Some(Ok(client_id.peer_id())));
+}
+
+#[test]
+fn a_ticket_is_refused_by_another_identity_and_the_full_handshake_catches_the_impostor() {
+    let (client_id, server_id) = (
+        Identity::from_ed25519_seed([1; 32]),
+        Identity::from_ed25519_seed([2; 32]),
+    );
+    let impostor_id = Identity::from_ed25519_seed([3; 32]);
+    let clock = WallClock::new(wall_time());
+    let (c, s) = (
+        resuming(&client_id, &clock, 1),
+        resuming(&server_id, &clock, 2),
+    );
+    let (c, _, _, _) = connect_once(c, s, &clock, server_id.peer_id());
+    // Another node at the server's address, with its own ticket keys: it cannot open the
+    // ticket, the handshake is a full one, and the client's verifier names it.
+    let impostor = resuming(&impostor_id, &clock, 3);
+    let (_, _, client, server) = connect_once(c, impostor, &clock, server_id.peer_id());
+    assert!(!client.connected);
+    assert!(!resumed(&client) && !resumed(&server));
+    assert_eq!(
+        client.outcome(),
+        Some(Err(CertificateError::PeerIdMismatch {
+            expected: server_id.peer_id(),
+            actual: impostor_id.peer_id(),
+        }))
+    );
+}
+
+#[test]
+fn a_dial_of_another_peer_id_offers_no_ticket() {
+    let (client_id, server_id) = (
+        Identity::from_ed25519_seed([1; 32]),
+        Identity::from_ed25519_seed([2; 32]),
+    );
+    let other = Identity::from_ed25519_seed([4; 32]);
+    let clock = WallClock::new(wall_time());
+    let (c, s) = (
+        resuming(&client_id, &clock, 1),
+        resuming(&server_id, &clock, 2),
+    );
+    let (c, s, _, _) = connect_once(c, s, &clock, server_id.peer_id());
+    // The same server, dialed as if it were `other`: the ticket is kept for the server's
+    // PeerId only, so none is offered, and the full handshake refuses the server.
+    let (c, s, client, _) = connect_once(c, s, &clock, other.peer_id());
+    assert!(!client.connected && !resumed(&client));
+    assert!(matches!(
+        client.outcome(),
+        Some(Err(CertificateError::PeerIdMismatch { .. }))
+    ));
+    // The ticket is still there for a dial of the right PeerId.
+    let (_, _, client, _) = connect_once(c, s, &clock, server_id.peer_id());
+    assert!(client.connected && resumed(&client));
+}
+
+#[test]
+fn an_expired_ticket_gives_a_full_handshake() {
+    let (client_id, server_id) = (
+        Identity::from_ed25519_seed([1; 32]),
+        Identity::from_ed25519_seed([2; 32]),
+    );
+    let clock = WallClock::new(wall_time());
+    let (c, s) = (
+        resuming(&client_id, &clock, 1),
+        resuming(&server_id, &clock, 2),
+    );
+    let (c, s, _, _) = connect_once(c, s, &clock, server_id.peer_id());
+    clock.set(wall_time() + Duration::from_secs(25 * 3600));
+    let (_, _, client, server) = connect_once(c, s, &clock, server_id.peer_id());
+    assert!(client.connected && server.connected);
+    assert!(!resumed(&client) && !resumed(&server));
+    assert_eq!(client.outcome(), Some(Ok(server_id.peer_id())));
+}
+
+#[test]
+fn a_server_without_quicpeers_marker_gets_full_handshakes() {
+    // A stock libp2p server may issue tickets of its own; the client keeps none from a server
+    // whose certificate lacks quicpeer's serial marker.
+    let (client_id, server_id) = (
+        Identity::from_ed25519_seed([1; 32]),
+        Identity::from_ed25519_seed([2; 32]),
+    );
+    let params = CertificateParams {
+        serial_marker: false,
+        ..CertificateParams::new(server_id.keypair())
+    };
+    let clock = WallClock::new(wall_time());
+    let tls = || {
+        let (certificate, key) = params.generate().expect("generate");
+        let mut tls =
+            TlsContext::with_certificate(certificate, key, clock.clone()).expect("context");
+        tls.enable_resumption([2; 32]);
+        tls
+    };
+    let c = resuming(&client_id, &clock, 1);
+    let (c, s, client, _) = connect_once(c, tls(), &clock, server_id.peer_id());
+    assert!(client.connected);
+    let (_, _, client, server) = connect_once(c, s, &clock, server_id.peer_id());
+    assert!(client.connected && server.connected);
+    assert!(!resumed(&client) && !resumed(&server));
+}
+
+#[test]
+fn a_client_without_quicpeers_marker_gets_no_ticket() {
+    let (client_id, server_id) = (
+        Identity::from_ed25519_seed([1; 32]),
+        Identity::from_ed25519_seed([2; 32]),
+    );
+    let params = CertificateParams {
+        serial_marker: false,
+        ..CertificateParams::new(client_id.keypair())
+    };
+    let clock = WallClock::new(wall_time());
+    let (certificate, key) = params.generate().expect("generate");
+    let mut c = TlsContext::with_certificate(certificate, key, clock.clone()).expect("context");
+    c.enable_resumption([1; 32]);
+    let s = resuming(&server_id, &clock, 2);
+    let (c, s, client, server) = connect_once(c, s, &clock, server_id.peer_id());
+    assert!(client.connected && server.connected);
+    let (_, _, client, server) = connect_once(c, s, &clock, server_id.peer_id());
+    assert!(client.connected && server.connected);
+    assert!(!resumed(&client) && !resumed(&server));
 }

@@ -35,6 +35,11 @@ fn a_connection_counts_one_handshake_each_side_and_its_latency() {
         (1, 0, 1)
     );
     assert_eq!(ma.handshakes_failed.total(), 0);
+    assert_eq!(
+        ma.handshakes_resumed.total(),
+        0,
+        "a first connection has no session to resume"
+    );
     assert_eq!(ma.connections_lost.total(), 0);
     // The simulator's default link: the handshake takes a round trip or two, well under 1 s,
     // and more than nothing.
@@ -73,6 +78,9 @@ fn a_restart_counts_the_reset_both_ways_the_loss_the_redial_and_the_recovery() {
     assert_eq!(ma.connections_lost.total(), 1);
     assert_eq!(ma.redials.get(RedialReason::Reconnect), 1);
     assert_eq!(ma.handshakes_completed.get(Direction::Outbound), 2);
+    // The fresh connection resumed the first one's TLS session: the restarted node's ticket
+    // keys derive from its identity.
+    assert_eq!(ma.handshakes_resumed.get(Direction::Outbound), 1);
     // The recovery is measured from the loss to the fresh connection.
     assert_eq!(ma.recovery_latency.count(), 1);
     assert_eq!(ma.recovery_latency.sum(), reconnected_at - lost_at);
@@ -84,6 +92,7 @@ fn a_restart_counts_the_reset_both_ways_the_loss_the_redial_and_the_recovery() {
     let mb = metrics(&mut net, b);
     assert_eq!(mb.stateless_resets_sent, 1);
     assert_eq!(mb.handshakes_completed.get(Direction::Inbound), 1);
+    assert_eq!(mb.handshakes_resumed.get(Direction::Inbound), 1);
     assert_eq!(mb.connections_lost.total(), 0);
 }
 

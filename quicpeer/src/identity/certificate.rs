@@ -168,6 +168,9 @@ pub struct CertificateParams<'a> {
     pub critical: bool,
     /// More extensions, after the libp2p one(s): (OID, critical, DER value).
     pub extra_extensions: Vec<(Vec<u64>, bool, Vec<u8>)>,
+    /// Whether the serial number carries quicpeer's marker (without it, the certificate looks
+    /// like another implementation's, whose session tickets quicpeer does not keep).
+    pub serial_marker: bool,
 }
 
 impl<'a> CertificateParams<'a> {
@@ -182,6 +185,7 @@ impl<'a> CertificateParams<'a> {
             libp2p_extensions: 1,
             critical: false,
             extra_extensions: Vec::new(),
+            serial_marker: true,
         }
     }
 
@@ -204,6 +208,17 @@ impl<'a> CertificateParams<'a> {
 
         let mut params = rcgen::CertificateParams::default();
         params.distinguished_name = rcgen::DistinguishedName::new();
+        // quicpeer's marker and 8 bytes of the certificate key's hash: a quicpeer client keeps
+        // session tickets only from servers whose certificate has it (`identity::resumption`).
+        let key_hash = ring::digest::digest(
+            &ring::digest::SHA256,
+            &rcgen::PublicKeyData::subject_public_key_info(&certificate_key),
+        );
+        let mut serial = super::resumption::SERIAL_MARKER.to_vec();
+        serial.extend_from_slice(key_hash.as_ref().get(..8).unwrap_or_default());
+        if self.serial_marker {
+            params.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
+        }
         params.not_before = to_datetime(self.not_before)?;
         params.not_after = to_datetime(self.not_after)?;
         params.custom_extensions = vec![libp2p_extension; self.libp2p_extensions];
@@ -245,7 +260,31 @@ pub fn verify_certificate_chain(
     verify_certificate(now, end_entity)
 }
 
+/// The peer of a certificate kept in a resumed TLS session: the certificate was verified in
+/// full when the session began (and the session came back sealed under our own ticket key, or
+/// from our own memory), so its signatures are not checked again; its form, its validity at
+/// `now` and its libp2p extension are, and the PeerId is derived from it anew.
+pub fn session_peer(now: SystemTime, der: &[u8]) -> Result<VerifiedPeer, CertificateError> {
+    examine(der, now, Signatures::Trusted)
+}
+
+/// Whether [`examine`] checks the certificate's signatures.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Signatures {
+    Check,
+    /// Checked before, when the session that kept the certificate began.
+    Trusted,
+}
+
 fn verify(der: &[u8], now: SystemTime) -> Result<VerifiedPeer, CertificateError> {
+    examine(der, now, Signatures::Check)
+}
+
+fn examine(
+    der: &[u8],
+    now: SystemTime,
+    signatures: Signatures,
+) -> Result<VerifiedPeer, CertificateError> {
     // Deep parsing of known extensions is of no use to us and only widens the attack surface.
     let (rest, certificate) = X509CertificateParser::new()
         .with_deep_parse_extensions(false)
@@ -289,6 +328,16 @@ fn verify(der: &[u8], now: SystemTime) -> Result<VerifiedPeer, CertificateError>
     if certificate.tbs_certificate.signature != *algorithm {
         return Err(CertificateError::BadSelfSignature);
     }
+    let (host_key, signature) = decode_signed_key(libp2p_extension)?;
+    let host_key = PublicKey::try_decode_protobuf(host_key)
+        .map_err(|e| CertificateError::BadHostKey(e.to_string()))?;
+    let spki = certificate.public_key().raw;
+    if signatures == Signatures::Trusted {
+        return Ok(VerifiedPeer {
+            peer_id: host_key.to_peer_id(),
+            certificate_key_spki: spki.to_vec(),
+        });
+    }
     certificate.verify_signature(None).map_err(|e| match e {
         X509Error::SignatureUnsupportedAlgorithm => {
             CertificateError::UnsupportedSignatureAlgorithm {
@@ -298,10 +347,6 @@ fn verify(der: &[u8], now: SystemTime) -> Result<VerifiedPeer, CertificateError>
         _ => CertificateError::BadSelfSignature,
     })?;
 
-    let (host_key, signature) = decode_signed_key(libp2p_extension)?;
-    let host_key = PublicKey::try_decode_protobuf(host_key)
-        .map_err(|e| CertificateError::BadHostKey(e.to_string()))?;
-    let spki = certificate.public_key().raw;
     let mut message = SIGNING_PREFIX.to_vec();
     message.extend_from_slice(spki);
     if !host_key.verify(&message, signature) {

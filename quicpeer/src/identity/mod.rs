@@ -5,7 +5,8 @@
 //! libp2p extension carries the host key and that key's signature over the certificate key. This
 //! module generates that certificate ([`certificate`]), verifies a peer's
 //! ([`verify_certificate_chain`]), builds the rustls configurations around them (the
-//! manager's own business: TLS 1.3 only, ALPN `libp2p`, no SNI, no resumption),
+//! manager's own business: TLS 1.3 only, ALPN `libp2p`, no SNI, session resumption only between
+//! quicpeer nodes),
 //! and derives the keys that must survive a restart ([`RestartKeys`]).
 
 // `CertificateError::PeerIdMismatch` carries two PeerIds (80 bytes each; the manager matches on
@@ -13,6 +14,7 @@
 #[allow(clippy::result_large_err)]
 pub mod certificate;
 pub mod keys;
+pub(crate) mod resumption;
 #[allow(clippy::result_large_err)]
 pub(crate) mod tls;
 

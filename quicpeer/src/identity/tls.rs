@@ -1,12 +1,14 @@
 //! rustls configurations for libp2p's QUIC: TLS 1.3 only, ALPN `libp2p`, mutual authentication
-//! with self-signed libp2p certificates, no SNI, no session resumption.
+//! with self-signed libp2p certificates, no SNI, session resumption only between quicpeer nodes.
 //!
 //! rustls' stock verifiers want a certificate authority and reject unknown critical extensions;
 //! libp2p has neither CAs nor a fixed extension criticality. So this module supplies its own
 //! verifiers, which run [`verify_certificate_chain`] at the time of the core's [`WallClock`],
 //! check the TLS 1.3 CertificateVerify with the certificate's key, and leave the verdict in a
-//! per-connection [`VerificationSlot`] for the connection manager. Resumption is off on both sides:
-//! a resumed session would skip certificate verification, and with it the PeerId check.
+//! per-connection [`VerificationSlot`] for the connection manager. A resumed session skips the
+//! verifiers, so resumption is off unless [`TlsContext::enable_resumption`] turned it on, and
+//! then the PeerId is read back from the session and checked again
+//! ([`VerificationSlot::complete_resumption`]; the design is in [`super::resumption`]).
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,7 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use libp2p_identity::PeerId;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::{ResolvesClientCert, Resumption};
+use rustls::client::{ResolvesClientCert, Resumption, Tls12Resumption};
 use rustls::crypto::{verify_tls13_signature_with_raw_key, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{
     CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, SubjectPublicKeyInfoDer,
@@ -31,7 +33,8 @@ use rustls::{
 };
 use tracing::debug;
 
-use super::certificate::{verify_certificate_chain, VerifiedPeer};
+use super::certificate::{self, verify_certificate_chain, VerifiedPeer};
+use super::resumption::{self, ConnTicketer, DialSessions, SessionCache, TicketKeys};
 use super::{generate_certificate, CertificateError, Identity};
 
 /// The ALPN protocol of libp2p's QUIC.
@@ -100,14 +103,34 @@ impl TimeProvider for WallClock {
 /// The certificate is parsed once, in the verifier, at handshake time; the connection's owner
 /// reads the PeerId (or the typed reason for rejection) from here afterwards. `Some(Ok(peer))`
 /// appears only once the peer has also proven, with its CertificateVerify signature, that it
-/// holds the certificate's key; `Some(Err(_))` as soon as anything is rejected.
+/// holds the certificate's key; `Some(Err(_))` as soon as anything is rejected. A resumed
+/// handshake runs no verifier: the slot then notes the ticket, and
+/// [`complete_resumption`](Self::complete_resumption) fills the verdict in from the session.
 #[derive(Debug, Clone, Default)]
-pub struct VerificationSlot(Arc<Mutex<Option<Result<VerifiedPeer, CertificateError>>>>);
+pub struct VerificationSlot(Arc<Mutex<SlotState>>);
+
+#[derive(Debug, Default)]
+struct SlotState {
+    outcome: Option<Result<VerifiedPeer, CertificateError>>,
+    /// The verified certificate carries quicpeer's serial marker (its server seals tickets we
+    /// can resume with).
+    quicpeer: bool,
+    /// A ticket took part: offered by this client for a PeerId, or opened by this server.
+    ticket: Option<Ticket>,
+    /// The verdict came from a resumed session, not from a verifier.
+    resumed: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Ticket {
+    Offered(PeerId),
+    Opened,
+}
 
 impl VerificationSlot {
-    /// The verdict, once the verifier has run.
+    /// The verdict, once the verifier has run (or the resumption was completed).
     pub fn outcome(&self) -> Option<Result<PeerId, CertificateError>> {
-        match lock(&self.0).as_ref()? {
+        match lock(&self.0).outcome.as_ref()? {
             Ok(peer) => Some(Ok(peer.peer_id)),
             Err(error) => Some(Err(error.clone())),
         }
@@ -115,22 +138,106 @@ impl VerificationSlot {
 
     /// The DER of the verified peer's certificate key (its SubjectPublicKeyInfo): fresh for
     /// every process of every libp2p implementation, so it tells incarnations of one PeerId
-    /// apart.
+    /// apart. `None` after a resumption: the certificate in the session may be an earlier
+    /// incarnation's, so it says nothing about this one.
     pub fn certificate_key(&self) -> Option<Vec<u8>> {
-        match lock(&self.0).as_ref() {
-            Some(Ok(peer)) => Some(peer.certificate_key_spki.clone()),
+        let state = lock(&self.0);
+        match state.outcome.as_ref() {
+            Some(Ok(peer)) if !state.resumed => Some(peer.certificate_key_spki.clone()),
             _ => None,
         }
     }
 
+    /// Whether the handshake resumed an earlier session.
+    pub fn resumed(&self) -> bool {
+        lock(&self.0).resumed
+    }
+
     /// Records the verdict.
     pub(crate) fn set(&self, outcome: Result<VerifiedPeer, CertificateError>) {
-        *lock(&self.0) = Some(outcome);
+        lock(&self.0).outcome = Some(outcome);
+    }
+
+    fn set_verified(&self, peer: VerifiedPeer, quicpeer: bool) {
+        let mut state = lock(&self.0);
+        state.outcome = Some(Ok(peer));
+        state.quicpeer = quicpeer;
+    }
+
+    pub(crate) fn ticket_offered(&self, peer: PeerId) {
+        lock(&self.0).ticket = Some(Ticket::Offered(peer));
+    }
+
+    pub(crate) fn ticket_opened(&self) {
+        lock(&self.0).ticket = Some(Ticket::Opened);
+    }
+
+    /// Whether the verified peer is a quicpeer node: its certificate has the serial marker, or
+    /// the session was resumed from a quicpeer ticket (which may not be completed yet when the
+    /// next ticket is issued: a ticket this server opened was issued to a quicpeer client).
+    pub(crate) fn peer_is_quicpeer(&self) -> bool {
+        let state = lock(&self.0);
+        match &state.outcome {
+            Some(Ok(_)) => state.quicpeer || state.resumed,
+            Some(Err(_)) => false,
+            None => matches!(state.ticket, Some(Ticket::Opened)),
+        }
+    }
+
+    /// Whether a ticket the server sent on this connection may be kept for `peer`: the server
+    /// is verified as `peer`, and is a quicpeer node (or the session was itself resumed).
+    pub(crate) fn may_keep_ticket_of(&self, peer: &PeerId) -> bool {
+        let state = lock(&self.0);
+        match &state.outcome {
+            Some(Ok(p)) => p.peer_id == *peer && (state.quicpeer || state.resumed),
+            Some(Err(_)) => false,
+            // Resumed with a ticket kept for `peer` (not completed yet): only a holder of that
+            // peer's ticket key could have opened it.
+            None => matches!(state.ticket, Some(Ticket::Offered(p)) if p == *peer),
+        }
+    }
+
+    /// After a handshake that completed without a verdict: if a ticket took part, the session
+    /// was resumed, and `peer_certificates` (the chain rustls kept in the session, verified when
+    /// the session began) names the peer. Checks it (validity at `now`, and on the client that it
+    /// is the PeerId the ticket was kept for) and records the verdict. Returns whether it did.
+    pub fn complete_resumption(
+        &self,
+        now: SystemTime,
+        peer_certificates: Option<&[CertificateDer<'static>]>,
+    ) -> bool {
+        let mut state = lock(&self.0);
+        if state.outcome.is_some() {
+            return false;
+        }
+        let Some(ticket) = state.ticket else {
+            return false;
+        };
+        let verdict = match peer_certificates {
+            Some([end_entity]) => certificate::session_peer(now, end_entity),
+            Some(chain) => Err(CertificateError::MoreThanOneCertificate { count: chain.len() }),
+            None => Err(CertificateError::NoCertificate),
+        };
+        let verdict = verdict.and_then(|peer| match ticket {
+            Ticket::Offered(expected) if expected != peer.peer_id => {
+                Err(CertificateError::PeerIdMismatch {
+                    expected,
+                    actual: peer.peer_id,
+                })
+            }
+            _ => Ok(peer),
+        });
+        if let Err(error) = &verdict {
+            debug!(%error, "resumed session rejected");
+        }
+        state.resumed = verdict.is_ok();
+        state.outcome = Some(verdict);
+        true
     }
 }
 
 /// Locks `mutex`, ignoring poison: the data is a plain value that is always consistent.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -140,6 +247,9 @@ pub struct TlsContext {
     algorithms: WebPkiSupportedAlgorithms,
     client: ConfigBuilder<ClientConfig, WantsVerifier>,
     server: ConfigBuilder<ServerConfig, WantsVerifier>,
+    clock: WallClock,
+    /// Session resumption, once enabled: the server's ticket keys and the client's tickets.
+    resumption: Option<(Arc<TicketKeys>, Arc<SessionCache>)>,
 }
 
 impl TlsContext {
@@ -164,16 +274,29 @@ impl TlsContext {
             .key_provider
             .load_private_key(PrivateKeyDer::Pkcs8(key))?;
         let certified_key = CertifiedKey::new(vec![certificate], signing_key);
-        let clock: Arc<dyn TimeProvider> = Arc::new(clock);
+        let time: Arc<dyn TimeProvider> = Arc::new(clock.clone());
         let versions = &[&rustls::version::TLS13];
         Ok(Self {
             certificate: Arc::new(OwnCertificate(Arc::new(certified_key))),
             algorithms: provider.signature_verification_algorithms,
-            client: ClientConfig::builder_with_details(provider.clone(), clock.clone())
+            client: ClientConfig::builder_with_details(provider.clone(), time.clone())
                 .with_protocol_versions(versions)?,
-            server: ServerConfig::builder_with_details(provider, clock)
+            server: ServerConfig::builder_with_details(provider, time)
                 .with_protocol_versions(versions)?,
+            clock,
+            resumption: None,
         })
+    }
+
+    /// Turns TLS 1.3 session resumption on (see [`super::resumption`]): the server seals
+    /// tickets with keys derived from `ticket_secret` (derive it from the identity, so that a
+    /// restarted node accepts its predecessor's tickets), and dials of a known PeerId offer a
+    /// ticket kept from an earlier connection to it.
+    pub fn enable_resumption(&mut self, ticket_secret: [u8; 32]) {
+        self.resumption = Some((
+            Arc::new(TicketKeys::new(ticket_secret, self.clock.clone())),
+            Arc::new(SessionCache::default()),
+        ));
     }
 
     /// A client configuration for one dial; `expected` pins the remote PeerId.
@@ -181,31 +304,67 @@ impl TlsContext {
         &self,
         expected: Option<PeerId>,
     ) -> (Arc<rustls::ClientConfig>, VerificationSlot) {
-        let (verifier, slot) = PeerVerifier::new(expected, self.algorithms);
+        let slot = VerificationSlot::default();
+        // A kept ticket is reserved for this dial now, with the verifier of the connection it
+        // came from: rustls resumes only under the very verifier that saw the session begin.
+        let sessions = match (&self.resumption, expected) {
+            (Some((_, cache)), Some(peer)) => Some((cache, peer, cache.reserve(&peer))),
+            _ => None,
+        };
+        let verifier = match sessions.as_ref().and_then(|(_, _, r)| r.as_ref()) {
+            Some((_, verifier)) => {
+                verifier.bind(slot.clone());
+                verifier.clone()
+            }
+            None => PeerVerifier::new(expected, self.algorithms, slot.clone()),
+        };
         let mut config = self
             .client
             .clone()
             .dangerous()
-            .with_custom_certificate_verifier(verifier)
+            .with_custom_certificate_verifier(verifier.clone())
             .with_client_cert_resolver(self.certificate.clone());
         config.alpn_protocols = vec![ALPN.to_vec()];
         config.enable_sni = false;
-        config.resumption = Resumption::disabled();
+        config.resumption = match sessions {
+            Some((cache, peer, reserved)) => Resumption::store(Arc::new(DialSessions {
+                cache: cache.clone(),
+                peer,
+                slot: slot.clone(),
+                verifier,
+                reserved: Mutex::new(reserved.map(|(ticket, _)| ticket)),
+            }))
+            .tls12_resumption(Tls12Resumption::Disabled),
+            // A dial of an unknown PeerId has no ticket to offer and nowhere to keep one.
+            None => Resumption::disabled(),
+        };
         (Arc::new(config), slot)
     }
 
     /// A server configuration for one inbound connection.
     pub fn server_config(&self) -> (Arc<rustls::ServerConfig>, VerificationSlot) {
-        let (verifier, slot) = PeerVerifier::new(None, self.algorithms);
+        let slot = VerificationSlot::default();
+        let verifier = PeerVerifier::new(None, self.algorithms, slot.clone());
         let mut config = self
             .server
             .clone()
             .with_client_cert_verifier(verifier)
             .with_cert_resolver(self.certificate.clone());
         config.alpn_protocols = vec![ALPN.to_vec()];
+        // Stateless tickets only: nothing is stored per client on the server.
         config.session_storage = Arc::new(NoServerSessionStorage {});
-        config.send_tls13_tickets = 0;
-        // No 0-RTT: there is nothing to resume. (QUIC allows only 0 or u32::MAX here.)
+        match &self.resumption {
+            Some((keys, _)) => {
+                config.ticketer = Arc::new(ConnTicketer {
+                    keys: keys.clone(),
+                    slot: slot.clone(),
+                });
+                config.send_tls13_tickets = 1;
+            }
+            None => config.send_tls13_tickets = 0,
+        }
+        // No 0-RTT: nothing quicpeer sends first is safe to replay. (QUIC allows only 0 or
+        // u32::MAX here.)
         config.max_early_data_size = 0;
         (Arc::new(config), slot)
     }
@@ -237,14 +396,17 @@ impl ResolvesServerCert for OwnCertificate {
     }
 }
 
-/// Verifies the peer's certificate for one connection, on either side.
+/// Verifies the peer's certificate for one connection, on either side. (On the client, a
+/// verifier outlives its connection while the tickets it saw issued are kept: a dial resuming
+/// one of them must use it, and [`bind`](Self::bind)s it to its own slot.)
 #[derive(Debug)]
-struct PeerVerifier {
+pub(crate) struct PeerVerifier {
     /// The PeerId the dialer wants; `None` on the server side.
     expected: Option<PeerId>,
-    slot: VerificationSlot,
+    slot: Mutex<VerificationSlot>,
     /// The certificate that passed, until its CertificateVerify signature has been checked.
-    verified: Mutex<Option<VerifiedPeer>>,
+    /// With whether it carries quicpeer's serial marker.
+    verified: Mutex<Option<(VerifiedPeer, bool)>>,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
@@ -252,15 +414,24 @@ impl PeerVerifier {
     fn new(
         expected: Option<PeerId>,
         algorithms: WebPkiSupportedAlgorithms,
-    ) -> (Arc<Self>, VerificationSlot) {
-        let slot = VerificationSlot::default();
-        let verifier = Self {
+        slot: VerificationSlot,
+    ) -> Arc<Self> {
+        Arc::new(Self {
             expected,
-            slot: slot.clone(),
+            slot: Mutex::new(slot),
             verified: Mutex::new(None),
             algorithms,
-        };
-        (Arc::new(verifier), slot)
+        })
+    }
+
+    /// Makes the verifier report to `slot` from now on (a dial resuming a ticket it saw issued).
+    pub(crate) fn bind(&self, slot: VerificationSlot) {
+        *lock(&self.slot) = slot;
+        *lock(&self.verified) = None;
+    }
+
+    fn slot(&self) -> VerificationSlot {
+        lock(&self.slot).clone()
     }
 
     /// Checks the certificate at `now` (the [`WallClock`]'s time: rustls reads it from the
@@ -282,7 +453,8 @@ impl PeerVerifier {
                 _ => Ok(peer),
             })
             .map_err(|error| self.reject(error))?;
-        *lock(&self.verified) = Some(verified);
+        let quicpeer = resumption::has_serial_marker(end_entity);
+        *lock(&self.verified) = Some((verified, quicpeer));
         Ok(())
     }
 
@@ -292,7 +464,7 @@ impl PeerVerifier {
         message: &[u8],
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        let Some(peer) = lock(&self.verified).take() else {
+        let Some((peer, quicpeer)) = lock(&self.verified).take() else {
             return Err(rustls::Error::General(
                 "CertificateVerify before a verified certificate".into(),
             ));
@@ -301,12 +473,13 @@ impl PeerVerifier {
         match verify_tls13_signature_with_raw_key(message, &spki, dss, &self.algorithms) {
             Ok(valid) => {
                 debug!(peer = %peer.peer_id, "peer certificate verified");
-                self.slot.set(Ok(peer));
+                self.slot().set_verified(peer, quicpeer);
                 Ok(valid)
             }
             Err(error) => {
                 debug!(%error, "handshake signature rejected");
-                self.slot.set(Err(CertificateError::BadHandshakeSignature));
+                self.slot()
+                    .set(Err(CertificateError::BadHandshakeSignature));
                 Err(error)
             }
         }
@@ -314,7 +487,7 @@ impl PeerVerifier {
 
     /// Records `error` in the slot and wraps it for rustls (which answers with an alert).
     fn reject(&self, error: CertificateError) -> rustls::Error {
-        self.slot.set(Err(error.clone()));
+        self.slot().set(Err(error.clone()));
         rustls::Error::InvalidCertificate(rustls::CertificateError::Other(OtherError(Arc::new(
             error,
         ))))

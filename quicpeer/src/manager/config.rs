@@ -222,6 +222,13 @@ pub struct Config {
     /// is still reported and redialing is left to the application (a libp2p Swarm dials with
     /// `PeerCondition::Always`).
     pub suspicion_redial: bool,
+    /// TLS 1.3 session resumption between quicpeer nodes: a reconnect to a peer this node has
+    /// been connected to skips both certificates (a pre-shared key from the earlier session,
+    /// with a fresh key exchange), and the server's ticket keys derive from the identity (with
+    /// [`KeyMode::DerivedFromIdentity`]), so a restarted node resumes its peers' sessions. The
+    /// PeerId is read back from the session and checked again on both sides. Stock libp2p
+    /// peers keep full handshakes; no 0-RTT.
+    pub tls_resumption: bool,
 }
 
 impl Default for Config {
@@ -248,6 +255,7 @@ impl Default for Config {
             restart_epoch: true,
             tie_break: true,
             suspicion_redial: true,
+            tls_resumption: true,
         }
     }
 }

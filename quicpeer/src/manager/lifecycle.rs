@@ -67,17 +67,31 @@ impl Manager {
         };
         let direction = conn.direction;
         let addr = conn.addr;
+        if conn.slot.outcome().is_none() {
+            // No verifier ran: a resumed session, whose peer is read back from the session.
+            let certificates = (conn.inner.crypto_session().peer_identity())
+                .and_then(|any| any.downcast::<Vec<CertificateDer<'static>>>().ok());
+            let wall = self.clock.get();
+            let certificates = certificates.as_deref().map(Vec::as_slice);
+            conn.slot.complete_resumption(wall, certificates);
+            if conn.slot.resumed() {
+                self.metrics.handshakes_resumed.add(direction);
+            }
+        }
         let peer = match conn.slot.outcome() {
             Some(Ok(peer)) => peer,
             other => {
-                // rustls completed without our verifier running: refuse to trust the connection.
+                // A resumed session that did not check out, or rustls completed without our
+                // verifier running: refuse to trust the connection.
                 warn!(conn = %id, ?other, "handshake completed without a verified PeerId");
+                let error = match other {
+                    Some(Err(error)) => error,
+                    _ => CertificateError::NoCertificate,
+                };
                 self.close_conn(
                     id,
                     now,
-                    Cause::HandshakeFailed(HandshakeFailure::Certificate(
-                        CertificateError::NoCertificate,
-                    )),
+                    Cause::HandshakeFailed(HandshakeFailure::Certificate(error)),
                 );
                 return;
             }

@@ -383,6 +383,9 @@ pub struct Metrics {
     pub handshakes_started: CountsBy<Direction>,
     /// Handshakes completed with a verified PeerId, by who dialed.
     pub handshakes_completed: CountsBy<Direction>,
+    /// Handshakes that resumed an earlier TLS session (no certificates), by who dialed; a
+    /// subset of those started (and, if the session checks out, of those completed).
+    pub handshakes_resumed: CountsBy<Direction>,
     /// Handshakes that did not complete, by why.
     pub handshakes_failed: CountsBy<FailureKind>,
     /// Established connections that ended, by why.

@@ -72,6 +72,7 @@ use rand_chacha::ChaCha20Rng;
 use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer};
 use tracing::{debug, debug_span, info, trace, warn, Span};
 
+use crate::identity::resumption::TICKET_KEY_INFO;
 use crate::identity::{
     CertificateError, Identity, RestartKeys, TlsContext, TlsError, VerificationSlot, WallClock,
 };
@@ -249,7 +250,7 @@ impl Manager {
         let span = debug_span!("manager", local = %identity.peer_id());
         let mut rng = ChaCha20Rng::from_seed(seed);
         let clock = WallClock::new(wall_now);
-        let tls = match certificate {
+        let mut tls = match certificate {
             Some((certificate, key)) => {
                 TlsContext::with_certificate(certificate, key, clock.clone())
             }
@@ -272,6 +273,15 @@ impl Manager {
             KeyMode::Explicit(keys) => (keys.clone(), true),
             KeyMode::RandomPerProcess => (random_keys(&mut rng), false),
         };
+        if config.tls_resumption {
+            tls.enable_resumption(ticket_secret(
+                &config.keys,
+                &identity,
+                &keys,
+                derived,
+                &mut rng,
+            ));
+        }
         let mut endpoint_config = EndpointConfig::new(Arc::new(ring::hmac::Key::new(
             ring::hmac::HMAC_SHA256,
             &keys.reset_key,
@@ -958,6 +968,37 @@ impl Manager {
             bytes,
         ));
     }
+}
+
+/// The secret the TLS session-ticket keys derive from: from the identity where the restart keys
+/// are (so a restarted node opens its predecessor's tickets), from the explicit reset key where
+/// those were given, random otherwise.
+fn ticket_secret(
+    mode: &KeyMode,
+    identity: &Identity,
+    keys: &RestartKeys,
+    derived: bool,
+    rng: &mut ChaCha20Rng,
+) -> [u8; 32] {
+    let from_identity = matches!(mode, KeyMode::DerivedFromIdentity)
+        .then(|| identity.keypair().derive_secret(TICKET_KEY_INFO))
+        .flatten();
+    if let Some(secret) = from_identity {
+        return secret;
+    }
+    if derived {
+        // Explicit keys: a one-way function of the reset key, under its own label.
+        let tag = ring::hmac::sign(
+            &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &keys.reset_key),
+            TICKET_KEY_INFO,
+        );
+        let mut secret = [0u8; 32];
+        secret.copy_from_slice(tag.as_ref().get(..32).unwrap_or(&[0; 32]));
+        return secret;
+    }
+    let mut secret = [0u8; 32];
+    rng.fill_bytes(&mut secret);
+    secret
 }
 
 fn random_keys(rng: &mut ChaCha20Rng) -> RestartKeys {
