@@ -6,7 +6,9 @@
 //! quicpeer does mutual authentication with libp2p certificates (an Ed25519 host-key signature
 //! to check on each side, on top of TLS); the baseline authenticates the server only, with a
 //! self-signed P-256 certificate, so the ratio is the price of libp2p's handshake and of the
-//! manager together.
+//! manager together. A third row has quicpeer resume the TLS session of the previous
+//! handshake (`Config::tls_resumption`): what a reconnect to a peer it knew costs, restart or
+//! not.
 
 use std::time::{Duration, Instant};
 
@@ -28,12 +30,24 @@ pub struct Handshakes {
 }
 
 impl Handshakes {
-    /// Builds the endpoints and completes one handshake to warm them up.
+    /// Builds the endpoints and completes one handshake to warm them up. quicpeer's are full
+    /// handshakes (session resumption off).
     pub fn new(stack: Stack) -> Result<Self, BenchError> {
+        Self::build(stack, false)
+    }
+
+    /// quicpeer's endpoints with session resumption on: after the warm-up, every handshake
+    /// resumes the session of the one before.
+    pub fn resumed() -> Result<Self, BenchError> {
+        Self::build(Stack::Quicpeer, true)
+    }
+
+    fn build(stack: Stack, resumption: bool) -> Result<Self, BenchError> {
         let now = Instant::now();
         let pair = match stack {
             Stack::Quicpeer => {
                 let mut config = Config::default();
+                config.tls_resumption = resumption;
                 // Dialing the same peer again and again is the workload, not flapping.
                 config.limits.flap_grace = Duration::ZERO;
                 let (a, b) = QuicpeerEnd::pair(&config, now)?;
@@ -73,12 +87,17 @@ fn cycles<E: Endpoint>(wire: &mut Wire<E>, count: u32) -> Result<(), BenchError>
 
 /// Runs both stacks `rounds` times, alternating, `count` handshakes each; reports the medians.
 pub fn run(count: u32, rounds: usize) -> Result<Report, BenchError> {
-    let stacks = [Stack::Quicpeer, Stack::Quinn];
-    let mut benches = Vec::new();
-    for stack in stacks {
-        benches.push(Handshakes::new(stack)?);
-    }
-    let mut rates: Vec<Vec<(f64, Option<f64>)>> = vec![Vec::new(); stacks.len()];
+    let labels = [
+        "quicpeer Manager, full",
+        "quicpeer Manager, resumed",
+        Stack::Quinn.label(),
+    ];
+    let mut benches = [
+        Handshakes::new(Stack::Quicpeer)?,
+        Handshakes::resumed()?,
+        Handshakes::new(Stack::Quinn)?,
+    ];
+    let mut rates: Vec<Vec<(f64, Option<f64>)>> = vec![Vec::new(); labels.len()];
     for _ in 0..rounds.max(1) {
         for (bench, rates) in benches.iter_mut().zip(&mut rates) {
             let (result, wall, cpu) = timed(|| bench.run(count));
@@ -101,7 +120,7 @@ pub fn run(count: u32, rounds: usize) -> Result<Report, BenchError> {
         .collect();
     // On a loaded machine CPU time is the fairer clock; wall time where the platform has none.
     let rate = |(wall, cpu): &(f64, Option<f64>)| cpu.unwrap_or(*wall);
-    let base = rate(&summary[1]);
+    let base = summary.last().map_or(1.0, rate);
     let mut report = Report::new(
         "handshake",
         &[
@@ -112,10 +131,10 @@ pub fn run(count: u32, rounds: usize) -> Result<Report, BenchError> {
             "ratio vs quinn (CPU)",
         ],
     );
-    for (stack, measured) in stacks.iter().zip(&summary) {
+    for (label, measured) in labels.iter().zip(&summary) {
         let (wall, cpu) = measured;
         report.rows.push(vec![
-            Cell::text(stack.label()),
+            Cell::text(*label),
             Cell::num(*wall, 0),
             cpu.map_or(Cell::Missing, |c| Cell::num(c, 0)),
             Cell::num(1e6 / rate(measured), 1),
@@ -127,8 +146,9 @@ pub fn run(count: u32, rounds: usize) -> Result<Report, BenchError> {
          every handshake (and its close) on this one thread"
     ));
     report.notes.push(
-        "quicpeer: mutual libp2p TLS (Ed25519 host keys, P-256 certificate keys); baseline: \
-         server-only TLS 1.3 with a self-signed P-256 certificate, no resumption"
+        "quicpeer: mutual libp2p TLS (Ed25519 host keys, P-256 certificate keys); resumed: a \
+         TLS 1.3 PSK with a fresh key exchange, no certificates; baseline: server-only TLS 1.3 \
+         with a self-signed P-256 certificate, no resumption"
             .into(),
     );
     Ok(report)

@@ -149,7 +149,7 @@ pub fn run(args: &Args, plot_to: Option<&Path>, out: Output) -> Result<ExitCode,
             // The manager does not redial a node that closed on us or a dial that gave up.
             let _ = manager.dial(now, peer, [target]);
         }
-        if let Some(PingOutcome::Failed { reason, .. }) = pinger.send(host, now) {
+        if let Some(PingOutcome::Failed { seq: 0, reason }) = pinger.send(host, now) {
             eprintln!("ping could not start: {reason}");
         }
     }

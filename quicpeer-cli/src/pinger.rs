@@ -12,7 +12,7 @@
 use std::time::{Duration, Instant};
 
 use quicpeer::protocols::PingStartError;
-use quicpeer::{Host, HostEvent, PeerId};
+use quicpeer::{ConnId, Host, HostEvent, PeerId};
 
 /// How one ping ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,8 +37,8 @@ pub enum PingOutcome {
 #[derive(Debug)]
 pub struct Pinger {
     peer: PeerId,
-    /// The ping in flight: its number and when it started.
-    outstanding: Option<(u64, Instant)>,
+    /// The ping in flight: its number, when it started, and the connection it went on.
+    outstanding: Option<(u64, Instant, ConnId)>,
     next_seq: u64,
 }
 
@@ -55,17 +55,27 @@ impl Pinger {
     /// Starts a ping if the peer is connected and no ping is outstanding; a ping that cannot
     /// start for another reason is reported as failed.
     pub fn send(&mut self, host: &mut Host, now: Instant) -> Option<PingOutcome> {
-        if self.outstanding.is_some() {
-            return None;
+        let mut replaced = None;
+        if let Some((seq, _, conn)) = self.outstanding {
+            if host.manager().connection(&self.peer) == Some(conn) {
+                return None;
+            }
+            // The connection it went on was replaced (a suspicion redial won): it is given up
+            // now and the fresh connection pinged at once, as an application resends at once.
+            self.outstanding = None;
+            replaced = Some(PingOutcome::Failed {
+                seq,
+                reason: "its connection was replaced by a fresh one".into(),
+            });
         }
         match host.ping(now, self.peer) {
-            Ok(_) => {
-                self.outstanding = Some((self.next_seq, now));
+            Ok(conn) => {
+                self.outstanding = Some((self.next_seq, now, conn));
                 self.next_seq += 1;
-                None
+                replaced
             }
             // Not connected: nothing is sent, nothing fails. In flight: its result will come.
-            Err(PingStartError::NotConnected | PingStartError::InFlight) => None,
+            Err(PingStartError::NotConnected | PingStartError::InFlight) => replaced,
             Err(e) => Some(PingOutcome::Failed {
                 seq: 0,
                 reason: e.to_string(),
@@ -76,16 +86,16 @@ impl Pinger {
     /// The outcome of our ping, if `event` (handled at `now`) reports one.
     pub fn on_event(&mut self, now: Instant, event: &HostEvent) -> Option<PingOutcome> {
         match event {
-            HostEvent::PingResult { peer, .. } if *peer == self.peer => {
-                let (seq, start) = self.outstanding.take()?;
+            HostEvent::PingResult { peer, conn, .. } if *peer == self.peer => {
+                let (seq, start, _) = self.outstanding.take_if(|o| o.2 == *conn)?;
                 Some(PingOutcome::Ok {
                     seq,
                     rtt: now.saturating_duration_since(start),
                 })
             }
-            HostEvent::PingFailed { peer, error, .. } if *peer == self.peer => {
+            HostEvent::PingFailed { peer, conn, error } if *peer == self.peer => {
                 Some(PingOutcome::Failed {
-                    seq: self.outstanding.take()?.0,
+                    seq: self.outstanding.take_if(|o| o.2 == *conn)?.0,
                     reason: error.to_string(),
                 })
             }
