@@ -386,6 +386,20 @@ fn resuming(identity: &Identity, clock: &WallClock, secret: u8) -> TlsContext {
     tls
 }
 
+/// A client (seed 1) and a server (seed 2) with resumption on, neither connected yet.
+fn resumable() -> (Identity, Identity, WallClock, TlsContext, TlsContext) {
+    let (client_id, server_id) = (
+        Identity::from_ed25519_seed([1; 32]),
+        Identity::from_ed25519_seed([2; 32]),
+    );
+    let clock = WallClock::new(wall_time());
+    let (c, s) = (
+        resuming(&client_id, &clock, 1),
+        resuming(&server_id, &clock, 2),
+    );
+    (client_id, server_id, clock, c, s)
+}
+
 /// One handshake between fresh endpoints over `client_tls` and `server_tls`; returns both
 /// contexts (with whatever tickets they now hold) and the two nodes' verdicts.
 fn connect_once(
@@ -414,15 +428,7 @@ fn resumed(node: &Node) -> bool {
 
 #[test]
 fn a_second_handshake_resumes_and_still_names_both_peers() {
-    let (client_id, server_id) = (
-        Identity::from_ed25519_seed([1; 32]),
-        Identity::from_ed25519_seed([2; 32]),
-    );
-    let clock = WallClock::new(wall_time());
-    let (c, s) = (
-        resuming(&client_id, &clock, 1),
-        resuming(&server_id, &clock, 2),
-    );
+    let (client_id, server_id, clock, c, s) = resumable();
     let (c, s, client, server) = connect_once(c, s, &clock, server_id.peer_id());
     assert!(client.connected && server.connected);
     assert!(
@@ -451,15 +457,7 @@ fn a_second_handshake_resumes_and_still_names_both_peers() {
 
 #[test]
 fn a_restarted_server_resumes_its_predecessors_sessions() {
-    let (client_id, server_id) = (
-        Identity::from_ed25519_seed([1; 32]),
-        Identity::from_ed25519_seed([2; 32]),
-    );
-    let clock = WallClock::new(wall_time());
-    let (c, s) = (
-        resuming(&client_id, &clock, 1),
-        resuming(&server_id, &clock, 2),
-    );
+    let (client_id, server_id, clock, c, s) = resumable();
     let (c, _old, _, _) = connect_once(c, s, &clock, server_id.peer_id());
     // A new process: a new certificate, the same identity, the same derived ticket secret.
     let restarted = resuming(&server_id, &clock, 2);
@@ -525,15 +523,7 @@ fn a_dial_of_another_peer_id_offers_no_ticket() {
 
 #[test]
 fn an_expired_ticket_gives_a_full_handshake() {
-    let (client_id, server_id) = (
-        Identity::from_ed25519_seed([1; 32]),
-        Identity::from_ed25519_seed([2; 32]),
-    );
-    let clock = WallClock::new(wall_time());
-    let (c, s) = (
-        resuming(&client_id, &clock, 1),
-        resuming(&server_id, &clock, 2),
-    );
+    let (_, server_id, clock, c, s) = resumable();
     let (c, s, _, _) = connect_once(c, s, &clock, server_id.peer_id());
     clock.set(wall_time() + Duration::from_secs(25 * 3600));
     let (_, _, client, server) = connect_once(c, s, &clock, server_id.peer_id());
