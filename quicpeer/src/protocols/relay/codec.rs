@@ -152,8 +152,9 @@ impl Limit {
         })
     }
 
+    /// An empty limit message limits nothing: the same as none.
     fn from_proto(limit: Option<proto::Limit>) -> Option<Self> {
-        let limit = limit?;
+        let limit = limit.filter(|l| l.duration.is_some() || l.data.is_some())?;
         Some(Limit {
             duration: limit.duration.map(|s| Duration::from_secs(s.into())),
             data: limit.data,
