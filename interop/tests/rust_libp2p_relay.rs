@@ -4,86 +4,18 @@
 //! ping and identify each other over the relayed connection (noise + yamux on the circuit).
 //! A refusal reaches the client as its STATUS. Every wait is bounded.
 
-use std::sync::mpsc;
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
 use futures::StreamExt;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{identify, noise, ping, relay, yamux, Multiaddr, PeerId, Swarm, SwarmBuilder};
-use quicpeer::address;
-use quicpeer::driver::{Driver, Exit, Handle};
-use quicpeer::protocols::relay::{Relay, RelayConfig, RelayEvent, Status};
-use quicpeer::{Config, Host, HostConfig, Identity, Manager};
+use quicpeer::protocols::relay::{RelayConfig, RelayEvent, Status};
 use quicpeer_interop::libp2p_peer::keypair;
+use quicpeer_interop::relay_node::RelayNode;
 
 /// The longest any step may take, however loaded the machine.
 const STEP: Duration = Duration::from_secs(30);
-
-/// A quicpeer relay on a loopback port, in a thread of its own.
-struct RelayNode {
-    addr: Multiaddr,
-    handle: Handle<Relay>,
-    thread: Option<JoinHandle<()>>,
-    events: mpsc::Receiver<RelayEvent>,
-}
-
-impl RelayNode {
-    fn spawn(seed: u8, config: RelayConfig) -> Self {
-        let identity = Identity::from_ed25519_seed([seed; 32]);
-        let (peer, keypair) = (identity.peer_id(), identity.keypair().clone());
-        let (now, wall) = (Instant::now(), SystemTime::now());
-        let manager =
-            Manager::new(now, wall, identity, Config::default(), rand::random()).expect("manager");
-        let host = Host::new(now, manager, HostConfig::default(), rand::random());
-        let relay = Relay::new(now, wall, host, keypair, config).expect("relay");
-        let mut driver =
-            Driver::bind(relay, &["127.0.0.1:0".parse().expect("addr")]).expect("bind");
-        let local = driver.local_addrs()[0];
-        // Loopback clients get the loopback address in their reservations.
-        driver
-            .machine_mut()
-            .set_listen_addrs(vec![address::to_multiaddr(local, None)]);
-        let handle = driver.handle();
-        let (tx, events) = mpsc::channel();
-        let thread = std::thread::spawn(move || loop {
-            match driver.run_until(None, |_, event| {
-                let _ = tx.send(event);
-            }) {
-                Ok(Exit::Stopped) | Err(_) => return,
-                Ok(_) => {}
-            }
-        });
-        let addr = address::to_multiaddr(local, Some(peer))
-            .to_string()
-            .parse()
-            .expect("a libp2p multiaddr");
-        Self {
-            addr,
-            handle,
-            thread: Some(thread),
-            events,
-        }
-    }
-
-    /// The relay's events so far (not its host's).
-    fn relay_events(&self) -> Vec<RelayEvent> {
-        self.events
-            .try_iter()
-            .filter(|e| !matches!(e, RelayEvent::Host(_)))
-            .collect()
-    }
-}
-
-impl Drop for RelayNode {
-    fn drop(&mut self) {
-        let _ = self.handle.stop();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
 
 #[derive(NetworkBehaviour)]
 #[behaviour(prelude = "libp2p::swarm::derive_prelude")]
@@ -149,13 +81,14 @@ fn is_relayed(addr: &Multiaddr) -> bool {
 
 #[test]
 fn rust_libp2p_clients_reach_each_other_through_a_quicpeer_relay() {
-    let relay = RelayNode::spawn(1, RelayConfig::default());
+    let relay = RelayNode::spawn(1, RelayConfig::default()).expect("relay");
+    let relay_addr: Multiaddr = relay.addr().parse().expect("multiaddr");
     let mut a = client(2);
     let mut b = client(3);
     let (pa, pb): (PeerId, PeerId) = (*a.local_peer_id(), *b.local_peer_id());
     let mut seen = Seen::default();
     runtime().block_on(async {
-        a.listen_on(relay.addr.clone().with(Protocol::P2pCircuit))
+        a.listen_on(relay_addr.clone().with(Protocol::P2pCircuit))
             .expect("listen on the circuit address");
         let done = tokio::time::timeout(STEP, async {
             let mut dialed = false;
@@ -190,7 +123,7 @@ fn rust_libp2p_clients_reach_each_other_through_a_quicpeer_relay() {
                 }
                 if seen.reserved && seen.circuit_listen_addr && !dialed {
                     dialed = true;
-                    let through = relay.addr.clone().with(Protocol::P2pCircuit).with(Protocol::P2p(pa));
+                    let through = relay_addr.clone().with(Protocol::P2pCircuit).with(Protocol::P2p(pa));
                     b.dial(through).expect("dial through the relay");
                 }
                 if seen.all() {
@@ -219,10 +152,11 @@ fn rust_libp2p_clients_reach_each_other_through_a_quicpeer_relay() {
 fn a_refused_reservation_reaches_the_rust_libp2p_client_as_its_status() {
     let mut config = RelayConfig::default();
     config.max_reservations = 0;
-    let relay = RelayNode::spawn(1, config);
+    let relay = RelayNode::spawn(1, config).expect("relay");
+    let relay_addr: Multiaddr = relay.addr().parse().expect("multiaddr");
     let mut a = client(2);
     let reason = runtime().block_on(async {
-        a.listen_on(relay.addr.clone().with(Protocol::P2pCircuit))
+        a.listen_on(relay_addr.clone().with(Protocol::P2pCircuit))
             .expect("listen on the circuit address");
         tokio::time::timeout(STEP, async {
             loop {
