@@ -5,7 +5,7 @@
 //! compare reconnect [--restarts 20] [--pairs qq,ll,ql,lq] [--ping-interval-ms 100] [--spacing-ms 1500]
 //! compare handshake [--count 500] [--rounds 5] [--cpu 0]
 //! compare throughput [--bytes 1073741824] [--rounds 3] [--stacks quicpeer,quinn]
-//! compare slots [--restarts 20] [--spacing-ms 200] [--relays quicpeer,rust-libp2p]
+//! compare slots [--restarts 20] [--spacing-ms 200] [--relays quicpeer,rust-libp2p,js-libp2p]
 //! ```
 //!
 //! Each prints a table (`--json`: one JSON object) on stdout and its progress on stderr.
@@ -85,8 +85,12 @@ enum Bench {
         /// How long each incarnation lives after its answer, in milliseconds.
         #[arg(long, default_value_t = 200)]
         spacing_ms: u64,
-        /// Relay servers: quicpeer, rust-libp2p.
-        #[arg(long, value_delimiter = ',', default_value = "quicpeer,rust-libp2p")]
+        /// Relay servers: quicpeer, rust-libp2p, js-libp2p (a Node.js process; needs npm).
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "quicpeer,rust-libp2p,js-libp2p"
+        )]
         relays: Vec<String>,
     },
 }
@@ -164,7 +168,7 @@ fn main() -> ExitCode {
                 match slots::Server::from_name(name.trim()) {
                     Some(server) => servers.push(server),
                     None => {
-                        eprintln!("unknown relay {name:?}: use quicpeer or rust-libp2p");
+                        eprintln!("unknown relay {name:?}: use quicpeer, rust-libp2p or js-libp2p");
                         return ExitCode::from(2);
                     }
                 }

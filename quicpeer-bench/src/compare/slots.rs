@@ -2,8 +2,8 @@
 //! dropped, nothing sent) and comes back, again and again, each time reserving again on a
 //! relay that allows one reservation per peer; then a second client dials the last
 //! incarnation (the survivor) through the relay and pings it. Run against quicpeer's relay
-//! and rust-libp2p's relay server in the same run, with rust-libp2p 0.57 clients over QUIC on
-//! loopback.
+//! and rust-libp2p's and js-libp2p's relay servers in the same run, with rust-libp2p 0.57
+//! clients over QUIC on loopback.
 //!
 //! Each incarnation but the last lives until its reservation is answered (accepted or
 //! refused, at most [`Settings::answer_timeout`]) plus [`Settings::spacing`], then crashes; the
@@ -41,6 +41,9 @@ pub enum Server {
     Quicpeer,
     /// rust-libp2p 0.57's `relay::Behaviour`, on tokio.
     RustLibp2p,
+    /// js-libp2p 2.10's `circuitRelayServer` (`interop/js/relay-server.mjs`, a Node.js
+    /// process; its defaults: a reservation is kept per PeerId).
+    JsLibp2p,
 }
 
 impl Server {
@@ -49,6 +52,7 @@ impl Server {
         match name {
             "quicpeer" => Some(Self::Quicpeer),
             "rust-libp2p" => Some(Self::RustLibp2p),
+            "js-libp2p" => Some(Self::JsLibp2p),
             _ => None,
         }
     }
@@ -57,6 +61,7 @@ impl Server {
         match self {
             Self::Quicpeer => "quicpeer relay",
             Self::RustLibp2p => "rust-libp2p relay",
+            Self::JsLibp2p => "js-libp2p relay",
         }
     }
 }
@@ -139,7 +144,8 @@ pub fn run(settings: &Settings, progress: &mut dyn FnMut(String)) -> Result<Repo
     report.notes.push(format!(
         "{} crashes of a rust-libp2p 0.57 client (fixed identity, QUIC, nothing sent at the \
          crash, a new port each time), each incarnation living {} ms after its answer; 1 \
-         reservation per peer on both relays; the survivor asks again every {} ms while refused; \
+         reservation per peer on quicpeer's and rust-libp2p's relays (js-libp2p's keeps one per \
+         PeerId by design); the survivor asks again every {} ms while refused; \
          quicpeer's grace period 2 s (its default)",
         settings.restarts,
         settings.spacing.as_millis(),
@@ -148,7 +154,7 @@ pub fn run(settings: &Settings, progress: &mut dyn FnMut(String)) -> Result<Repo
     report.notes.push(
         "slots in use: quicpeer's Relay::slots_in_use (live reservations plus slots held in the \
          grace period); rust-libp2p's: reservations accepted minus closed and timed out, from \
-         its events"
+         its events; js-libp2p's: not known (—)"
             .into(),
     );
     report.notes.push(load_note("after"));
@@ -167,6 +173,7 @@ enum RelayNode {
         thread: Option<JoinHandle<()>>,
         live: mpsc::Receiver<usize>,
     },
+    JsLibp2p(std::process::Child),
 }
 
 impl RelayNode {
@@ -225,6 +232,35 @@ impl RelayNode {
                 };
                 Ok((node, addr))
             }
+            Server::JsLibp2p => {
+                use std::io::BufRead;
+                quicpeer_interop::js::ensure_installed().map_err(setup)?;
+                let mut child = std::process::Command::new("node")
+                    .args(["relay-server.mjs", "--seed", "1"])
+                    .current_dir(quicpeer_interop::js::js_dir())
+                    .stdin(std::process::Stdio::piped())
+                    .stdout(std::process::Stdio::piped())
+                    .spawn()
+                    .map_err(|e| setup(format!("cannot start node: {e}")))?;
+                let stdout = child.stdout.take().ok_or(setup("no stdout".into()))?;
+                let (tx, rx) = mpsc::channel();
+                std::thread::spawn(move || {
+                    let mut line = String::new();
+                    let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+                    let _ = tx.send(line);
+                });
+                let node = RelayNode::JsLibp2p(child);
+                let line = rx
+                    .recv_timeout(Duration::from_secs(60))
+                    .map_err(|_| setup("the js-libp2p relay did not listen".into()))?;
+                let value: serde_json::Value =
+                    serde_json::from_str(&line).map_err(|e| setup(format!("{e}: {line}")))?;
+                let addr = value["addrs"][0]
+                    .as_str()
+                    .and_then(|a| a.parse().ok())
+                    .ok_or(setup(format!("no address in {line}")))?;
+                Ok((node, addr))
+            }
         }
     }
 
@@ -241,6 +277,7 @@ impl RelayNode {
                 rx.recv_timeout(Duration::from_secs(5)).ok()
             }
             RelayNode::RustLibp2p { live, .. } => live.try_iter().last(),
+            RelayNode::JsLibp2p(_) => None,
         }
     }
 }
@@ -261,6 +298,10 @@ impl Drop for RelayNode {
                 if let Some(thread) = thread.take() {
                     let _ = thread.join();
                 }
+            }
+            RelayNode::JsLibp2p(child) => {
+                let _ = child.kill();
+                let _ = child.wait();
             }
         }
     }
