@@ -665,3 +665,51 @@ fn a_circuit_ends_at_its_duration_unless_a_peer_is_unlimited() {
     receive(&mut net, b, hop_stream, &mut hop_buf, 5000);
     assert_eq!(relay_of(&mut net, relay).circuit_count(), 1);
 }
+
+#[test]
+fn silent_requests_are_bounded_in_number_and_in_time() {
+    let mut config = RelayConfig::default();
+    config.max_pending = 1;
+    config.message_timeout = Duration::from_secs(2);
+    let Setup {
+        mut net, relay, a, ..
+    } = setup(13, config);
+    // One hop stream that says nothing holds the only place...
+    let (silent, mut silent_buf) = open_hop(&mut net, a, relay);
+    write(&mut net, a, silent, &[0x80]);
+    // ...so the next is reset as soon as it is negotiated (the client may see the reset
+    // before the negotiation's answer: then its open fails).
+    let (now, relay_peer, from) = (net.now(), net.peer_id(relay), net.events(a).len());
+    let id = (relay_of(&mut net, a).host_mut())
+        .open_stream(now, relay_peer, [HOP_PROTOCOL])
+        .expect("open");
+    net.run_for(Duration::from_millis(100));
+    let outcome = net.events(a)[from..].iter().find_map(|(_, e)| match e {
+        RelayEvent::Host(HostEvent::OutboundStream { id: i, stream, .. }) if *i == id => {
+            Some(Some(*stream))
+        }
+        RelayEvent::Host(HostEvent::OutboundFailed { id: i, .. }) if *i == id => Some(None),
+        _ => None,
+    });
+    if let Some(Some(second)) = outcome {
+        assert!(matches!(
+            read_into(&mut net, a, second, &mut Vec::new()),
+            Err(StreamError::Reset(_))
+        ));
+    } else {
+        assert_eq!(
+            outcome,
+            Some(None),
+            "the second hop stream neither failed nor opened"
+        );
+    }
+    let pa = net.peer_id(a);
+    assert!(!relay_of(&mut net, relay).has_reservation(&pa));
+    // The silent one is reset at its deadline, and its place is free again.
+    net.run_for(Duration::from_secs(2));
+    assert!(matches!(
+        read_into(&mut net, a, silent, &mut silent_buf),
+        Err(StreamError::Reset(_))
+    ));
+    assert_eq!(status_of(&reserve(&mut net, a, relay)), Status::Ok);
+}
