@@ -7,7 +7,7 @@
 //   {"event":"identified","peer":"12D3..."}
 //   {"event":"ping","peer":"12D3...","rtt_ms":0.4}
 //   {"event":"ping_failed","peer":"12D3...","error":"..."}
-//   {"event":"error","error":"..."}
+//   {"event":"error","error":"..."}      (a refused reservation: the relay's status is in it)
 //
 // Usage:
 //   node relay-client.mjs listen --seed N --relay /ip4/127.0.0.1/udp/P/quic-v1/p2p/RELAY
@@ -58,6 +58,8 @@ if (mode === 'dial' && opts.addr == null) throw new Error('dial needs --addr')
 
 const privateKey = await generateKeyPairFromSeed('Ed25519', new Uint8Array(32).fill(opts.seed))
 const node = await createLibp2p({
+  // Started below, where a refused reservation is caught.
+  start: false,
   privateKey,
   addresses: { listen: mode === 'listen' ? [`${opts.relay}/p2p-circuit`] : [] },
   transports: [quic(), circuitRelayTransport()],
@@ -131,7 +133,16 @@ node.addEventListener('connection:open', (e) => {
 })
 node.addEventListener('peer:identify', (e) => emit('identified', { peer: e.detail.peerId.toString() }))
 
-await node.start()
+try {
+  await node.start()
+} catch (err) {
+  // A refused reservation fails the circuit listen address, and so the start; the message
+  // names the relay's status ("reservation failed with status RESOURCE_LIMIT_EXCEEDED").
+  // Exit once the line is out: a pipe's writes are asynchronous.
+  const line = JSON.stringify({ event: 'error', error: String(err?.message ?? err) }) + '\n'
+  process.stdout.write(line, () => process.exit(1))
+  await new Promise(() => {})
+}
 
 if (mode === 'listen') {
   const deadline = Date.now() + 60_000

@@ -132,3 +132,30 @@ fn js_libp2p_clients_reach_each_other_through_a_quicpeer_relay() {
         "{events:?}"
     );
 }
+
+#[test]
+fn a_refused_reservation_reaches_the_js_libp2p_client_as_its_status() {
+    let mut config = RelayConfig::default();
+    config.max_reservations = 0;
+    let relay = RelayNode::spawn(1, config).expect("relay");
+    let mut a = JsClient::spawn(&["listen", "--seed", "2", "--relay", relay.addr()]);
+    let answer = a.wait("the reservation's answer", |v| {
+        v["event"] == "reserved" || v["event"] == "error"
+    });
+    let error = answer["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("reservation failed with status RESOURCE_LIMIT_EXCEEDED"),
+        "{answer}"
+    );
+    let events = relay.relay_events();
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            RelayEvent::ReservationRefused {
+                status: quicpeer::protocols::relay::Status::ResourceLimitExceeded,
+                ..
+            }
+        )),
+        "{events:?}"
+    );
+}
