@@ -30,10 +30,16 @@ fn install() -> Result<(), String> {
         .output()
         .map_err(|e| format!("cannot run node: {e} (the js interop tests need Node.js >= 20)"))?;
     let version = String::from_utf8_lossy(&node.stdout).trim().to_owned();
-    if dir
-        .join("node_modules/@chainsafe/libp2p-quic/package.json")
-        .exists()
-    {
+    // The relay client's packages came later: a tree without them is installed again.
+    let installed = ["@chainsafe/libp2p-quic", "@libp2p/circuit-relay-v2"]
+        .iter()
+        .all(|p| {
+            dir.join("node_modules")
+                .join(p)
+                .join("package.json")
+                .exists()
+        });
+    if installed {
         return Ok(());
     }
     let output = Command::new("npm")

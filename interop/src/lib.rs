@@ -13,6 +13,7 @@ pub mod libp2p_peer;
 pub mod process;
 pub mod py;
 pub mod quicpeer_node;
+pub mod relay_node;
 
 pub use events::{EventLog, PeerEvent, Stamped};
 pub use libp2p_peer::{Libp2pConfig, Libp2pPeer};

@@ -17,6 +17,7 @@
 //! | `mass_restart_loopback` | the same on loopback UDP, through the mio driver, as many peers as the machine allows |
 //! | [`memory`] | bytes per idle connection, at 10 000 connections |
 //! | [`reconnect`] | restart to first message on a fresh connection, per key and redial mode |
+//! | [`relay_memory`] | bytes per reservation and per circuit of the circuit relay v2 server |
 //! | [`restart_scenarios`] | an idle peer restarts: with and without a peer book, on a new port with and without the restart epoch, planned |
 
 #[cfg(feature = "compare")]
@@ -30,6 +31,7 @@ pub mod memory;
 pub mod per_datagram;
 pub mod plot;
 pub mod reconnect;
+pub mod relay_memory;
 pub mod restart_scenarios;
 
 use std::fmt::Write as _;

@@ -55,3 +55,20 @@ fn throughput_runs() {
     let report = compare(&["throughput", "--bytes", "262144", "--rounds", "1"]);
     assert_eq!(rows(&report).len(), 2);
 }
+
+#[test]
+fn slots_runs() {
+    let report = compare(&[
+        "slots",
+        "--restarts",
+        "2",
+        "--spacing-ms",
+        "50",
+        "--relays",
+        "quicpeer",
+    ]);
+    assert_eq!(rows(&report), ["quicpeer relay"]);
+    // Three incarnations, every one accepted, and the dial through the relay pinged.
+    assert_eq!(report["rows"][0][1], 3.0);
+    assert_eq!(report["rows"][0][8], "yes");
+}

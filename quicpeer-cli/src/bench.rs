@@ -83,6 +83,15 @@ enum Which {
         #[arg(long, default_value_t = 10_000)]
         connections: usize,
     },
+    /// Bytes per reservation and per circuit of the relay server (simulated).
+    RelayMemory {
+        /// Clients connected to the relay, each reserving.
+        #[arg(long, default_value_t = 200)]
+        clients: usize,
+        /// Circuits open (at most half the clients).
+        #[arg(long, default_value_t = 50)]
+        circuits: usize,
+    },
     /// Restart to first message on a fresh connection: derived vs random keys, suspicion
     /// redial on and off (simulated; loopback and rust-libp2p: `cargo run -p quicpeer-bench
     /// --features compare --release --bin compare -- reconnect`).
@@ -146,6 +155,9 @@ pub fn run(args: &Args, out: Output) -> Result<ExitCode, UsageError> {
             bench::mass_restart_loopback::run(peers, &template)
         }
         Which::Memory { connections } => bench::memory::run(*connections, &allocated),
+        Which::RelayMemory { clients, circuits } => {
+            bench::relay_memory::run(*clients, *circuits, &allocated)
+        }
         Which::Reconnect {
             trials,
             latency_ms,

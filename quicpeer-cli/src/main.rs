@@ -21,6 +21,7 @@ mod peer_book;
 mod peer_book_args;
 mod ping;
 mod pinger;
+mod relay;
 mod report;
 mod signals;
 mod transport_args;
@@ -53,6 +54,9 @@ enum Command {
     Listen(listen::Args),
     /// Dial a peer and ping it at an interval, across its restarts.
     Ping(ping::Args),
+    /// Run a circuit relay v2 server that answers pings; prints `LISTEN <multiaddr>`, then
+    /// one line per reservation and circuit event.
+    Relay(relay::Args),
     /// Show restart recovery on loopback: derived keys against quinn's default keys.
     Demo(demo::Args),
     /// Run a benchmark and print its table (`--json`: one JSON object).
@@ -85,6 +89,7 @@ fn main() -> ExitCode {
         Command::Cert(command) => cert::run(&command, out),
         Command::Listen(args) => listen::run(&args, out),
         Command::Ping(args) => ping::run(&args, out),
+        Command::Relay(args) => relay::run(&args, out),
         Command::Demo(args) => demo::run(&args, out),
         Command::Bench(args) => bench::run(&args, out),
     };

@@ -13,7 +13,9 @@
 //! - [`certificate`]: arbitrary bytes as a peer's certificate, into the verifier and, when they
 //!   pass it, into a TLS handshake;
 //! - [`multistream`]: arbitrary bytes on a fresh libp2p stream, into the multistream-select
-//!   listener and dialer and the ping responder and pinger, whole and in fragments.
+//!   listener and dialer and the ping responder and pinger, whole and in fragments;
+//! - [`relay`]: arbitrary bytes on a circuit relay v2 hop or stop stream, into the framing and
+//!   the message decoders, whole and in fragments, and every body into the voucher opener.
 //!
 //! Every target checks invariants after each step and panics, with the invariant's name, when
 //! one fails: a panic here is a finding. [`seeds`] builds the seed corpora from real packets.
@@ -23,12 +25,14 @@ mod datagram;
 mod invariants;
 mod multistream;
 mod ops;
+mod relay;
 pub mod seeds;
 
 pub use certificate::certificate;
 pub use datagram::{datagram, DatagramInput, Mode, Payload, Source, Step};
 pub use multistream::{multistream, Role, PING_PAYLOAD, PROPOSALS, SUPPORTED};
 pub use ops::{ops, LinkChange, Op, OpsInput};
+pub use relay::{relay, RelayKind};
 
 /// Reads a whole fuzz input as a `T` the way libFuzzer's `arbitrary` integration does, except
 /// that the caller decides what to do with the bytes left over.

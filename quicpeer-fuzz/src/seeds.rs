@@ -19,7 +19,7 @@ use quicpeer::{Config, Identity};
 /// One seed: the target it is for, a file name, and its bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Seed {
-    /// `datagram`, `ops`, `certificate` or `multistream`.
+    /// `datagram`, `ops`, `certificate`, `multistream` or `relay`.
     pub target: &'static str,
     /// A descriptive file name.
     pub name: String,
@@ -35,6 +35,7 @@ pub fn all(vectors: &[(String, Vec<u8>)]) -> Vec<Seed> {
     seeds.extend(datagram_seeds());
     seeds.extend(ops_seeds());
     seeds.extend(multistream_seeds());
+    seeds.extend(relay_seeds());
     seeds
 }
 
@@ -605,4 +606,86 @@ pub fn encode_ops(input: &OpsInput) -> Vec<u8> {
         };
     }
     e.0
+}
+
+/// Hop and stop streams as clients and relays write them, a voucher, and the bad inputs the
+/// relay must answer: an oversize prefix, a body that is not protobuf, a prefix cut short.
+fn relay_seeds() -> Vec<Seed> {
+    use quicpeer::protocols::relay::{
+        HopMessage, Limit, Reservation, Status, StopMessage, Voucher,
+    };
+    let relay = Identity::from_ed25519_seed([1; 32]);
+    let client = Identity::from_ed25519_seed([2; 32]).peer_id();
+    let voucher = Voucher {
+        relay: relay.peer_id(),
+        peer: client,
+        expiration: 1_767_229_200,
+    }
+    .sign(relay.keypair())
+    .unwrap_or_default();
+    let limit = Some(Limit {
+        duration: Some(Duration::from_secs(120)),
+        data: Some(1 << 17),
+    });
+    let reservation = HopMessage::Status {
+        status: Status::Ok,
+        reservation: Some(Reservation {
+            expire: 1_767_229_200,
+            addrs: vec!["/ip4/127.0.0.1/udp/4001/quic-v1".parse().expect("valid")],
+            voucher: Some(voucher.clone()),
+        }),
+        limit,
+    };
+    let mut two = HopMessage::Reserve.encode();
+    two.extend(HopMessage::Connect { peer: client }.encode());
+    let mut voucher_framed = vec![voucher.len() as u8 | 0x80, (voucher.len() >> 7) as u8];
+    voucher_framed.extend_from_slice(&voucher);
+    // A stop CONNECT with an empty limit message, which once decoded to an empty limit and
+    // encoded to none (a finding of this target).
+    let mut empty_limit = StopMessage::Connect {
+        peer: client,
+        limit: None,
+    }
+    .encode();
+    empty_limit[0] += 2;
+    empty_limit.extend_from_slice(&[0x1a, 0x00]);
+    let hop = 0u8;
+    let stop = 1u8;
+    [
+        ("hop-reserve", hop, 0, HopMessage::Reserve.encode()),
+        ("hop-reserve-then-connect-fragmented", hop, 3, two),
+        ("hop-reservation-with-voucher", hop, 7, reservation.encode()),
+        ("hop-voucher-as-a-body", hop, 0, voucher_framed),
+        ("hop-oversize-prefix", hop, 1, vec![0x81, 0x20, 0, 0, 0]),
+        ("hop-not-protobuf", hop, 0, vec![2, 0xff, 0xff]),
+        ("hop-prefix-cut-short", hop, 0, vec![0x80]),
+        (
+            "stop-connect",
+            stop,
+            5,
+            StopMessage::Connect {
+                peer: client,
+                limit,
+            }
+            .encode(),
+        ),
+        (
+            "stop-status",
+            stop,
+            0,
+            StopMessage::Status(Status::Ok).encode(),
+        ),
+        ("stop-connect-empty-limit", stop, 0, empty_limit),
+    ]
+    .into_iter()
+    .map(|(name, kind, split, bytes)| {
+        let mut data = vec![kind, split];
+        data.extend_from_slice(&bytes);
+        Seed {
+            target: "relay",
+            name: name.into(),
+            data,
+        }
+    })
+    .collect()
 }

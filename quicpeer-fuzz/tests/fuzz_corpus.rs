@@ -69,6 +69,11 @@ fn multistream_corpus_replays() {
     replay("multistream", fuzz::multistream);
 }
 
+#[test]
+fn relay_corpus_replays() {
+    replay("relay", fuzz::relay);
+}
+
 fn spec_vectors() -> Vec<(String, Vec<u8>)> {
     vectors::load()
         .into_iter()

@@ -5,6 +5,7 @@
 //! compare reconnect [--restarts 20] [--pairs qq,ll,ql,lq] [--ping-interval-ms 100] [--spacing-ms 1500]
 //! compare handshake [--count 500] [--rounds 5] [--cpu 0]
 //! compare throughput [--bytes 1073741824] [--rounds 3] [--stacks quicpeer,quinn]
+//! compare slots [--restarts 20] [--spacing-ms 200] [--relays quicpeer,rust-libp2p,js-libp2p]
 //! ```
 //!
 //! Each prints a table (`--json`: one JSON object) on stdout and its progress on stderr.
@@ -14,7 +15,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use quicpeer_bench::compare::{handshake, reconnect, throughput, Report};
+use quicpeer_bench::compare::{handshake, reconnect, slots, throughput, Report};
 
 #[derive(Parser)]
 #[command(about = "Loopback comparison benchmarks: quicpeer, rust-libp2p, quinn")]
@@ -77,6 +78,23 @@ enum Bench {
         /// Stacks: quicpeer, quinn (one alone, e.g. under `perf stat`).
         #[arg(long, value_delimiter = ',', default_value = "quicpeer,quinn")]
         stacks: Vec<String>,
+    },
+    /// A relay client crashes and comes back, reserving each time (1 reservation per peer),
+    /// then a second client dials the survivor through the relay: per relay server.
+    Slots {
+        /// Crashes of the client.
+        #[arg(long, default_value_t = 20)]
+        restarts: usize,
+        /// How long each incarnation lives after its answer, in milliseconds.
+        #[arg(long, default_value_t = 200)]
+        spacing_ms: u64,
+        /// Relay servers: quicpeer, rust-libp2p, js-libp2p (a Node.js process; needs npm).
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "quicpeer,rust-libp2p,js-libp2p"
+        )]
+        relays: Vec<String>,
     },
 }
 
@@ -142,6 +160,30 @@ fn main() -> ExitCode {
                 }
             }
             throughput::run(&chosen, bytes.max(1), rounds, &mut progress).map_err(|e| e.to_string())
+        }
+        Bench::Slots {
+            restarts,
+            spacing_ms,
+            relays,
+        } => {
+            let mut servers = Vec::new();
+            for name in &relays {
+                match slots::Server::from_name(name.trim()) {
+                    Some(server) => servers.push(server),
+                    None => {
+                        eprintln!("unknown relay {name:?}: use quicpeer, rust-libp2p or js-libp2p");
+                        return ExitCode::from(2);
+                    }
+                }
+            }
+            let settings = slots::Settings {
+                servers,
+                restarts,
+                spacing: Duration::from_millis(spacing_ms),
+                answer_timeout: Duration::from_secs(10),
+                survivor_timeout: Duration::from_secs(30),
+            };
+            slots::run(&settings, &mut progress).map_err(|e| e.to_string())
         }
     };
     match report {

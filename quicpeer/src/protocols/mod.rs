@@ -7,13 +7,15 @@
 //! - [`multistream`]: multistream-select 1.0, the dialer and listener as byte-level machines;
 //! - [`ping`]: `/ipfs/ping/1.0.0`, the pinger and the responder;
 //! - [`host`]: [`Host`], which owns a manager, runs both on its streams, and implements
-//!   [`SansIo`](crate::SansIo) so the same drivers and simulator host it.
+//!   [`SansIo`](crate::SansIo) so the same drivers and simulator host it;
+//! - [`relay`]: circuit relay v2, the relay server on top of a [`Host`].
 //!
 //! The codecs know nothing of QUIC: bytes in, bytes out, typed errors, bounded buffers.
 
 pub mod host;
 pub mod multistream;
 pub mod ping;
+pub mod relay;
 
 pub use host::{
     DialAddrsError, Host, HostConfig, HostEvent, OpenError, OutboundId, PingStartError,

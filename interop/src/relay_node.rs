@@ -1,0 +1,81 @@
+//! A quicpeer circuit relay v2 server (`quicpeer::protocols::relay::Relay`) on a loopback
+//! port, run by the mio driver in a thread of its own, for the relay interop tests.
+
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Instant, SystemTime};
+
+use quicpeer::address;
+use quicpeer::driver::{Driver, Exit, Handle};
+use quicpeer::protocols::relay::{Relay, RelayConfig, RelayEvent};
+use quicpeer::{Config, Host, HostConfig, Identity, Manager};
+
+/// A running relay. Dropping it stops it.
+pub struct RelayNode {
+    addr: String,
+    handle: Handle<Relay>,
+    thread: Option<JoinHandle<()>>,
+    events: mpsc::Receiver<RelayEvent>,
+}
+
+impl RelayNode {
+    /// Starts a relay whose Ed25519 secret is `seed` repeated, on a free loopback port; its
+    /// reservations carry that loopback address.
+    pub fn spawn(seed: u8, config: RelayConfig) -> Result<Self, String> {
+        let identity = Identity::from_ed25519_seed([seed; 32]);
+        let (peer, keypair) = (identity.peer_id(), identity.keypair().clone());
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        let manager = Manager::new(now, wall, identity, Config::default(), rand::random())
+            .map_err(|e| format!("manager: {e}"))?;
+        let host = Host::new(now, manager, HostConfig::default(), rand::random());
+        let relay =
+            Relay::new(now, wall, host, keypair, config).map_err(|e| format!("relay: {e}"))?;
+        let bind = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        let mut driver = Driver::bind(relay, &[bind]).map_err(|e| e.to_string())?;
+        let local = *driver.local_addrs().first().ok_or("no socket bound")?;
+        driver
+            .machine_mut()
+            .set_listen_addrs(vec![address::to_multiaddr(local, None)]);
+        let handle = driver.handle();
+        let (tx, events) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("quicpeer-relay".into())
+            .spawn(move || loop {
+                match driver.run_until(None, |_, event| {
+                    let _ = tx.send(event);
+                }) {
+                    Ok(Exit::Stopped) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            })
+            .map_err(|e| e.to_string())?;
+        Ok(Self {
+            addr: address::to_multiaddr(local, Some(peer)).to_string(),
+            handle,
+            thread: Some(thread),
+            events,
+        })
+    }
+
+    /// The relay's multiaddr, with `/p2p/<id>`.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// The relay's own events so far (not its host's), each once.
+    pub fn relay_events(&self) -> Vec<RelayEvent> {
+        self.events
+            .try_iter()
+            .filter(|e| !matches!(e, RelayEvent::Host(_)))
+            .collect()
+    }
+}
+
+impl Drop for RelayNode {
+    fn drop(&mut self) {
+        let _ = self.handle.stop();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
