@@ -29,7 +29,7 @@ const TIMEOUT: Duration = Duration::from_secs(2);
 /// The most of a request read: a scrape's request line and headers.
 const MAX_REQUEST: usize = 8 * 1024;
 
-/// The `--metrics` argument of `listen`.
+/// The `--metrics` argument of `listen`, `ping` and `relay`.
 #[derive(Debug, clap::Args)]
 pub struct MetricsArgs {
     /// Serve the node's counters in the Prometheus text format at http://ADDR/metrics
@@ -42,10 +42,20 @@ impl MetricsArgs {
     /// Serves the host's metrics if `--metrics` was given, and prints where (a `METRICS <url>`
     /// line, or a `metrics` JSON event with the `url`).
     pub fn start(&self, handle: Handle<Host>, out: &Output) -> Result<(), UsageError> {
+        self.start_with(handle, |host: &Host| host.manager().metrics(), out)
+    }
+
+    /// As [`start`](Self::start), for any machine with a manager inside.
+    pub fn start_with<M: 'static>(
+        &self,
+        handle: Handle<M>,
+        snapshot: fn(&M) -> Metrics,
+        out: &Output,
+    ) -> Result<(), UsageError> {
         let Some(at) = self.metrics else {
             return Ok(());
         };
-        let bound = serve(at, handle, |host: &Host| host.manager().metrics())
+        let bound = serve(at, handle, snapshot)
             .map_err(|e| UsageError(format!("cannot serve metrics on {at}: {e}")))?;
         let url = format!("http://{bound}/metrics");
         out.emit(

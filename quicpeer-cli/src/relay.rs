@@ -12,6 +12,7 @@ use quicpeer::protocols::relay::{CircuitEnd, FreeCause, Relay, RelayConfig, Rela
 use quicpeer::{Host, HostConfig, Manager};
 
 use crate::identity_args::IdentityArgs;
+use crate::metrics_server::MetricsArgs;
 use crate::output::{Json, Output};
 use crate::transport_args::TransportArgs;
 use crate::{addr, report, signals, UsageError};
@@ -56,6 +57,8 @@ pub struct Args {
     /// How long the slot of a client whose connection died stays held for it.
     #[arg(long, value_name = "MS", default_value_t = 2000)]
     grace_ms: u64,
+    #[command(flatten)]
+    metrics: MetricsArgs,
     #[command(flatten)]
     transport: TransportArgs,
 }
@@ -125,6 +128,11 @@ pub fn run(args: &Args, out: Output) -> Result<ExitCode, UsageError> {
             || format!("LISTEN {full}"),
         );
     }
+    (args.metrics).start_with(
+        driver.handle(),
+        |relay: &Relay| relay.host().manager().metrics(),
+        &out,
+    )?;
     loop {
         let result = driver.run_until(None, |cx, event| {
             relay_event(&out, cx.now(), &event);
