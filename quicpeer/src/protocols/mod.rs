@@ -7,10 +7,13 @@
 //! - [`multistream`]: multistream-select 1.0, the dialer and listener as byte-level machines;
 //! - [`ping`]: `/ipfs/ping/1.0.0`, the pinger and the responder;
 //! - [`host`]: [`Host`], which owns a manager, runs both on its streams, and implements
-//!   [`SansIo`](crate::SansIo) so the same drivers and simulator host it.
+//!   [`SansIo`](crate::SansIo) so the same drivers and simulator host it;
+//! - [`channel`]: [`Channels`](channel::Channels), exactly-once message channels to a set of
+//!   peers on a host, kept in a durable [`Store`](channel::Store) across crashes.
 //!
 //! The codecs know nothing of QUIC: bytes in, bytes out, typed errors, bounded buffers.
 
+pub mod channel;
 pub mod host;
 pub mod multistream;
 pub mod ping;
