@@ -69,6 +69,8 @@
 //! one partial frame per stream, one batch of at most `max_batch` messages in memory.
 
 pub mod codec;
+#[cfg(feature = "store-redb")]
+pub mod redb_store;
 pub mod store;
 #[cfg(test)]
 mod tests;
@@ -81,6 +83,8 @@ use bytes::Bytes;
 use tracing::{debug, warn};
 
 pub use codec::{CodecError, Decoder, Frame, MAX_BODY, PROTOCOL};
+#[cfg(feature = "store-redb")]
+pub use redb_store::RedbStore;
 pub use store::{Batch, Entry, MemoryStore, Snapshot, Store, StoreError};
 
 use super::host::{Host, HostEvent, OutboundId};
