@@ -1058,6 +1058,16 @@ impl<S: Store> SansIo for Channels<S> {
     }
 }
 
+impl<S: Store> crate::GracefulClose for Channels<S> {
+    fn close_all(&mut self, now: Instant) {
+        self.host.manager_mut().close_all(now);
+    }
+
+    fn is_closed(&self) -> bool {
+        self.host.manager().connection_count() == 0
+    }
+}
+
 #[cfg(feature = "sim")]
 impl crate::sim::Simulated for Channels<MemoryStore> {
     /// The manager's, the host's and the channels' configuration, and the store, which a
