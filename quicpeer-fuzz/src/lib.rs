@@ -13,12 +13,15 @@
 //! - [`certificate`]: arbitrary bytes as a peer's certificate, into the verifier and, when they
 //!   pass it, into a TLS handshake;
 //! - [`multistream`]: arbitrary bytes on a fresh libp2p stream, into the multistream-select
-//!   listener and dialer and the ping responder and pinger, whole and in fragments.
+//!   listener and dialer and the ping responder and pinger, whole and in fragments;
+//! - [`channel`]: arbitrary bytes on a peer channel stream, into the channel codec, whole and
+//!   in fragments.
 //!
 //! Every target checks invariants after each step and panics, with the invariant's name, when
 //! one fails: a panic here is a finding. [`seeds`] builds the seed corpora from real packets.
 
 mod certificate;
+mod channel;
 mod datagram;
 mod invariants;
 mod multistream;
@@ -26,6 +29,7 @@ mod ops;
 pub mod seeds;
 
 pub use certificate::certificate;
+pub use channel::channel;
 pub use datagram::{datagram, DatagramInput, Mode, Payload, Source, Step};
 pub use multistream::{multistream, Role, PING_PAYLOAD, PROPOSALS, SUPPORTED};
 pub use ops::{ops, LinkChange, Op, OpsInput};

@@ -69,6 +69,11 @@ fn multistream_corpus_replays() {
     replay("multistream", fuzz::multistream);
 }
 
+#[test]
+fn channel_corpus_replays() {
+    replay("channel", fuzz::channel);
+}
+
 fn spec_vectors() -> Vec<(String, Vec<u8>)> {
     vectors::load()
         .into_iter()
