@@ -93,6 +93,19 @@ enum Which {
         #[arg(long, default_value_t = 4)]
         jitter_ms: u64,
     },
+    /// Peer channels over one link: msgs/s with the memory and the redb store, p50/p99 from
+    /// accept to delivery, and (simulated) restart to the first resent message delivered.
+    Channel {
+        /// Messages per store.
+        #[arg(long, default_value_t = 100_000)]
+        messages: u64,
+        /// Body size in bytes.
+        #[arg(long, default_value_t = 100)]
+        body: usize,
+        /// Restarts per side.
+        #[arg(long, default_value_t = 20)]
+        trials: u64,
+    },
     /// Point it at any libp2p QUIC node and a command that restarts it: how long the node's
     /// peers stay cut off (first sign of the restart, first ping on a fresh connection).
     Restart(crate::bench_restart::Args),
@@ -149,6 +162,11 @@ pub fn run(args: &Args, out: Output) -> Result<ExitCode, UsageError> {
             Duration::from_millis(*latency_ms),
             Duration::from_millis(*jitter_ms),
         ),
+        Which::Channel {
+            messages,
+            body,
+            trials,
+        } => bench::channel::run(*messages, *body, *trials),
         Which::RestartScenarios { trials, latency_ms } => {
             bench::restart_scenarios::run(*trials, Duration::from_millis(*latency_ms))
         }

@@ -190,6 +190,9 @@ fn chaos(seed: u64, topology: Topology, n: usize, messages: usize) -> usize {
                 restarts += 1;
                 if rng.random_bool(0.5) {
                     run.net.restart(node);
+                    // A fresh machine is polled once something touches it: its first timeout
+                    // dials its links.
+                    let _ = run.net.machine(node);
                 } else {
                     run.net.stop(node);
                     let back = run.net.now() + Duration::from_millis(rng.random_range(50..1500));
@@ -201,6 +204,7 @@ fn chaos(seed: u64, topology: Topology, n: usize, messages: usize) -> usize {
         down.retain(|(node, back)| {
             if *back <= now {
                 run.net.start(*node);
+                let _ = run.net.machine(*node);
                 false
             } else {
                 true
@@ -212,6 +216,7 @@ fn chaos(seed: u64, topology: Topology, n: usize, messages: usize) -> usize {
     }
     for (node, _) in down.drain(..) {
         run.net.start(node);
+        let _ = run.net.machine(node);
     }
     // Heal, and let the federation catch up.
     run.net
