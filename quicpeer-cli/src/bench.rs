@@ -106,6 +106,9 @@ enum Which {
         #[arg(long, default_value_t = 20)]
         trials: u64,
     },
+    /// The long run of the channel checker on loopback: `federate` servers killed with
+    /// `kill -9` and restarted, then every durable log checked (lost, duplicated, order).
+    Federate(crate::bench_federate::Args),
     /// Point it at any libp2p QUIC node and a command that restarts it: how long the node's
     /// peers stay cut off (first sign of the restart, first ping on a fresh connection).
     Restart(crate::bench_restart::Args),
@@ -125,6 +128,7 @@ enum Which {
 pub fn run(args: &Args, out: Output) -> Result<ExitCode, UsageError> {
     let report = match &args.which {
         Which::Restart(args) => return crate::bench_restart::run(args, out),
+        Which::Federate(args) => return crate::bench_federate::run(args, out),
         Which::PerDatagram { datagrams, rounds } => bench::per_datagram::run(*datagrams, *rounds),
         Which::Handshake { handshakes, rounds } => bench::handshake::run(*handshakes, *rounds),
         Which::MassRestart {

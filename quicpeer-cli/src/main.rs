@@ -9,6 +9,7 @@
 
 mod addr;
 mod bench;
+mod bench_federate;
 mod bench_restart;
 mod cert;
 mod demo;
