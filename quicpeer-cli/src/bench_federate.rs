@@ -111,7 +111,10 @@ struct Verdict {
     wrong_body: usize,
 }
 
-fn read_logs(servers: &[Server]) -> Result<Vec<Vec<(String, u64, Vec<u8>)>>, UsageError> {
+/// A durable log: (origin, seq, body) in delivery order.
+type Log = Vec<(String, u64, Vec<u8>)>;
+
+fn read_logs(servers: &[Server]) -> Result<Vec<Log>, UsageError> {
     let mut logs = Vec::new();
     for server in servers {
         let mut store = RedbStore::open(&server.store)
@@ -133,7 +136,7 @@ fn read_logs(servers: &[Server]) -> Result<Vec<Vec<(String, u64, Vec<u8>)>>, Usa
     Ok(logs)
 }
 
-fn judge(ids: &[String], logs: &[Vec<(String, u64, Vec<u8>)>]) -> Verdict {
+fn judge(ids: &[String], logs: &[Log]) -> Verdict {
     let mut verdict = Verdict::default();
     // Accepted: what each origin holds of its own.
     let mut bodies: BTreeMap<(String, u64), Vec<u8>> = BTreeMap::new();
@@ -235,7 +238,7 @@ pub fn run(args: &Args, out: Output) -> Result<ExitCode, UsageError> {
         servers[victim].kill();
         kills += 1;
         servers[victim].start(&exe, &args.topology, true)?;
-        if kills % 100 == 0 {
+        if kills.is_multiple_of(100) {
             eprintln!(
                 "{kills} kills, {lines} lines written, {:.0} s",
                 started.elapsed().as_secs_f64()
