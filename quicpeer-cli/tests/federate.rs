@@ -276,3 +276,60 @@ fn three_servers_lose_and_double_nothing_across_kill_9() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_store_in_use_or_not_a_store_is_refused_with_a_typed_error() {
+    let dir = scratch("bad-stores");
+    // A store held by a running server: another process is refused, the server goes on.
+    let mut server = Server {
+        spec: Spec {
+            seed: 44,
+            port: free_udp_port(),
+            peers: vec![],
+            store: dir.join("held"),
+        },
+        child: None,
+        stdin: None,
+        lines: Arc::default(),
+    };
+    server.start();
+    wait("the server listening", || server.listening());
+    let out = Command::new(QUICPEER)
+        .args(["federate", "log", "--store"])
+        .arg(dir.join("held"))
+        .output()
+        .expect("federate log");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("locked by another process"), "{stderr}");
+    server.say("still here");
+    wait("the server accepting after the refusal", || {
+        !server.accepted().is_empty()
+    });
+    server.kill();
+
+    // A file that is not a store: refused, and left as it was.
+    let bad = dir.join("bad");
+    std::fs::create_dir_all(&bad).expect("directory");
+    let garbage = vec![0x5a; 4096];
+    std::fs::write(bad.join("channel.redb"), &garbage).expect("write");
+    for args in [
+        vec!["federate", "log", "--store"],
+        vec!["federate", "--seed", "45", "--store"],
+    ] {
+        let out = Command::new(QUICPEER)
+            .args(&args)
+            .arg(&bad)
+            .stdin(Stdio::null())
+            .output()
+            .expect("quicpeer federate");
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("store corrupt"), "{args:?}: {stderr}");
+    }
+    assert_eq!(
+        std::fs::read(bad.join("channel.redb")).expect("read"),
+        garbage
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
