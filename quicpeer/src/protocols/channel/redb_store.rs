@@ -297,6 +297,45 @@ mod tests {
     }
 
     #[test]
+    fn channels_restarted_on_the_store_keep_their_outbox_and_marks() {
+        use crate::protocols::channel::{ChannelConfig, Channels};
+        use crate::protocols::{Host, HostConfig};
+        use crate::{Config, Manager};
+        use std::time::{Duration, Instant, SystemTime};
+        let dir = dir("machine");
+        let now = Instant::now();
+        let host = || {
+            let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_225_600);
+            let identity = Identity::from_ed25519_seed([1; 32]);
+            let manager = Manager::new(now, wall, identity, Config::default(), [1; 32]).unwrap();
+            Host::new(now, manager, HostConfig::default(), [1; 32])
+        };
+        let me = entry(1, 0).origin;
+        let other = entry(2, 0).origin;
+        let config = ChannelConfig::new("chat", vec![(other, vec![])]);
+        {
+            let store = RedbStore::open(&dir).unwrap();
+            let mut channels = Channels::new(now, host(), store, config.clone()).unwrap();
+            for i in 0..3u8 {
+                channels.accept(Bytes::from(vec![i])).unwrap();
+            }
+            channels.commit();
+            // A fourth, never committed: the crash loses it, and its seq is given again.
+            channels.accept(Bytes::from_static(b"lost")).unwrap();
+        }
+        let store = RedbStore::open(&dir).unwrap();
+        let mut channels = Channels::new(now, host(), store, config).unwrap();
+        assert_eq!(channels.incarnation(), 2);
+        assert_eq!(channels.outbox_len(&other), 3);
+        assert_eq!(channels.delivered(&me), 3);
+        assert_eq!(channels.accept(Bytes::from_static(b"next")), Ok(4));
+        let log = channels.store_mut().read_log(0, 10).unwrap();
+        assert_eq!(log.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
+        drop(channels);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn a_store_open_elsewhere_is_locked() {
         let dir = dir("locked");
         let _first = RedbStore::open(&dir).unwrap();
