@@ -54,10 +54,12 @@
 //!
 //! # Group commit
 //!
-//! The machine commits at most once per [`poll_transmit`](SansIo::poll_transmit) run (and
-//! once more per [`ChannelConfig::max_batch`] messages read): everything accepted, delivered,
-//! queued and acknowledged since the last one goes into one [`Batch`], one transaction and
-//! one flush to disk. Acceptance and delivery are reported after it.
+//! The machine commits in [`poll_transmit`](SansIo::poll_transmit), before it writes
+//! anything: everything accepted, delivered, queued and acknowledged since the last commit
+//! goes into one [`Batch`], one transaction and one flush to disk. `handle_datagram` only feeds
+//! the host, so a driver's run of datagrams followed by `poll_transmit` is one commit (a read
+//! of more than [`ChannelConfig::max_batch`] messages commits every `max_batch`); so is a
+//! run of [`accept`](Channels::accept)s. Acceptance and delivery are reported after the commit.
 //!
 //! # Bounds
 //!
