@@ -264,3 +264,56 @@ fn star_of_five_forwards_everything_exactly_once_across_crashes() {
 fn ring_of_four_delivers_over_two_paths_exactly_once() {
     chaos(seed() + 200, Topology::Ring, 4, 1500);
 }
+
+#[test]
+fn a_hub_with_a_full_outbox_pauses_its_inbound_link_and_resumes_without_loss() {
+    init_tracing();
+    let mut net = Net::with_seed(7);
+    let peers: Vec<PeerId> = (0..3).map(|i| identity(i as u8 + 1).peer_id()).collect();
+    let stores: Vec<MemoryStore> = (0..3).map(|_| MemoryStore::new()).collect();
+    let mut nodes = Vec::new();
+    for (i, store) in stores.iter().enumerate() {
+        let links = (0..3)
+            .filter(|&j| linked(Topology::Star, 3, i, j))
+            .map(|j| (peers[j], vec![sim_addr(j)]))
+            .collect();
+        let mut channels = ChannelConfig::new("federation", links);
+        channels.redial_interval = Duration::from_millis(200);
+        if i == 0 {
+            // The hub holds at most 4 messages for a leaf that is away.
+            channels.max_outbox = 2;
+        }
+        let config = (
+            Config::default(),
+            HostConfig::default(),
+            channels,
+            store.clone(),
+        );
+        nodes.push(net.add_node(&format!("s{i}"), identity(i as u8 + 1), config));
+    }
+    net.stop(nodes[2]);
+    for k in 0..20u32 {
+        let leaf = net.machine(nodes[1]).expect("leaf up");
+        leaf.accept(Bytes::from(k.to_string())).expect("accepted");
+    }
+    net.run_for(Duration::from_secs(2));
+    assert_eq!(
+        stores[0].log().len(),
+        4,
+        "the hub took what it could forward"
+    );
+    net.start(nodes[2]);
+    let _ = net.machine(nodes[2]);
+    let done = net.run_until(Duration::from_secs(30), |_| {
+        stores.iter().all(|s| s.log().len() == 20)
+    });
+    assert!(
+        done,
+        "logs: {:?}",
+        stores.iter().map(|s| s.log().len()).collect::<Vec<_>>()
+    );
+    for store in &stores {
+        let seqs: Vec<u64> = store.log().iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, (1..=20).collect::<Vec<_>>());
+    }
+}

@@ -66,8 +66,8 @@
 //! Bodies are at most [`codec::MAX_BODY`] bytes; a frame at most [`codec::MAX_FRAME`]. A
 //! link's outbox holds at most [`ChannelConfig::max_outbox`] entries for
 //! [`accept`](Channels::accept) (beyond: [`AcceptError::OutboxFull`]) and twice that with
-//! forwarded ones (beyond: the receiving stream is refused with
-//! [`ChannelError::Backpressure`] and the sender retries later). One inbound stream per link,
+//! forwarded ones (beyond: the inbound stream that brings more is paused, its data left unread
+//! so that QUIC's flow control holds the sender, until the outbox drains). One inbound stream per link,
 //! one partial frame per stream, one batch of at most `max_batch` messages in memory.
 
 pub mod codec;
@@ -192,10 +192,6 @@ pub enum ChannelError {
     /// A message claiming to be one of ours that we never accepted, or with `seq` 0.
     #[error("message with an impossible seq {0}")]
     BadSeq(u64),
-    /// Forwarding the message would overfill another link's outbox; the sender retries after
-    /// its `retry_delay`.
-    #[error("outbox full, refusing more")]
-    Backpressure,
 }
 
 /// Why [`Channels::accept`] refused a message.
@@ -293,6 +289,9 @@ struct Inbound {
     /// The last `qseq` acknowledged.
     acked: u64,
     wbuf: Vec<u8>,
+    /// A message that could not be forwarded yet (an outbox full): the stream is not read
+    /// until it is taken.
+    held: Option<Frame>,
 }
 
 /// Exactly-once channels on a [`Host`]. See the [module documentation](self).
@@ -522,11 +521,23 @@ impl<S: Store> Channels<S> {
         self.refuse(stream);
     }
 
-    fn fail_outbound(&mut self, now: Instant, stream: StreamId, error: Option<ChannelError>) {
+    /// Drops our stream to a link. `refused`: the peer ended it (a refusal, a protocol
+    /// error), so the next one waits `retry_delay`, unless the stream's connection is no longer
+    /// the peer's: then the next one is opened at once on the new connection.
+    fn fail_outbound(
+        &mut self,
+        now: Instant,
+        stream: StreamId,
+        error: Option<ChannelError>,
+        refused: bool,
+    ) {
         if let Some(peer) = self.outbound.remove(&stream) {
+            let alive = self.host.manager().connection(&peer) == Some(stream.conn());
             if let Some(link) = self.links.get_mut(&peer) {
                 link.out = Out::Idle;
-                link.retry_at = Some(now + self.config.retry_delay);
+                if alive && (refused || error.is_some()) {
+                    link.retry_at = Some(now + self.config.retry_delay);
+                }
             }
             if let Some(error) = error {
                 debug!(%peer, %error, "outbound channel stream refused");
@@ -585,6 +596,7 @@ impl<S: Store> Channels<S> {
                         last: 0,
                         acked: 0,
                         wbuf: Vec::new(),
+                        held: None,
                     },
                 );
                 self.on_inbound_data(stream, &leftover);
@@ -624,12 +636,17 @@ impl<S: Store> Channels<S> {
             HostEvent::OutboundFailed {
                 peer, id, error, ..
             } if self.opens.contains_key(&id) => {
-                self.opens.remove(&id);
+                let conn = self.opens.remove(&id);
+                // A connection that is no longer the peer's (lost, or replaced by the winner
+                // of a simultaneous dial) is no refusal: open again at once on the new one.
+                let alive = conn.is_some() && self.host.manager().connection(&peer) == conn;
                 match self.links.get_mut(&peer) {
                     Some(link) if matches!(link.out, Out::Opening { id: i, .. } if i == id) => {
                         debug!(%peer, %error, "channel stream open failed");
                         link.out = Out::Idle;
-                        link.retry_at = Some(now + self.config.retry_delay);
+                        if alive {
+                            link.retry_at = Some(now + self.config.retry_delay);
+                        }
                     }
                     _ => {}
                 }
@@ -650,7 +667,7 @@ impl<S: Store> Channels<S> {
                 if self.inbound.contains_key(&stream) || self.outbound.contains_key(&stream) =>
             {
                 self.inbound.remove(&stream);
-                self.fail_outbound(now, stream, None);
+                self.fail_outbound(now, stream, None, true);
             }
             HostEvent::Manager(Event::ConnectionLost {
                 peer,
@@ -688,6 +705,10 @@ impl<S: Store> Channels<S> {
 
     fn read(&mut self, now: Instant, stream: StreamId) {
         loop {
+            if (self.inbound.get(&stream)).is_some_and(|s| s.held.is_some()) {
+                // Paused: the data waits in the stream, and flow control holds the sender.
+                return;
+            }
             self.chunks.clear();
             let mut chunks = std::mem::take(&mut self.chunks);
             let result =
@@ -706,12 +727,14 @@ impl<S: Store> Channels<S> {
             match result {
                 Ok(read) if read.status == ReadStatus::BudgetReached => continue,
                 Ok(read) if read.status == ReadStatus::Blocked => return,
-                Ok(_) | Err(StreamError::Reset(_)) | Err(_) => {
-                    // Finished or reset by the peer, or gone: the sender opens a new one.
+                Ok(_) | Err(_) => {
+                    // Finished or reset by the peer, or gone with its connection: the sender
+                    // opens a new one.
                     if self.inbound.remove(&stream).is_some() {
                         self.refuse(stream);
                     }
-                    self.fail_outbound(now, stream, None);
+                    let refused = matches!(result, Ok(_) | Err(StreamError::Reset(_)));
+                    self.fail_outbound(now, stream, None, refused);
                     return;
                 }
             }
@@ -727,13 +750,23 @@ impl<S: Store> Channels<S> {
             let Some(state) = self.inbound.get_mut(&stream) else {
                 return;
             };
+            if state.held.is_some() {
+                return;
+            }
             let frame = match state.decoder.next_frame() {
                 Ok(Some(frame)) => frame,
                 Ok(None) => return,
                 Err(error) => return self.fail_inbound(stream, error.into()),
             };
-            if let Err(error) = self.on_inbound_frame(stream, frame) {
-                return self.fail_inbound(stream, error);
+            match self.on_inbound_frame(stream, frame.clone()) {
+                Ok(true) => {}
+                Ok(false) => {
+                    if let Some(state) = self.inbound.get_mut(&stream) {
+                        state.held = Some(frame);
+                    }
+                    return;
+                }
+                Err(error) => return self.fail_inbound(stream, error),
             }
             if self.batch.log.len() >= self.config.max_batch {
                 self.commit();
@@ -741,9 +774,10 @@ impl<S: Store> Channels<S> {
         }
     }
 
-    fn on_inbound_frame(&mut self, stream: StreamId, frame: Frame) -> Result<(), ChannelError> {
+    /// Takes in one frame; `Ok(false)`: not now (an outbox it goes to is full), hold it.
+    fn on_inbound_frame(&mut self, stream: StreamId, frame: Frame) -> Result<bool, ChannelError> {
         let Some(state) = self.inbound.get_mut(&stream) else {
-            return Ok(());
+            return Ok(true);
         };
         let peer = state.peer;
         match frame {
@@ -769,7 +803,7 @@ impl<S: Store> Channels<S> {
                     self.peer_incarnations.insert(peer, incarnation);
                     self.batch.peer_incarnations.insert(peer, incarnation);
                 }
-                Ok(())
+                Ok(true)
             }
             Frame::Msg {
                 qseq,
@@ -798,7 +832,7 @@ impl<S: Store> Channels<S> {
                         let full = (self.links.iter())
                             .any(|(p, l)| *p != peer && *p != origin && l.outbox.len() >= cap);
                         if full {
-                            return Err(ChannelError::Backpressure);
+                            return Ok(false);
                         }
                     }
                     self.deliver(Entry { origin, seq, body }, Some(peer));
@@ -812,7 +846,7 @@ impl<S: Store> Channels<S> {
                 if let Some(state) = self.inbound.get_mut(&stream) {
                     state.last = qseq;
                 }
-                Ok(())
+                Ok(true)
             }
             Frame::Ack { .. } => Err(ChannelError::Unexpected),
         }
@@ -854,7 +888,7 @@ impl<S: Store> Channels<S> {
                 Ok(Some(_)) => break ChannelError::Unexpected,
             }
         };
-        self.fail_outbound(now, stream, Some(error));
+        self.fail_outbound(now, stream, Some(error), true);
     }
 
     /// Writes acknowledgements and outbox entries, as flow control allows. Returns whether
@@ -980,8 +1014,35 @@ impl<S: Store> Channels<S> {
 
     /// One round: take in events, commit, write, open streams. Returns whether it did
     /// anything that may have more to send.
+    /// Takes the held messages of paused streams whose outboxes have room again, and reads
+    /// on.
+    fn resume(&mut self, now: Instant) {
+        let held: Vec<StreamId> = (self.inbound.iter())
+            .filter(|(_, s)| s.held.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        for stream in held {
+            let Some(frame) = self.inbound.get_mut(&stream).and_then(|s| s.held.take()) else {
+                continue;
+            };
+            match self.on_inbound_frame(stream, frame.clone()) {
+                Ok(true) => {
+                    self.on_inbound_data(stream, &[]);
+                    self.read(now, stream);
+                }
+                Ok(false) => {
+                    if let Some(state) = self.inbound.get_mut(&stream) {
+                        state.held = Some(frame);
+                    }
+                }
+                Err(error) => self.fail_inbound(stream, error),
+            }
+        }
+    }
+
     fn drive(&mut self, now: Instant) -> bool {
         let took = self.pump(now);
+        self.resume(now);
         self.commit();
         self.open_streams(now);
         let wrote = self.write();

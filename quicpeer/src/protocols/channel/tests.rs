@@ -411,3 +411,33 @@ fn an_ack_for_a_never_sent_entry_closes_the_link() {
     // The entry stays in the outbox, for the next stream.
     assert_eq!(pair.a.outbox_len(&peer(2)), 1);
 }
+
+#[test]
+fn a_full_forwarding_outbox_pauses_the_stream_and_the_sender_keeps_the_rest() {
+    let now = Instant::now();
+    let a = channels(1, now, MemoryStore::new(), &[(2, B)]);
+    // B forwards to C, which never connects: its outbox fills at twice `max_outbox`.
+    let sb = MemoryStore::new();
+    let mut config = ChannelConfig::new("chat", vec![(peer(1), vec![addr(A)]), (peer(3), vec![])]);
+    config.max_outbox = 1;
+    let b = Channels::new(now, host(2, now), sb.clone(), config).unwrap();
+    let mut pair = Pair {
+        a,
+        b,
+        now,
+        a_events: vec![],
+        b_events: vec![],
+    };
+    for i in 0..4u8 {
+        pair.a.accept(Bytes::from(vec![i])).unwrap();
+    }
+    pair.run_for(Duration::from_secs(3));
+    // No refusal: B delivered and acknowledged what it could forward, and holds the rest.
+    assert_eq!(failures(&pair.b_events), vec![]);
+    assert_eq!(
+        sb.log().iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    assert_eq!(pair.b.outbox_len(&peer(3)), 2);
+    assert_eq!(pair.a.outbox_len(&peer(2)), 2);
+}
