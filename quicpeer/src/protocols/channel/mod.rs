@@ -48,9 +48,10 @@
 //! queued it is committed. Forwarding keeps the order, since each node delivers and so
 //! forwards each origin's messages in order, and a link's messages travel in queue order.
 //!
-//! What breaks it: losing a store (a node restarted with an empty store starts its
-//! incarnation and its `seq` over; its peers refuse it with
-//! [`ChannelError::StaleIncarnation`] rather than drop its messages as duplicates).
+//! What breaks it: losing a store. A node restarted with an empty store starts its
+//! incarnation and its `seq` over: peers that saw a later incarnation of it refuse it
+//! ([`ChannelError::StaleIncarnation`]), and the others drop its new messages as duplicates up
+//! to the old high-water mark. Keep the store with the identity.
 //!
 //! # Group commit
 //!
@@ -66,9 +67,10 @@
 //! Bodies are at most [`codec::MAX_BODY`] bytes; a frame at most [`codec::MAX_FRAME`]. A
 //! link's outbox holds at most [`ChannelConfig::max_outbox`] entries for
 //! [`accept`](Channels::accept) (beyond: [`AcceptError::OutboxFull`]) and twice that with
-//! forwarded ones (beyond: the inbound stream that brings more is paused, its data left unread
-//! so that QUIC's flow control holds the sender, until the outbox drains). One inbound stream per link,
-//! one partial frame per stream, one batch of at most `max_batch` messages in memory.
+//! forwarded ones (beyond: the inbound stream that brings more is paused, its data left
+//! unread so that QUIC's flow control holds the sender, until the outbox drains). One inbound
+//! stream per link, one partial frame per stream (one read, 256 KiB, while it is paused), one
+//! batch of at most `max_batch` messages in memory.
 
 pub mod codec;
 #[cfg(feature = "store-redb")]
