@@ -11,6 +11,7 @@
 //!
 //! | workload | what it measures |
 //! |---|---|
+//! | [`channel`] | peer channels over one link: msgs/s in memory and durable, accept→delivery latency, restart to first resent message |
 //! | [`per_datagram`] | CPU per datagram of established-connection stream traffic |
 //! | [`handshake`] | completed handshakes per second on one core |
 //! | [`mass_restart`] | a hub with N peers restarts: simulated time until all are reconnected |
@@ -20,6 +21,7 @@
 //! | [`relay_memory`] | bytes per reservation and per circuit of the circuit relay v2 server |
 //! | [`restart_scenarios`] | an idle peer restarts: with and without a peer book, on a new port with and without the restart epoch, planned |
 
+pub mod channel;
 #[cfg(feature = "compare")]
 pub mod compare;
 mod endpoint;

@@ -106,6 +106,22 @@ enum Which {
         #[arg(long, default_value_t = 4)]
         jitter_ms: u64,
     },
+    /// Peer channels over one link: msgs/s with the memory and the redb store, p50/p99 from
+    /// accept to delivery, and (simulated) restart to the first resent message delivered.
+    Channel {
+        /// Messages per store.
+        #[arg(long, default_value_t = 100_000)]
+        messages: u64,
+        /// Body size in bytes.
+        #[arg(long, default_value_t = 100)]
+        body: usize,
+        /// Restarts per side.
+        #[arg(long, default_value_t = 20)]
+        trials: u64,
+    },
+    /// The long run of the channel checker on loopback: `federate` servers killed with
+    /// `kill -9` and restarted, then every durable log checked (lost, duplicated, order).
+    Federate(crate::bench_federate::Args),
     /// Point it at any libp2p QUIC node and a command that restarts it: how long the node's
     /// peers stay cut off (first sign of the restart, first ping on a fresh connection).
     Restart(crate::bench_restart::Args),
@@ -127,6 +143,7 @@ pub fn run(args: &Args, out: Output) -> Result<ExitCode, UsageError> {
         Which::Restart(restart) => {
             return crate::bench_restart::run(restart, args.plot.as_deref(), out)
         }
+        Which::Federate(args) => return crate::bench_federate::run(args, out),
         Which::PerDatagram { datagrams, rounds } => bench::per_datagram::run(*datagrams, *rounds),
         Which::Handshake { handshakes, rounds } => bench::handshake::run(*handshakes, *rounds),
         Which::MassRestart {
@@ -167,6 +184,11 @@ pub fn run(args: &Args, out: Output) -> Result<ExitCode, UsageError> {
             Duration::from_millis(*latency_ms),
             Duration::from_millis(*jitter_ms),
         ),
+        Which::Channel {
+            messages,
+            body,
+            trials,
+        } => bench::channel::run(*messages, *body, *trials),
         Which::RestartScenarios { trials, latency_ms } => {
             bench::restart_scenarios::run(*trials, Duration::from_millis(*latency_ms))
         }

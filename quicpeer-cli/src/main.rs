@@ -9,9 +9,11 @@
 
 mod addr;
 mod bench;
+mod bench_federate;
 mod bench_restart;
 mod cert;
 mod demo;
+mod federate;
 mod id;
 mod identity_args;
 mod listen;
@@ -61,6 +63,8 @@ enum Command {
     Demo(demo::Args),
     /// Run a benchmark and print its table (`--json`: one JSON object).
     Bench(bench::Args),
+    /// Run a federated chat server: stdin lines to every server exactly once, across crashes.
+    Federate(federate::Args),
     // Commands to come (bench): one variant here, one module beside this file, one arm in
     // `main`.
 }
@@ -92,6 +96,7 @@ fn main() -> ExitCode {
         Command::Relay(args) => relay::run(&args, out),
         Command::Demo(args) => demo::run(&args, out),
         Command::Bench(args) => bench::run(&args, out),
+        Command::Federate(args) => federate::run(&args, out),
     };
     result.unwrap_or_else(|error| {
         eprintln!("error: {error}");

@@ -16,11 +16,14 @@
 //!   listener and dialer and the ping responder and pinger, whole and in fragments;
 //! - [`relay`]: arbitrary bytes on a circuit relay v2 hop or stop stream, into the framing and
 //!   the message decoders, whole and in fragments, and every body into the voucher opener.
+//! - [`channel`]: arbitrary bytes on a peer channel stream, into the channel codec, whole and
+//!   in fragments.
 //!
 //! Every target checks invariants after each step and panics, with the invariant's name, when
 //! one fails: a panic here is a finding. [`seeds`] builds the seed corpora from real packets.
 
 mod certificate;
+mod channel;
 mod datagram;
 mod invariants;
 mod multistream;
@@ -29,6 +32,7 @@ mod relay;
 pub mod seeds;
 
 pub use certificate::certificate;
+pub use channel::channel;
 pub use datagram::{datagram, DatagramInput, Mode, Payload, Source, Step};
 pub use multistream::{multistream, Role, PING_PAYLOAD, PROPOSALS, SUPPORTED};
 pub use ops::{ops, LinkChange, Op, OpsInput};

@@ -19,7 +19,7 @@ use quicpeer::{Config, Identity};
 /// One seed: the target it is for, a file name, and its bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Seed {
-    /// `datagram`, `ops`, `certificate`, `multistream` or `relay`.
+    /// `datagram`, `ops`, `certificate`, `multistream`, `relay` or `channel`.
     pub target: &'static str,
     /// A descriptive file name.
     pub name: String,
@@ -36,7 +36,56 @@ pub fn all(vectors: &[(String, Vec<u8>)]) -> Vec<Seed> {
     seeds.extend(ops_seeds());
     seeds.extend(multistream_seeds());
     seeds.extend(relay_seeds());
+    seeds.extend(channel_seeds());
     seeds
+}
+
+fn channel_seeds() -> Vec<Seed> {
+    use quicpeer::protocols::channel::codec::{Frame, MAX_FRAME};
+    let origin = Identity::from_ed25519_seed([1; 32]).peer_id();
+    let mut stream = Vec::new();
+    Frame::Hello {
+        channel: "federation".into(),
+        incarnation: 3,
+    }
+    .encode(&mut stream);
+    for seq in 1..=3u64 {
+        Frame::Msg {
+            qseq: seq + 10,
+            origin,
+            seq,
+            body: format!("message {seq}").into_bytes().into(),
+        }
+        .encode(&mut stream);
+    }
+    let mut acks = Vec::new();
+    Frame::Ack { upto: 13 }.encode(&mut acks);
+    Frame::Ack { upto: 300 }.encode(&mut acks);
+    let mut oversize = vec![0x80 | (((MAX_FRAME + 1) & 0x7f) as u8)];
+    oversize.push(0x80 | ((((MAX_FRAME + 1) >> 7) & 0x7f) as u8));
+    oversize.push(((MAX_FRAME + 1) >> 14) as u8);
+    let mut truncated = stream.clone();
+    truncated.truncate(stream.len() - 4);
+    let with = |split: u8, bytes: &[u8]| {
+        let mut data = vec![split];
+        data.extend_from_slice(bytes);
+        data
+    };
+    [
+        ("sender-stream", with(0, &stream)),
+        ("sender-stream-fragmented", with(3, &stream)),
+        ("receiver-acks", with(1, &acks)),
+        ("oversize-prefix", with(0, &oversize)),
+        ("truncated", with(5, &truncated)),
+        ("unknown-kind", with(0, b"\x02\x09\x00")),
+    ]
+    .into_iter()
+    .map(|(name, data)| Seed {
+        target: "channel",
+        name: name.into(),
+        data,
+    })
+    .collect()
 }
 
 fn certificate_seeds(vectors: &[(String, Vec<u8>)]) -> Vec<Seed> {

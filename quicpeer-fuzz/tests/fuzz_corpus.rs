@@ -74,6 +74,11 @@ fn relay_corpus_replays() {
     replay("relay", fuzz::relay);
 }
 
+#[test]
+fn channel_corpus_replays() {
+    replay("channel", fuzz::channel);
+}
+
 fn spec_vectors() -> Vec<(String, Vec<u8>)> {
     vectors::load()
         .into_iter()

@@ -9,9 +9,12 @@
 //! - [`host`]: [`Host`], which owns a manager, runs both on its streams, and implements
 //!   [`SansIo`](crate::SansIo) so the same drivers and simulator host it;
 //! - [`relay`]: circuit relay v2, the relay server on top of a [`Host`].
+//! - [`channel`]: [`Channels`](channel::Channels), exactly-once message channels to a set of
+//!   peers on a host, kept in a durable [`Store`](channel::Store) across crashes.
 //!
 //! The codecs know nothing of QUIC: bytes in, bytes out, typed errors, bounded buffers.
 
+pub mod channel;
 pub mod host;
 pub mod multistream;
 pub mod ping;
