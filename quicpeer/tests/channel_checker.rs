@@ -190,9 +190,6 @@ fn chaos(seed: u64, topology: Topology, n: usize, messages: usize) -> usize {
                 restarts += 1;
                 if rng.random_bool(0.5) {
                     run.net.restart(node);
-                    // A fresh machine is polled once something touches it: its first timeout
-                    // dials its links.
-                    let _ = run.net.machine(node);
                 } else {
                     run.net.stop(node);
                     let back = run.net.now() + Duration::from_millis(rng.random_range(50..1500));
@@ -204,7 +201,6 @@ fn chaos(seed: u64, topology: Topology, n: usize, messages: usize) -> usize {
         down.retain(|(node, back)| {
             if *back <= now {
                 run.net.start(*node);
-                let _ = run.net.machine(*node);
                 false
             } else {
                 true
@@ -216,7 +212,6 @@ fn chaos(seed: u64, topology: Topology, n: usize, messages: usize) -> usize {
     }
     for (node, _) in down.drain(..) {
         run.net.start(node);
-        let _ = run.net.machine(node);
     }
     // Heal, and let the federation catch up.
     run.net
@@ -303,7 +298,6 @@ fn a_hub_with_a_full_outbox_pauses_its_inbound_link_and_resumes_without_loss() {
         "the hub took what it could forward"
     );
     net.start(nodes[2]);
-    let _ = net.machine(nodes[2]);
     let done = net.run_until(Duration::from_secs(30), |_| {
         stores.iter().all(|s| s.log().len() == 20)
     });

@@ -411,7 +411,9 @@ impl<M: Simulated> Network<M> {
             machine.set_max_datagrams(self.max_datagrams);
         }
         n.machine = Some(machine);
-        n.next_timeout = None;
+        // Poll the fresh machine at the next step: one that acts at start (a dial of its peer
+        // book, a channel's redial) must not sleep until something else touches it.
+        n.next_timeout = Some(now);
     }
 
     /// Restarts a node: drops its state, rebuilds it from the same identity on the same address.
