@@ -72,3 +72,14 @@ fn slots_runs() {
     assert_eq!(report["rows"][0][1], 3.0);
     assert_eq!(report["rows"][0][8], "yes");
 }
+
+#[test]
+fn restart_scenarios_run_and_every_one_recovers() {
+    let report = compare(&["restart-scenarios", "--trials", "1"]);
+    assert_eq!(report["bench"], "restart-scenarios");
+    assert_eq!(rows(&report).len(), 5);
+    for row in report["rows"].as_array().expect("rows") {
+        // One trial, recovered (the idle one at the next keep-alive, within the trial bound).
+        assert_eq!(row[2], 1.0, "{row}");
+    }
+}

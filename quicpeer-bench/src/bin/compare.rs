@@ -5,6 +5,7 @@
 //! compare reconnect [--restarts 20] [--pairs qq,ll,ql,lq] [--ping-interval-ms 100] [--spacing-ms 1500]
 //! compare handshake [--count 500] [--rounds 5] [--cpu 0]
 //! compare throughput [--bytes 1073741824] [--rounds 3] [--stacks quicpeer,quinn]
+//! compare restart-scenarios [--trials 10]
 //! compare slots [--restarts 20] [--spacing-ms 200] [--relays quicpeer,rust-libp2p,js-libp2p]
 //! ```
 //!
@@ -15,7 +16,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use quicpeer_bench::compare::{handshake, reconnect, slots, throughput, Report};
+use quicpeer_bench::compare::{handshake, reconnect, scenarios, slots, throughput, Report};
 
 #[derive(Parser)]
 #[command(about = "Loopback comparison benchmarks: quicpeer, rust-libp2p, quinn")]
@@ -54,6 +55,13 @@ enum Bench {
         /// Least time between a recovery and the next restart, in milliseconds.
         #[arg(long, default_value_t = 1_500)]
         spacing_ms: u64,
+    },
+    /// An idle quicpeer peer restarts: without and with its peer book, on a new port with and
+    /// without the restart epoch, planned; from the restarted node up to a fresh ping.
+    RestartScenarios {
+        /// Trials per scenario.
+        #[arg(long, default_value_t = 10)]
+        trials: usize,
     },
     /// Completed handshakes per second, both peers pinned to one core.
     Handshake {
@@ -140,6 +148,9 @@ fn main() -> ExitCode {
                 spacing: Duration::from_millis(spacing_ms),
             };
             reconnect::run(&settings, &mut progress).map_err(|e| e.to_string())
+        }
+        Bench::RestartScenarios { trials } => {
+            scenarios::run(trials, &mut progress).map_err(|e| e.to_string())
         }
         Bench::Handshake { count, rounds, cpu } => {
             handshake::run(count.max(1), rounds, cpu, &mut progress).map_err(|e| e.to_string())

@@ -11,6 +11,7 @@
 //! | [`reconnect`] | a listener restarts: time to detect it, and to the first ping on a fresh connection |
 //! | [`handshake`] | completed handshakes per second with both peers pinned to one core |
 //! | [`throughput`] | one stream of bulk data, quicpeer's driver against quinn |
+//! | [`scenarios`] | an idle quicpeer peer restarts (peer book, new port, restart epoch, planned): from it being up to a fresh ping |
 //! | [`slots`] | a relay client crashes and comes back, reserving each time: quicpeer's relay against rust-libp2p's |
 //!
 //! The machine may be shared, so every report gives CPU time (per thread, from
@@ -19,6 +20,7 @@
 
 pub mod handshake;
 pub mod reconnect;
+pub mod scenarios;
 pub mod slots;
 pub mod throughput;
 
