@@ -77,7 +77,7 @@ fn slots_runs() {
 fn restart_scenarios_run_and_every_one_recovers() {
     let report = compare(&["restart-scenarios", "--trials", "1"]);
     assert_eq!(report["bench"], "restart-scenarios");
-    assert_eq!(rows(&report).len(), 5);
+    assert_eq!(rows(&report).len(), 6);
     for row in report["rows"].as_array().expect("rows") {
         // One trial, recovered (the idle one at the next keep-alive, within the trial bound).
         assert_eq!(row[2], 1.0, "{row}");

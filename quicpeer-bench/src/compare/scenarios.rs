@@ -18,7 +18,8 @@
 //!   the dialer cannot know; only its dial reaches the dialer. With the epoch off, the dialer
 //!   probes its old connection before it switches.
 //! - **planned**: the listener closes with `close_all_restarting` (100 ms announced) and is
-//!   back 100 ms later; the dialer redials every 20 ms meanwhile.
+//!   back 100 ms later; the dialer redials every 20 ms meanwhile. With the peer book the
+//!   restarted listener also dials the dialer at once.
 
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -51,16 +52,19 @@ pub enum Scenario {
     NewPortBookNoEpoch,
     /// `close_all_restarting`, then back after the announced downtime.
     Planned,
+    /// The same, and the restarted node dials its peer book.
+    PlannedBook,
 }
 
 impl Scenario {
     /// Every scenario, in report order.
-    pub const ALL: [Scenario; 5] = [
+    pub const ALL: [Scenario; 6] = [
         Scenario::Idle,
         Scenario::IdleBook,
         Scenario::NewPortBook,
         Scenario::NewPortBookNoEpoch,
         Scenario::Planned,
+        Scenario::PlannedBook,
     ];
 
     /// A label for tables.
@@ -71,13 +75,17 @@ impl Scenario {
             Scenario::NewPortBook => "new port, peer book, restart epoch",
             Scenario::NewPortBookNoEpoch => "new port, peer book, epoch off",
             Scenario::Planned => "planned restart (100 ms down)",
+            Scenario::PlannedBook => "planned restart, peer book",
         }
     }
 
     fn book(self) -> bool {
         matches!(
             self,
-            Scenario::IdleBook | Scenario::NewPortBook | Scenario::NewPortBookNoEpoch
+            Scenario::IdleBook
+                | Scenario::NewPortBook
+                | Scenario::NewPortBookNoEpoch
+                | Scenario::PlannedBook
         )
     }
 
@@ -131,7 +139,8 @@ fn trial(scenario: Scenario) -> Result<Option<Duration>, CompareError> {
     } else {
         Vec::<PeerRecord>::new()
     };
-    if scenario == Scenario::Planned {
+    let planned = matches!(scenario, Scenario::Planned | Scenario::PlannedBook);
+    if planned {
         old_listener.execute(|host, now| {
             host.manager_mut()
                 .close_all_restarting(now, PLANNED_DOWNTIME)
@@ -140,7 +149,7 @@ fn trial(scenario: Scenario) -> Result<Option<Duration>, CompareError> {
         std::thread::sleep(Duration::from_millis(30));
     }
     old_listener.crash();
-    if scenario == Scenario::Planned {
+    if planned {
         std::thread::sleep(PLANNED_DOWNTIME);
     }
     let new_listener = listener(if scenario.new_port() { 0 } else { port })?;
