@@ -239,10 +239,15 @@ impl SessionCache {
     }
 
     /// Takes the newest ticket kept for `peer`, for one dial.
+    /// A ticket whose verifier is in use by a handshake still in flight is left where it is:
+    /// two handshakes must never share a verifier (it reports to one connection's slot).
     pub(crate) fn reserve(&self, peer: &PeerId) -> Option<Kept> {
         let mut state = lock(&self.inner);
         let (stamp, tickets) = state.tickets.get_mut(peer)?;
-        let value = tickets.pop_back();
+        let free = tickets
+            .iter()
+            .rposition(|(_, verifier)| verifier.is_idle())?;
+        let value = tickets.remove(free);
         if tickets.is_empty() {
             let stamp = *stamp;
             state.tickets.remove(peer);

@@ -434,6 +434,11 @@ impl PeerVerifier {
         lock(&self.slot).clone()
     }
 
+    /// Whether no handshake is using the verifier: the last one it served has its verdict.
+    pub(crate) fn is_idle(&self) -> bool {
+        lock(&lock(&self.slot).0).outcome.is_some()
+    }
+
     /// Checks the certificate at `now` (the [`WallClock`]'s time: rustls reads it from the
     /// configuration's time provider).
     fn verify_certificate(
