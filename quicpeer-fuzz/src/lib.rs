@@ -18,10 +18,13 @@
 //!   the message decoders, whole and in fragments, and every body into the voucher opener.
 //! - [`channel`]: arbitrary bytes on a peer channel stream, into the channel codec, whole and
 //!   in fragments.
+//! - [`address`]: multiaddrs as text and as bytes, into the address parser, round trips and
+//!   `peer_addrs` checked.
 //!
 //! Every target checks invariants after each step and panics, with the invariant's name, when
 //! one fails: a panic here is a finding. [`seeds`] builds the seed corpora from real packets.
 
+mod address;
 mod certificate;
 mod channel;
 mod datagram;
@@ -31,6 +34,7 @@ mod ops;
 mod relay;
 pub mod seeds;
 
+pub use address::address;
 pub use certificate::certificate;
 pub use channel::channel;
 pub use datagram::{datagram, DatagramInput, Mode, Payload, Source, Step};

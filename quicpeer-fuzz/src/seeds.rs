@@ -19,7 +19,7 @@ use quicpeer::{Config, Identity};
 /// One seed: the target it is for, a file name, and its bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Seed {
-    /// `datagram`, `ops`, `certificate`, `multistream`, `relay` or `channel`.
+    /// `datagram`, `ops`, `certificate`, `multistream`, `relay`, `channel` or `address`.
     pub target: &'static str,
     /// A descriptive file name.
     pub name: String,
@@ -37,6 +37,47 @@ pub fn all(vectors: &[(String, Vec<u8>)]) -> Vec<Seed> {
     seeds.extend(multistream_seeds());
     seeds.extend(relay_seeds());
     seeds.extend(channel_seeds());
+    seeds.extend(address_seeds());
+    seeds
+}
+
+fn address_seeds() -> Vec<Seed> {
+    let peer = Identity::from_ed25519_seed([1; 32]).peer_id();
+    let texts = [
+        (
+            "ip4-p2p",
+            format!("/ip4/127.0.0.1/udp/4001/quic-v1/p2p/{peer}"),
+        ),
+        ("ip6", "/ip6/::1/udp/4001/quic-v1".to_owned()),
+        ("tcp", "/ip4/127.0.0.1/tcp/4001".to_owned()),
+        ("dns", "/dns4/example.com/udp/4001/quic-v1".to_owned()),
+        ("draft29", "/ip4/127.0.0.1/udp/4001/quic".to_owned()),
+        (
+            "p2p-not-last",
+            format!("/ip4/127.0.0.1/udp/4001/quic-v1/p2p/{peer}/p2p-circuit"),
+        ),
+        ("not-a-multiaddr", "ip4 127.0.0.1".to_owned()),
+    ];
+    let mut seeds: Vec<Seed> = texts
+        .into_iter()
+        .map(|(name, text)| {
+            let mut data = vec![0];
+            data.extend_from_slice(text.as_bytes());
+            Seed {
+                target: "address",
+                name: format!("text-{name}"),
+                data,
+            }
+        })
+        .collect();
+    let binary = quicpeer::address::to_multiaddr(([192, 0, 2, 1], 4001).into(), Some(peer));
+    let mut data = vec![1];
+    data.extend_from_slice(&binary.to_vec());
+    seeds.push(Seed {
+        target: "address",
+        name: "bytes-ip4-p2p".into(),
+        data,
+    });
     seeds
 }
 

@@ -79,6 +79,11 @@ fn channel_corpus_replays() {
     replay("channel", fuzz::channel);
 }
 
+#[test]
+fn address_corpus_replays() {
+    replay("address", fuzz::address);
+}
+
 fn spec_vectors() -> Vec<(String, Vec<u8>)> {
     vectors::load()
         .into_iter()
