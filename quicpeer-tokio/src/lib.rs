@@ -5,7 +5,8 @@
 //! connect to a *peer* ([`PeerId`]) at some addresses, and the handshake proves its identity;
 //! a [`Connection`] opens and accepts bidirectional streams, whose halves are tokio's
 //! [`AsyncWrite`](tokio::io::AsyncWrite) ([`SendStream`]) and
-//! [`AsyncRead`](tokio::io::AsyncRead) ([`RecvStream`]).
+//! [`AsyncRead`](tokio::io::AsyncRead) ([`RecvStream`]); with the feature `futures-io` they
+//! implement futures-io's `AsyncWrite` and `AsyncRead` too.
 //!
 //! ```no_run
 //! use quicpeer::{Config, Identity};

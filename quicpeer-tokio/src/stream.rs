@@ -362,3 +362,44 @@ impl std::fmt::Debug for RecvStream {
             .finish()
     }
 }
+
+/// futures-io's traits (feature `futures-io`), for code written against `futures` rather than
+/// tokio: the same streams, the same backpressure; `poll_close` finishes the stream as tokio's
+/// `poll_shutdown` does.
+#[cfg(feature = "futures-io")]
+mod futures_traits {
+    use super::*;
+
+    impl futures_io::AsyncWrite for SendStream {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            AsyncWrite::poll_write(self, cx, buf)
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            AsyncWrite::poll_flush(self, cx)
+        }
+
+        fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            AsyncWrite::poll_shutdown(self, cx)
+        }
+    }
+
+    impl futures_io::AsyncRead for RecvStream {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut [u8],
+        ) -> Poll<io::Result<usize>> {
+            let mut read = ReadBuf::new(buf);
+            match AsyncRead::poll_read(self, cx, &mut read) {
+                Poll::Ready(Ok(())) => Poll::Ready(Ok(read.filled().len())),
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Pending => Poll::Pending,
+            }
+        }
+    }
+}

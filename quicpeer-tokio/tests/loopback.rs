@@ -521,3 +521,36 @@ async fn a_dial_to_a_closed_port_fails_on_the_icmp_error() {
         other => panic!("unexpected error {other:?}"),
     }
 }
+
+/// The same streams through futures-io's traits (feature `futures-io`): a write, a close that
+/// finishes the stream, the echo read to its end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_streams_speak_futures_io_too() {
+    use futures::io::AsyncWriteExt as _;
+    init_logs();
+    let server = Endpoint::bind(identity(2), Config::default(), loopback()).unwrap();
+    let (server_id, server_addr) = (server.peer_id(), server.local_addr());
+    let _server = serve(server);
+    let client = Endpoint::bind(identity(1), Config::default(), loopback()).unwrap();
+    let connection = within("connect", client.connect(server_id, [server_addr]))
+        .await
+        .unwrap();
+    let (mut send, mut recv) = within("open_bi", connection.open_bi()).await.unwrap();
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    within(
+        "write",
+        futures::io::AsyncWriteExt::write_all(&mut send, &data),
+    )
+    .await
+    .unwrap();
+    within("close", send.close()).await.unwrap();
+    let mut back = Vec::new();
+    within(
+        "read to end",
+        futures::io::AsyncReadExt::read_to_end(&mut recv, &mut back),
+    )
+    .await
+    .unwrap();
+    assert_eq!(back, data);
+    assert!(within("close", client.close()).await);
+}
