@@ -232,9 +232,7 @@ impl Manager {
                 conn.span.in_scope(|| trace!("drained"));
                 // quinn reuses handles at once: a connection started while this one drained
                 // (a reconnect) may own the same handle already.
-                if self.by_handle.get(&conn.handle) == Some(&id) {
-                    self.by_handle.remove(&conn.handle);
-                }
+                self.by_handle.remove_if(conn.handle, id);
             }
             self.dirty.remove(&id);
             self.timers.touch(id);

@@ -55,7 +55,7 @@ mod pacing;
 mod streams;
 pub(crate) mod timers;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -159,7 +159,9 @@ pub struct Manager {
     endpoint: quinn_proto::Endpoint,
     transport: Arc<TransportConfig>,
     conns: BTreeMap<ConnId, Conn>,
-    by_handle: HashMap<ConnectionHandle, ConnId>,
+    /// quinn's handle of each connection (a slab index, reused once drained) to ours: indexed
+    /// directly, as quinn's slab is, so the per-datagram lookup hashes nothing.
+    by_handle: HandleMap,
     peers: BTreeMap<PeerId, Peer>,
     next_conn: u64,
     events: VecDeque<Event>,
@@ -337,7 +339,7 @@ impl Manager {
             endpoint,
             transport,
             conns: BTreeMap::new(),
-            by_handle: HashMap::new(),
+            by_handle: HandleMap::default(),
             peers: BTreeMap::new(),
             next_conn: 1,
             events: VecDeque::new(),
@@ -491,7 +493,7 @@ impl Manager {
             .handle(now, from, local_ip, None, BytesMut::from(data), &mut buf);
         match event {
             Some(DatagramEvent::ConnectionEvent(handle, event)) => {
-                if let Some(&id) = self.by_handle.get(&handle) {
+                if let Some(id) = self.by_handle.get(handle) {
                     let mut was_suspected = false;
                     if let Some(conn) = self.conns.get_mut(&id) {
                         conn.inner.handle_event(event);
@@ -999,6 +1001,34 @@ fn ticket_secret(
     let mut secret = [0u8; 32];
     rng.fill_bytes(&mut secret);
     secret
+}
+
+/// quinn's connection handles to `ConnId`s. quinn's handles are slab indices, dense and reused
+/// after a connection drains, so a vector indexed by them is as large as the most connections
+/// held at once.
+#[derive(Debug, Default)]
+struct HandleMap(Vec<Option<ConnId>>);
+
+impl HandleMap {
+    fn get(&self, handle: ConnectionHandle) -> Option<ConnId> {
+        self.0.get(handle.0).copied().flatten()
+    }
+
+    fn insert(&mut self, handle: ConnectionHandle, id: ConnId) {
+        if self.0.len() <= handle.0 {
+            self.0.resize(handle.0 + 1, None);
+        }
+        if let Some(slot) = self.0.get_mut(handle.0) {
+            *slot = Some(id);
+        }
+    }
+
+    /// Forgets `handle` if it still names `id` (quinn may have given it to a newer connection).
+    fn remove_if(&mut self, handle: ConnectionHandle, id: ConnId) {
+        if let Some(slot) = self.0.get_mut(handle.0).filter(|s| **s == Some(id)) {
+            *slot = None;
+        }
+    }
 }
 
 fn random_keys(rng: &mut ChaCha20Rng) -> RestartKeys {
