@@ -40,6 +40,8 @@ pub const CIRCUIT_BYTES: u64 = 1 << 40;
 pub const CIRCUIT_DURATION: Duration = Duration::from_secs(3600);
 /// Reservations and circuits each relay allows: far above the load.
 pub const MAX_COUNT: usize = 100_000;
+/// Clients that connect to the relay at once in [`memory`].
+pub const BATCH: usize = 100;
 /// The protocol of the bulk stream between the two clients.
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/quicpeer-bench/relay-bulk/1.0.0");
 
@@ -728,12 +730,16 @@ fn memory_run(
     let fleet = Fleet::spawn(1_000, clients, 2, &relay_addr)?;
     std::thread::sleep(settle);
     let idle = relay.memory()?;
-    for i in 0..clients {
-        fleet.order(i, Order::Connect);
+    // In batches: a thousand handshakes at once overran rust-libp2p's relay (its 5 s
+    // handshake timeout, on a loaded machine).
+    for batch in (0..clients).collect::<Vec<_>>().chunks(BATCH) {
+        for &i in batch {
+            fleet.order(i, Order::Connect);
+        }
+        fleet.wait_for(batch.len(), timeout, "connections", |_, s| {
+            matches!(s, Seen::Connected).then_some(())
+        })?;
     }
-    fleet.wait_for(clients, timeout, "connections", |_, s| {
-        matches!(s, Seen::Connected).then_some(())
-    })?;
     std::thread::sleep(settle);
     let connected = relay.memory()?;
     for i in 0..clients {
@@ -833,7 +839,7 @@ pub fn memory(
         "each relay a process of its own (compare-relay): heap = bytes its allocations hold \
          (a counting global allocator), RSS = its VmRSS (page-granular, and the allocator \
          keeps freed pages: growth only, coarse); {clients} rust-libp2p 0.57 clients connect \
-         to the relay, then each reserves, then {circuits} of them each dial another through \
+         to the relay ({BATCH} at a time), then each reserves, then {circuits} of them each dial another through \
          it (noise and yamux up; no data); {} ms settle before each reading; medians of \
          {rounds} round(s), alternating",
         settle.as_millis()
