@@ -256,18 +256,23 @@ impl RelayProcess {
         }
     }
 
-    /// CPU time the relay process has used (user and system, `/proc/<pid>/stat`; Linux).
+    /// CPU time the relay process has used.
     fn cpu(&self) -> Option<Duration> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
-        // Fields after the command name, which is in parentheses and may hold spaces.
-        let rest = &stat[stat.rfind(')')? + 2..];
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        // utime and stime are fields 14 and 15 of the whole line, 12 and 13 here, in ticks.
-        let ticks: u64 =
-            fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-        let hz = clock_ticks()?;
-        Some(Duration::from_secs_f64(ticks as f64 / hz as f64))
+        process_cpu(&self.child.id().to_string())
     }
+}
+
+/// CPU time (user and system) process `pid` (or `self`) has used, from `/proc/<pid>/stat`
+/// (Linux).
+fn process_cpu(pid: &str) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.get(stat.rfind(')')? + 1..)?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 here, in ticks.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    let hz = clock_ticks()?;
+    Some(Duration::from_secs_f64(ticks as f64 / hz as f64))
 }
 
 impl Drop for RelayProcess {
@@ -592,12 +597,13 @@ impl Drop for Fleet {
 
 // ---- throughput ----
 
-/// One transfer through a fresh relay process: (seconds, relay CPU seconds).
+/// One transfer through a fresh relay process: (seconds, relay CPU seconds, clients' CPU
+/// seconds).
 fn transfer(
     server: Server,
     bytes: u64,
     timeout: Duration,
-) -> Result<(f64, Option<f64>), CompareError> {
+) -> Result<(f64, Option<f64>, Option<f64>), CompareError> {
     let (relay, relay_addr) = RelayProcess::spawn(server)?;
     // Listener A and dialer B, a worker thread each.
     let fleet = Fleet::spawn(0, 2, 2, &relay_addr)?;
@@ -605,7 +611,7 @@ fn transfer(
     fleet.wait_for(1, timeout, "reservation", |_, s| {
         matches!(s, Seen::Reserved).then_some(())
     })?;
-    let cpu_before = relay.cpu();
+    let cpu_before = (relay.cpu(), process_cpu("self"));
     fleet.order(1, Order::Dial(fleet.peers[0], Some(bytes)));
     let mut started = None;
     let mut received = None;
@@ -620,14 +626,18 @@ fn transfer(
         }
         _ => None,
     })?;
-    let cpu = match (cpu_before, relay.cpu()) {
+    let spent = |before: Option<Duration>, after: Option<Duration>| match (before, after) {
         (Some(before), Some(after)) => Some(after.saturating_sub(before).as_secs_f64()),
         _ => None,
     };
+    let cpu = spent(cpu_before.0, relay.cpu());
+    let clients_cpu = spent(cpu_before.1, process_cpu("self"));
     match (started, received) {
-        (Some(start), Some((n, end))) if n == bytes => {
-            Ok(((end.saturating_duration_since(start)).as_secs_f64(), cpu))
-        }
+        (Some(start), Some((n, end))) if n == bytes => Ok((
+            end.saturating_duration_since(start).as_secs_f64(),
+            cpu,
+            clients_cpu,
+        )),
         (_, Some((n, _))) => Err(CompareError::Stuck(format!("{n} of {bytes} bytes arrived"))),
         _ => Err(CompareError::Stuck("no transfer".into())),
     }
@@ -647,16 +657,18 @@ pub fn throughput(
             "MiB/s (median)",
             "MiB/s per round",
             "relay CPU s/GiB (median)",
+            "clients' CPU s/GiB (median)",
             "MiB/s vs rust-libp2p relay",
         ],
     );
     report.notes.push(load_note("before"));
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); servers.len()];
     let mut cpus: Vec<Vec<f64>> = vec![Vec::new(); servers.len()];
+    let mut client_cpus: Vec<Vec<f64>> = vec![Vec::new(); servers.len()];
     let timeout = Duration::from_secs(60).max(Duration::from_secs(bytes / (1 << 20)));
     for round in 0..rounds {
         for (i, &server) in servers.iter().enumerate() {
-            let (secs, cpu) = transfer(server, bytes, timeout)?;
+            let (secs, cpu, clients_cpu) = transfer(server, bytes, timeout)?;
             let rate = bytes as f64 / (1 << 20) as f64 / secs.max(1e-9);
             progress(format!(
                 "round {}: {}: {bytes} B in {:.3} s: {rate:.1} MiB/s, relay CPU {}",
@@ -666,9 +678,9 @@ pub fn throughput(
                 cpu.map_or("unknown".into(), |c| format!("{c:.2} s"))
             ));
             rates[i].push(rate);
-            if let Some(cpu) = cpu {
-                cpus[i].push(cpu / (bytes as f64 / (1u64 << 30) as f64));
-            }
+            let gib = bytes as f64 / (1u64 << 30) as f64;
+            cpus[i].extend(cpu.map(|c| c / gib));
+            client_cpus[i].extend(clients_cpu.map(|c| c / gib));
         }
     }
     let baseline = servers
@@ -688,6 +700,7 @@ pub fn throughput(
                     .join(", "),
             ),
             median(&cpus[i]).map_or(Cell::Missing, |c| Cell::num(c, 2)),
+            median(&client_cpus[i]).map_or(Cell::Missing, |c| Cell::num(c, 2)),
             match (rate, baseline) {
                 (Some(r), Some(b)) if b > 0.0 => Cell::num(r / b, 2),
                 _ => Cell::Missing,
@@ -700,7 +713,7 @@ pub fn throughput(
          client on a tokio worker thread, the relay a process of its own), timed from the \
          stream opened to the last byte read; a fresh relay per transfer; {rounds} rounds, \
          alternating; both relays allow {CIRCUIT_BYTES} bytes and {} s per circuit; relay \
-         CPU from /proc/<pid>/stat (10 ms ticks)",
+         CPU and the clients' (the compare process) from /proc/<pid>/stat (10 ms ticks)",
         CIRCUIT_DURATION.as_secs()
     ));
     report.notes.push(load_note("after"));
