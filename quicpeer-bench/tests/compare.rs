@@ -83,3 +83,30 @@ fn restart_scenarios_run_and_every_one_recovers() {
         assert_eq!(row[2], 1.0, "{row}");
     }
 }
+
+#[test]
+fn relay_throughput_runs() {
+    let report = compare(&["relay-throughput", "--bytes", "262144", "--rounds", "1"]);
+    assert_eq!(report["bench"], "relay-throughput");
+    assert_eq!(rows(&report), ["quicpeer relay", "rust-libp2p relay"]);
+}
+
+#[test]
+fn relay_memory_runs() {
+    let report = compare(&[
+        "relay-memory",
+        "--clients",
+        "4",
+        "--circuits",
+        "2",
+        "--settle-ms",
+        "50",
+    ]);
+    assert_eq!(report["bench"], "relay-memory");
+    assert_eq!(rows(&report), ["quicpeer relay", "rust-libp2p relay"]);
+    // Both relays counted the clients and circuits asked for.
+    for row in report["rows"].as_array().expect("rows") {
+        assert_eq!(row[1], 4.0);
+        assert_eq!(row[2], 2.0);
+    }
+}

@@ -7,16 +7,22 @@
 //! compare throughput [--bytes 1073741824] [--rounds 3] [--stacks quicpeer,quinn]
 //! compare restart-scenarios [--trials 10]
 //! compare slots [--restarts 20] [--spacing-ms 200] [--relays quicpeer,rust-libp2p,js-libp2p]
+//! compare relay-throughput [--bytes 67108864] [--rounds 3] [--relays quicpeer,rust-libp2p]
+//! compare relay-memory [--clients 200] [--circuits 50] [--rounds 1] [--settle-ms 1000] [--relays quicpeer,rust-libp2p]
 //! ```
 //!
 //! Each prints a table (`--json`: one JSON object) on stdout and its progress on stderr.
-//! Build with `--release`: the figures of a debug build mean nothing.
+//! Build with `--release`: the figures of a debug build mean nothing. The relay comparisons
+//! start the `compare-relay` binary, built beside this one (`--bin compare-relay`, or no
+//! `--bin`), or `$QUICPEER_COMPARE_RELAY`.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use quicpeer_bench::compare::{handshake, reconnect, scenarios, slots, throughput, Report};
+use quicpeer_bench::compare::{
+    circuits, handshake, reconnect, scenarios, slots, throughput, Report,
+};
 
 #[derive(Parser)]
 #[command(about = "Loopback comparison benchmarks: quicpeer, rust-libp2p, quinn")]
@@ -104,6 +110,45 @@ enum Bench {
         )]
         relays: Vec<String>,
     },
+    /// Bytes per second through one relayed circuit (a rust-libp2p client to another), per
+    /// relay server, alternating.
+    RelayThroughput {
+        /// Bytes per transfer.
+        #[arg(long, default_value_t = 64 << 20)]
+        bytes: u64,
+        /// Transfers per relay, alternating.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Relay servers: quicpeer, rust-libp2p.
+        #[arg(long, value_delimiter = ',', default_value = "quicpeer,rust-libp2p")]
+        relays: Vec<String>,
+    },
+    /// The relay process's memory per connection, reservation and circuit, per relay server.
+    RelayMemory {
+        /// Clients, each connecting and then reserving.
+        #[arg(long, default_value_t = 200)]
+        clients: usize,
+        /// Circuits between them (at most half the clients).
+        #[arg(long, default_value_t = 50)]
+        circuits: usize,
+        /// Runs per relay, alternating.
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
+        /// Wait before each reading, in milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        settle_ms: u64,
+        /// Relay servers: quicpeer, rust-libp2p.
+        #[arg(long, value_delimiter = ',', default_value = "quicpeer,rust-libp2p")]
+        relays: Vec<String>,
+    },
+}
+
+/// The relay servers named, or the first unknown name.
+fn relay_servers(names: &[String]) -> Result<Vec<circuits::Server>, String> {
+    names
+        .iter()
+        .map(|name| circuits::Server::from_name(name.trim()).ok_or_else(|| name.clone()))
+        .collect()
 }
 
 fn main() -> ExitCode {
@@ -196,6 +241,39 @@ fn main() -> ExitCode {
             };
             slots::run(&settings, &mut progress).map_err(|e| e.to_string())
         }
+        Bench::RelayThroughput {
+            bytes,
+            rounds,
+            relays,
+        } => match relay_servers(&relays) {
+            Ok(servers) => circuits::throughput(&servers, bytes.max(1), rounds, &mut progress)
+                .map_err(|e| e.to_string()),
+            Err(name) => {
+                eprintln!("unknown relay {name:?}: use quicpeer or rust-libp2p");
+                return ExitCode::from(2);
+            }
+        },
+        Bench::RelayMemory {
+            clients,
+            circuits: count,
+            rounds,
+            settle_ms,
+            relays,
+        } => match relay_servers(&relays) {
+            Ok(servers) => circuits::memory(
+                &servers,
+                clients.max(2),
+                count,
+                rounds,
+                Duration::from_millis(settle_ms),
+                &mut progress,
+            )
+            .map_err(|e| e.to_string()),
+            Err(name) => {
+                eprintln!("unknown relay {name:?}: use quicpeer or rust-libp2p");
+                return ExitCode::from(2);
+            }
+        },
     };
     match report {
         Ok(report) => {

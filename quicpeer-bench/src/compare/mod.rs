@@ -13,11 +13,13 @@
 //! | [`throughput`] | one stream of bulk data, quicpeer's driver against quinn |
 //! | [`scenarios`] | an idle quicpeer peer restarts (peer book, new port, restart epoch, planned): from it being up to a fresh ping |
 //! | [`slots`] | a relay client crashes and comes back, reserving each time: quicpeer's relay against rust-libp2p's |
+//! | [`circuits`] | bytes per second through one relayed circuit, and the relay's memory per reservation and per circuit: quicpeer's relay against rust-libp2p's |
 //!
 //! The machine may be shared, so every report gives CPU time (per thread, from
 //! `/proc/thread-self/schedstat`) beside wall time, takes its ratios from CPU time where the
 //! workload is CPU-bound, and notes the load average before and after the run.
 
+pub mod circuits;
 pub mod handshake;
 pub mod reconnect;
 pub mod scenarios;
