@@ -21,6 +21,7 @@
 //! | [`relay_memory`] | bytes per reservation and per circuit of the circuit relay v2 server |
 //! | [`restart_scenarios`] | an idle peer restarts: with and without a peer book, on a new port with and without the restart epoch, planned |
 
+pub mod alloc;
 pub mod channel;
 #[cfg(feature = "compare")]
 pub mod compare;

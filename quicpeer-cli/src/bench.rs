@@ -4,9 +4,7 @@
 //! This binary counts its heap allocations (a relaxed atomic add per allocation and free), so
 //! that `bench memory` can weigh connections; every other command pays that, and nothing else.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use quicpeer_bench::{self as bench, BenchError, Report};
@@ -171,9 +169,9 @@ pub fn run(args: &Args, out: Output) -> Result<ExitCode, UsageError> {
             template.hub_peer_book = *hub_peer_book;
             bench::mass_restart_loopback::run(peers, &template)
         }
-        Which::Memory { connections } => bench::memory::run(*connections, &allocated),
+        Which::Memory { connections } => bench::memory::run(*connections, &bench::alloc::allocated),
         Which::RelayMemory { clients, circuits } => {
-            bench::relay_memory::run(*clients, *circuits, &allocated)
+            bench::relay_memory::run(*clients, *circuits, &bench::alloc::allocated)
         }
         Which::Reconnect {
             trials,
@@ -213,53 +211,5 @@ fn print(report: Result<Report, BenchError>, json: bool) -> Result<ExitCode, Usa
     Ok(ExitCode::SUCCESS)
 }
 
-/// Bytes currently allocated on the heap by this process.
-fn allocated() -> usize {
-    ALLOCATED.load(Ordering::Relaxed)
-}
-
-static ALLOCATED: AtomicUsize = AtomicUsize::new(0);
-
-/// The system allocator, counting the bytes it hands out.
-struct Counting;
-
-// SAFETY: every call is forwarded unchanged to the system allocator; the counter is only
-// arithmetic on the sizes the caller passes.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: the caller upholds `alloc`'s contract, which is `System.alloc`'s.
-        let ptr = unsafe { System.alloc(layout) };
-        if !ptr.is_null() {
-            ALLOCATED.fetch_add(layout.size(), Ordering::Relaxed);
-        }
-        ptr
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: as for `alloc`.
-        let ptr = unsafe { System.alloc_zeroed(layout) };
-        if !ptr.is_null() {
-            ALLOCATED.fetch_add(layout.size(), Ordering::Relaxed);
-        }
-        ptr
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` was allocated by `System` with `layout` (see `alloc`).
-        unsafe { System.dealloc(ptr, layout) };
-        ALLOCATED.fetch_sub(layout.size(), Ordering::Relaxed);
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: the caller upholds `realloc`'s contract, which is `System.realloc`'s.
-        let new = unsafe { System.realloc(ptr, layout, new_size) };
-        if !new.is_null() {
-            ALLOCATED.fetch_sub(layout.size(), Ordering::Relaxed);
-            ALLOCATED.fetch_add(new_size, Ordering::Relaxed);
-        }
-        new
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: bench::alloc::Counting = bench::alloc::Counting;
