@@ -3,7 +3,7 @@
 
 use std::sync::mpsc;
 use std::thread::JoinHandle;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use quicpeer::address;
 use quicpeer::driver::{Driver, Exit, Handle};
@@ -62,12 +62,30 @@ impl RelayNode {
         &self.addr
     }
 
-    /// The relay's own events so far (not its host's), each once.
-    pub fn relay_events(&self) -> Vec<RelayEvent> {
-        self.events
-            .try_iter()
-            .filter(|e| !matches!(e, RelayEvent::Host(_)))
-            .collect()
+    /// The relay's own events (not its host's), each once, until one for which `last` holds
+    /// (included) or `timeout` passes. A client may see the relay's answer before the relay's
+    /// thread has reported its event: a test waits for it, bounded.
+    pub fn relay_events_until(
+        &self,
+        timeout: Duration,
+        last: impl Fn(&RelayEvent) -> bool,
+    ) -> Vec<RelayEvent> {
+        let deadline = Instant::now() + timeout;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.events.recv_timeout(left) {
+                Ok(RelayEvent::Host(_)) => {}
+                Ok(event) => {
+                    let done = last(&event);
+                    seen.push(event);
+                    if done {
+                        return seen;
+                    }
+                }
+                Err(_) => return seen,
+            }
+        }
     }
 }
 

@@ -14,6 +14,9 @@ use quicpeer_interop::js;
 use quicpeer_interop::relay_node::RelayNode;
 use serde_json::Value;
 
+/// How long the relay's thread may take to report what a client has already seen.
+const RELAY_EVENTS: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Node loads its modules slowly, and the machine may be loaded: a generous bound per step.
 const STEP: Duration = Duration::from_secs(60);
 
@@ -117,7 +120,9 @@ fn js_libp2p_clients_reach_each_other_through_a_quicpeer_relay() {
     b.wait("B's identify of A", |v| event_is(v, "identified", &pa));
     let connected = b.wait("B's connection to A", |v| event_is(v, "connected", &pa));
     assert_eq!(connected["relayed"], true, "{connected}");
-    let events = relay.relay_events();
+    let events = relay.relay_events_until(RELAY_EVENTS, |e| {
+        matches!(e, RelayEvent::CircuitOpened { .. })
+    });
     assert!(
         events.iter().any(
             |e| matches!(e, RelayEvent::ReservationAccepted { peer, .. } if peer.to_string() == pa)
@@ -147,7 +152,9 @@ fn a_refused_reservation_reaches_the_js_libp2p_client_as_its_status() {
         error.contains("reservation failed with status RESOURCE_LIMIT_EXCEEDED"),
         "{answer}"
     );
-    let events = relay.relay_events();
+    let events = relay.relay_events_until(RELAY_EVENTS, |e| {
+        matches!(e, RelayEvent::ReservationRefused { .. })
+    });
     assert!(
         events.iter().any(|e| matches!(
             e,

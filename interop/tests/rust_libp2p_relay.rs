@@ -14,6 +14,9 @@ use quicpeer::protocols::relay::{RelayConfig, RelayEvent, Status};
 use quicpeer_interop::libp2p_peer::keypair;
 use quicpeer_interop::relay_node::RelayNode;
 
+/// How long the relay's thread may take to report what a client has already seen.
+const RELAY_EVENTS: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The longest any step may take, however loaded the machine.
 const STEP: Duration = Duration::from_secs(30);
 
@@ -134,7 +137,9 @@ fn rust_libp2p_clients_reach_each_other_through_a_quicpeer_relay() {
         .await;
         assert!(done.is_ok(), "not everything happened within {STEP:?}: {seen:?}");
     });
-    let events = relay.relay_events();
+    let events = relay.relay_events_until(RELAY_EVENTS, |e| {
+        matches!(e, RelayEvent::CircuitOpened { .. })
+    });
     assert!(
         events.iter().any(|e| matches!(e, RelayEvent::ReservationAccepted { peer, .. } if peer.to_string() == pa.to_string())),
         "{events:?}"
@@ -169,7 +174,9 @@ fn a_refused_reservation_reaches_the_rust_libp2p_client_as_its_status() {
         .expect("the circuit listener closes")
     });
     assert!(reason.contains("ResourceLimitExceeded"), "{reason}");
-    let events = relay.relay_events();
+    let events = relay.relay_events_until(RELAY_EVENTS, |e| {
+        matches!(e, RelayEvent::ReservationRefused { .. })
+    });
     assert!(
         events.iter().any(|e| matches!(
             e,
