@@ -8,13 +8,16 @@
 //! reported as unresponsive) and the first ping answered on a fresh connection (pinged the moment
 //! it is established, as an application resends at once). A restart
 //! command that fails, or a node that is not back within `--trial-timeout-s`, ends the trial with
-//! that reason and the run goes on. Progress goes to stderr, a line per trial; the table (or,
-//! with `--json`, one JSON object) to stdout at the end.
+//! that reason and the run goes on. Progress goes to stderr: a progress bar on a terminal, a
+//! line per trial otherwise; the table (or, with `--json`, one JSON object) to stdout at the
+//! end.
 
+use std::io::IsTerminal;
 use std::path::Path;
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
+use indicatif::{ProgressBar, ProgressStyle};
 use quicpeer::driver::Exit;
 use quicpeer::{Cause, ConnId, Event, HostEvent, PeerId};
 use quicpeer_bench::plot::{self, Plot, YAxis};
@@ -113,6 +116,7 @@ pub fn run(args: &Args, plot_to: Option<&Path>, out: Output) -> Result<ExitCode,
     let mut phase = settling(None, 0);
     let mut trials: Vec<Trial> = Vec::new();
     let mut next_tick = now;
+    let progress = Progress::new(args.trials);
     while trials.len() < args.trials as usize {
         let exit = driver
             .run_until(Some(next_tick), |cx, event| {
@@ -121,7 +125,7 @@ pub fn run(args: &Args, plot_to: Option<&Path>, out: Output) -> Result<ExitCode,
                     HostEvent::Manager(Event::Connected { peer: p, .. }) if *p == peer
                 );
                 if let Some(trial) = on_event(cx.now(), &event, peer, &mut pinger, &mut phase) {
-                    report_trial(trials.len() + 1, args.trials, &trial);
+                    progress.trial(trials.len() + 1, &trial);
                     trials.push(trial);
                 }
                 if fresh && matches!(phase, Phase::Restarting { .. }) {
@@ -140,7 +144,7 @@ pub fn run(args: &Args, plot_to: Option<&Path>, out: Output) -> Result<ExitCode,
         }
         next_tick = now + interval;
         if let Some(trial) = step(now, args, &mut phase, trial_timeout) {
-            report_trial(trials.len() + 1, args.trials, &trial);
+            progress.trial(trials.len() + 1, &trial);
             trials.push(trial);
         }
         let host = driver.machine_mut();
@@ -159,6 +163,7 @@ pub fn run(args: &Args, plot_to: Option<&Path>, out: Output) -> Result<ExitCode,
     {
         let _ = child.wait();
     }
+    progress.finish();
     let _ = driver.shutdown(Duration::from_secs(1), |_, _| {});
     let report = table(&trials, args, peer);
     if let Some(path) = plot_to {
@@ -327,8 +332,8 @@ fn cause_label(cause: &Cause) -> &'static str {
     }
 }
 
-/// A line of progress on stderr.
-fn report_trial(n: usize, of: u32, trial: &Trial) {
+/// What a finished trial prints: a line, and the bar's short message.
+fn trial_line(n: usize, of: u32, trial: &Trial) -> (String, String) {
     match trial {
         Trial::Recovered {
             detected,
@@ -338,12 +343,58 @@ fn report_trial(n: usize, of: u32, trial: &Trial) {
                 Some((at, how)) => format!("detected after {} ms ({how})", ms(*at)),
                 None => "no sign before the fresh connection".into(),
             };
-            eprintln!(
-                "trial {n}/{of}: {detected}, first ping on a fresh connection after {} ms",
-                ms(*recovered)
-            );
+            (
+                format!(
+                    "trial {n}/{of}: {detected}, first ping on a fresh connection after {} ms",
+                    ms(*recovered)
+                ),
+                format!("last: fresh ping after {} ms", ms(*recovered)),
+            )
         }
-        Trial::Failed(why) => eprintln!("trial {n}/{of}: failed: {why}"),
+        Trial::Failed(why) => (
+            format!("trial {n}/{of}: failed: {why}"),
+            format!("last: failed ({why})"),
+        ),
+    }
+}
+
+/// Progress on stderr while the trials run: a bar on a terminal (with each trial's line
+/// printed above it), a plain line per trial otherwise (a log, a pipe, CI).
+struct Progress {
+    bar: Option<ProgressBar>,
+    of: u32,
+}
+
+impl Progress {
+    fn new(trials: u32) -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::new(u64::from(trials));
+            if let Ok(style) = ProgressStyle::with_template("{bar:30} {pos}/{len} trials  {msg}") {
+                bar.set_style(style);
+            }
+            bar.set_message("pinging until steady");
+            bar
+        });
+        Self { bar, of: trials }
+    }
+
+    /// Reports trial number `n` (from 1).
+    fn trial(&self, n: usize, trial: &Trial) {
+        let (line, short) = trial_line(n, self.of, trial);
+        match &self.bar {
+            Some(bar) => {
+                bar.println(line);
+                bar.inc(1);
+                bar.set_message(short);
+            }
+            None => eprintln!("{line}"),
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
     }
 }
 
