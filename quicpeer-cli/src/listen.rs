@@ -128,19 +128,6 @@ pub fn run(args: &Args, out: Output) -> Result<ExitCode, UsageError> {
         let now = driver.now();
         book.save(now, driver.machine().manager());
     }
-    out.emit(
-        Instant::now(),
-        Json::event("stopped").bool("closed_cleanly", closed),
-        || {
-            format!(
-                "STOPPED{}",
-                if closed {
-                    ""
-                } else {
-                    " (some connections did not finish closing)"
-                }
-            )
-        },
-    );
+    report::stopped(&out, closed);
     Ok(ExitCode::SUCCESS)
 }

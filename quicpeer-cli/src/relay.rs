@@ -155,20 +155,7 @@ pub fn run(args: &Args, out: Output) -> Result<ExitCode, UsageError> {
     let closed = driver
         .shutdown(CLOSE_GRACE, |cx, event| relay_event(&out, cx.now(), &event))
         .unwrap_or(false);
-    out.emit(
-        Instant::now(),
-        Json::event("stopped").bool("closed_cleanly", closed),
-        || {
-            format!(
-                "STOPPED{}",
-                if closed {
-                    ""
-                } else {
-                    " (some connections did not finish closing)"
-                }
-            )
-        },
-    );
+    report::stopped(&out, closed);
     Ok(ExitCode::SUCCESS)
 }
 

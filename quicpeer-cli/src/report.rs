@@ -114,3 +114,22 @@ pub fn connection_event(out: &Output, at: Instant, event: &Event) -> bool {
     }
     true
 }
+
+/// The last line of a node that shut down: `STOPPED`, and whether every connection finished
+/// closing (`listen`, `relay`).
+pub fn stopped(out: &Output, closed_cleanly: bool) {
+    out.emit(
+        Instant::now(),
+        Json::event("stopped").bool("closed_cleanly", closed_cleanly),
+        || {
+            format!(
+                "STOPPED{}",
+                if closed_cleanly {
+                    ""
+                } else {
+                    " (some connections did not finish closing)"
+                }
+            )
+        },
+    );
+}
