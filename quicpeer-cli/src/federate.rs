@@ -5,6 +5,10 @@
 //! `accepted`, and every message of any server (its own included) is printed as `delivered`
 //! once, as it is appended to the durable log. `federate log --store DIR` prints that log
 //! (while the server is down: a running server holds the store's lock).
+//!
+//! Lines are printed after the commit they report: a crash between the two loses the line,
+//! never the message, and a restarted server does not print again what its log holds. The log
+//! is the record; the lines are a live view of it.
 
 use std::io::BufRead;
 use std::path::PathBuf;
