@@ -53,9 +53,11 @@ fn bench_restart_measures_a_rust_libp2p_node_restarted_by_a_script() {
         format!(
             "if [ -f {pid} ]; then old=$(cat {pid}); kill -9 \"$old\" 2>/dev/null;\n\
              while grep -qs '^State:[[:space:]]*[^Z[:space:]]' /proc/$old/status; do sleep 0.01; done; fi\n\
-             {peer} listen --seed 7 --listen /ip4/127.0.0.1/udp/{port}/quic-v1 <>{fifo} >/dev/null 2>&1 &\n\
+             while grep -qs \":$(printf %04X {port}) \" /proc/net/udp; do sleep 0.01; done\n\
+             {peer} listen --seed 7 --listen /ip4/127.0.0.1/udp/{port}/quic-v1 <>{fifo} >/dev/null 2>>{log} &\n\
              echo $! > {pid}\n",
             pid = pid.display(),
+            log = dir.join("listener.log").display(),
             fifo = fifo.display(),
             peer = env!("CARGO_BIN_EXE_libp2p-peer"),
         ),

@@ -1,6 +1,8 @@
 //! `quicpeer bench restart` against a real `quicpeer listen` process, restarted by a shell
-//! script (`kill -9`, wait until the process is dead, a zombie at most, so that its port is
-//! free, then the same command line again), as a user points it at their own node.
+//! script (`kill -9`, wait until the process is dead, a zombie at most, and until its port is
+//! free, then the same command line again), as a user points it at their own node. Both waits
+//! are needed: a killed process's leader can be a zombie while its other threads still hold
+//! the socket, and a listener started then fails to bind (seen under CPU load).
 //! Counts and causes are checked, never times; every wait is bounded by the command's own
 //! trial timeout.
 #![cfg(unix)]
@@ -82,9 +84,11 @@ fn a_listener_restarted_by_a_script_is_measured_trial_by_trial() {
         format!(
             "if [ -f {pid} ]; then old=$(cat {pid}); kill -9 \"$old\" 2>/dev/null;\n\
              while grep -qs '^State:[[:space:]]*[^Z[:space:]]' /proc/$old/status; do sleep 0.01; done; fi\n\
-             {QUICPEER} listen --seed 31 --listen /ip4/127.0.0.1/udp/{port}/quic-v1 >/dev/null 2>&1 &\n\
+             while grep -qs \":$(printf %04X {port}) \" /proc/net/udp; do sleep 0.01; done\n\
+             {QUICPEER} listen --seed 31 --listen /ip4/127.0.0.1/udp/{port}/quic-v1 >/dev/null 2>>{log} &\n\
              echo $! > {pid}\n",
-            pid = pid.display()
+            pid = pid.display(),
+            log = dir.join("listener.log").display(),
         ),
     )
     .expect("write the script");
@@ -110,16 +114,17 @@ fn a_listener_restarted_by_a_script_is_measured_trial_by_trial() {
     let _ = Command::new("sh")
         .args(["-c", &format!("kill -9 \"$(cat {})\"", pid.display())])
         .status();
-    assert!(ok, "{report}");
+    let log = std::fs::read_to_string(dir.join("listener.log")).unwrap_or_default();
+    assert!(ok, "{report}\nthe listeners' stderr:\n{log}");
     assert_eq!(
         trials(&report, "first ping on a fresh connection"),
         2.0,
-        "{report}"
+        "{report}\nthe listeners' stderr:\n{log}"
     );
     assert_eq!(
         trials(&report, "first sign of the restart"),
         2.0,
-        "{report}"
+        "{report}\nthe listeners' stderr:\n{log}"
     );
     let notes = notes(&report);
     // quicpeer's derived keys: the restarted listener resets the old connection.
