@@ -592,3 +592,44 @@ fn stateless_retry_under_load_costs_one_round_trip() {
         "Retry, then the handshake"
     );
 }
+
+#[test]
+fn unvalidated_handshakes_cannot_take_the_last_quarter_of_the_connection_table() {
+    let mut net = Network::new(13);
+    let mut hub_cfg = Config::default();
+    hub_cfg.limits.max_connections = 8;
+    // Far above the table: only the table's own reserve can send the silent clients to Retry.
+    hub_cfg.limits.retry_above = Some(100);
+    let hub = net.add_node("hub", identity(0), hub_cfg);
+    // Eight clients whose Initials reach the hub and who then vanish: like forged sources,
+    // they never answer, and each holds a handshake slot until the handshake times out.
+    let silent: Vec<_> = (0..8)
+        .map(|i| net.add_node(&format!("silent{i}"), identity(10 + i), Config::default()))
+        .collect();
+    for &s in &silent {
+        net.dial(s, hub);
+    }
+    net.run_for(Duration::from_millis(1));
+    for &s in &silent {
+        net.stop(s);
+    }
+    net.run_for(Duration::from_millis(50));
+    let metrics = net.manager(hub).expect("hub").metrics();
+    // Six slots (three quarters of eight) went to unvalidated handshakes; the last two
+    // silent clients were asked to prove their address instead.
+    assert_eq!(metrics.handshaking, 6, "{metrics:?}");
+    assert_eq!(metrics.retries_sent, 2, "{metrics:?}");
+
+    // A real client still gets in, through a Retry, long before the silent ones time out.
+    let newcomer = net.add_node("newcomer", identity(30), Config::default());
+    let (peer_hub, start) = (net.peer_id(hub), net.now());
+    net.dial(newcomer, hub);
+    assert!(
+        net.run_until(Duration::from_secs(1), |n| connected(
+            n, newcomer, peer_hub, start
+        )
+        .is_some()),
+        "the newcomer was locked out: {:?}",
+        net.manager(hub).expect("hub").metrics()
+    );
+}

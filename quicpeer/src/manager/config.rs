@@ -83,7 +83,9 @@ pub struct Limits {
     /// (`CONNECTION_REFUSED`) and retry with their backoff.
     pub max_inbound_handshakes: usize,
     /// Above this many inbound handshakes in flight, new clients must first prove their address
-    /// with a stateless Retry (one more round trip, no state kept for them). `None`: never.
+    /// with a stateless Retry (one more round trip, no state kept for them); so must they once
+    /// three quarters of `max_connections` are in use, so that the last quarter of the table is
+    /// left to clients that proved their address. `None`: never.
     ///
     /// With the defaults (Retry above 1 024, at most 4 096 in flight), clients from addresses
     /// nobody has validated hold at most 1 024 handshake slots, as forged Initials could, and

@@ -66,9 +66,15 @@ impl Manager {
     ) {
         let from = incoming.remote_address();
         let limits = &self.config.limits;
+        // Unvalidated clients (forged sources among them) get at most `retry_above` handshake
+        // slots, and never the last quarter of the connection table: that is kept for clients
+        // that proved their address. A full table refuses at once (below), Retry or not.
+        let table_nearly_full = (limits.max_connections - limits.max_connections / 4
+            ..limits.max_connections)
+            .contains(&self.live);
         if limits
             .retry_above
-            .is_some_and(|n| self.inbound_handshakes >= n)
+            .is_some_and(|n| self.inbound_handshakes >= n || table_nearly_full)
             && !incoming.remote_address_validated()
             && incoming.may_retry()
         {
