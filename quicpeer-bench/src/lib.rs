@@ -14,6 +14,7 @@
 //! | [`channel`] | peer channels over one link: msgs/s in memory and durable, accept→delivery latency, restart to first resent message |
 //! | [`per_datagram`] | CPU per datagram of established-connection stream traffic |
 //! | [`handshake`] | completed handshakes per second on one core |
+//! | `hostile` | a hub with established peers under a flood of Initials and forged packets on loopback: newcomers, losses, memory, amplification |
 //! | [`mass_restart`] | a hub with N peers restarts: simulated time until all are reconnected |
 //! | `mass_restart_loopback` | the same on loopback UDP, through the mio driver, as many peers as the machine allows |
 //! | [`memory`] | bytes per idle connection, at 10 000 connections |
@@ -27,6 +28,8 @@ pub mod channel;
 pub mod compare;
 mod endpoint;
 pub mod handshake;
+#[cfg(feature = "mio")]
+pub mod hostile;
 pub mod mass_restart;
 #[cfg(feature = "mio")]
 pub mod mass_restart_loopback;

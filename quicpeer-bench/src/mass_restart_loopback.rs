@@ -179,7 +179,9 @@ pub fn measure(params: &Params) -> Result<Outcome, BenchError> {
             (Duration::from_secs(1) / params.dial_rate).max(params.keep_alive / peers as u32);
         std::thread::Builder::new()
             .name("fleet".into())
-            .spawn(move || Fleet::build(peers, &config, &shared)?.run(hub_peer, hub_addr, interval))
+            .spawn(move || {
+                Fleet::build(peers, 0, &config, &shared)?.run(hub_peer, hub_addr, interval)
+            })
             .map_err(|e| BenchError::Setup(format!("fleet thread: {e}")))?
     };
     // Building a manager makes its certificate (about a millisecond); then the dials.
@@ -412,21 +414,21 @@ pub fn run(peer_counts: &[usize], template: &Params) -> Result<Report, BenchErro
 // ---- the hub ----
 
 /// The hub: a manager on the mio driver, on a thread of its own.
-struct Hub {
-    handle: Handle<Manager>,
+pub(crate) struct Hub {
+    pub(crate) handle: Handle<Manager>,
     thread: JoinHandle<HubReport>,
     /// The hub thread's `schedstat` file, to read its CPU time from outside (Linux).
     schedstat: Option<String>,
 }
 
 /// What a hub's thread reports when it ends.
-struct HubReport {
-    cpu: Option<Duration>,
-    stats: DriverStats,
+pub(crate) struct HubReport {
+    pub(crate) cpu: Option<Duration>,
+    pub(crate) stats: DriverStats,
 }
 
 impl Hub {
-    fn spawn(
+    pub(crate) fn spawn(
         identity: Identity,
         config: Config,
         socket: std::net::UdpSocket,
@@ -494,7 +496,7 @@ impl Hub {
     }
 
     /// CPU time the hub's thread has used so far.
-    fn cpu(&self) -> Option<Duration> {
+    pub(crate) fn cpu(&self) -> Option<Duration> {
         schedstat_cpu_time(self.schedstat.as_deref()?)
     }
 
@@ -523,7 +525,7 @@ impl Hub {
     }
 
     /// Stops the hub's thread, which drops its driver without closing anything.
-    fn crash(self) -> Result<HubReport, BenchError> {
+    pub(crate) fn crash(self) -> Result<HubReport, BenchError> {
         self.handle
             .stop()
             .map_err(|e| BenchError::Setup(format!("stopping the hub: {e}")))?;
@@ -535,7 +537,7 @@ impl Hub {
 
 /// Binds the hub's socket on loopback (`addr`, or a free port) as the driver binds its own,
 /// then sets the receive buffer asked, if any; returns it with the receive buffer granted.
-fn bind_hub(
+pub(crate) fn bind_hub(
     addr: Option<SocketAddr>,
     recv_buffer: Option<usize>,
 ) -> Result<(std::net::UdpSocket, usize), BenchError> {
@@ -556,36 +558,39 @@ fn bind_hub(
 
 /// What the main thread and the fleet thread share.
 #[derive(Default)]
-struct Shared {
+pub(crate) struct Shared {
     /// Peers built (manager and socket).
-    built: AtomicUsize,
+    pub(crate) built: AtomicUsize,
     /// Peers that completed their first connection.
-    connected: AtomicUsize,
+    pub(crate) connected: AtomicUsize,
     /// Peers that completed a connection after the restart began.
-    fresh: AtomicUsize,
+    pub(crate) fresh: AtomicUsize,
     /// Set (after `restart`) when the hub is about to be crashed.
-    restarting: AtomicBool,
-    restart: Mutex<Option<Instant>>,
-    stop: AtomicBool,
+    pub(crate) restarting: AtomicBool,
+    pub(crate) restart: Mutex<Option<Instant>>,
+    pub(crate) stop: AtomicBool,
     /// Why the fleet gave up, if it did.
-    error: Mutex<Option<String>>,
+    pub(crate) error: Mutex<Option<String>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// What one peer saw.
 #[derive(Debug, Clone, Default)]
-struct Record {
-    connected: bool,
-    lost: Option<(Instant, Cause)>,
-    fresh: Option<Instant>,
-    failed_dials: usize,
+pub(crate) struct Record {
+    pub(crate) connected: bool,
+    /// When the fleet first dialed, and when that first connection completed.
+    pub(crate) dialed_at: Option<Instant>,
+    pub(crate) connected_at: Option<Instant>,
+    pub(crate) lost: Option<(Instant, Cause)>,
+    pub(crate) fresh: Option<Instant>,
+    pub(crate) failed_dials: usize,
     /// Why dial attempts failed (the cause of each address's failure), after the restart.
     failures: Vec<Cause>,
     /// Dials the fleet made again itself, after the manager stopped trying.
-    app_redials: usize,
+    pub(crate) app_redials: usize,
 }
 
 struct Peer {
@@ -597,7 +602,7 @@ struct Peer {
 }
 
 /// All the peers, on one thread: one poll, one timer heap.
-struct Fleet<'a> {
+pub(crate) struct Fleet<'a> {
     poll: Poll,
     peers: Vec<Peer>,
     timers: BinaryHeap<Reverse<(Instant, usize)>>,
@@ -615,14 +620,20 @@ struct Fleet<'a> {
 const APP_REDIAL_DELAY: Duration = Duration::from_millis(500);
 
 /// What the fleet thread returns.
-struct FleetReport {
-    records: Vec<Record>,
+pub(crate) struct FleetReport {
+    pub(crate) records: Vec<Record>,
     /// CPU time of the fleet from the restart to its end.
-    restart_cpu: Option<Duration>,
+    pub(crate) restart_cpu: Option<Duration>,
 }
 
 impl<'a> Fleet<'a> {
-    fn build(count: usize, config: &Config, shared: &'a Shared) -> Result<Self, BenchError> {
+    /// `count` peers, whose identities are the ones numbered `first + 1` on.
+    pub(crate) fn build(
+        count: usize,
+        first: usize,
+        config: &Config,
+        shared: &'a Shared,
+    ) -> Result<Self, BenchError> {
         let fail = |what: String| {
             *lock(&shared.error) = Some(what.clone());
             BenchError::Setup(what)
@@ -631,9 +642,9 @@ impl<'a> Fleet<'a> {
         let mut peers = Vec::with_capacity(count);
         for i in 0..count {
             let mut key = [0u8; 32];
-            key[..8].copy_from_slice(&(i as u64 + 1).to_le_bytes());
+            key[..8].copy_from_slice(&((first + i) as u64 + 1).to_le_bytes());
             let mut seed = [0u8; 32];
-            seed[..8].copy_from_slice(&(i as u64 + 1).to_be_bytes());
+            seed[..8].copy_from_slice(&((first + i) as u64 + 1).to_be_bytes());
             let manager = Manager::new(
                 Instant::now(),
                 SystemTime::now(),
@@ -671,7 +682,7 @@ impl<'a> Fleet<'a> {
 
     /// Dials the hub from each peer in turn, one per `interval`, then drives every peer until
     /// told to stop.
-    fn run(
+    pub(crate) fn run(
         mut self,
         hub: PeerId,
         hub_addr: SocketAddr,
@@ -694,6 +705,7 @@ impl<'a> Fleet<'a> {
                     *lock(&self.shared.error) = Some(what.clone());
                     return Err(BenchError::Setup(what));
                 }
+                peer.record.dialed_at = Some(now);
                 self.service(dialed, now);
                 dialed += 1;
             }
@@ -795,6 +807,7 @@ impl<'a> Fleet<'a> {
             match event {
                 Event::Connected { .. } if !after_restart && !peer.record.connected => {
                     peer.record.connected = true;
+                    peer.record.connected_at = Some(now);
                     self.shared.connected.fetch_add(1, Ordering::Relaxed);
                 }
                 Event::Connected { .. } if after_restart && peer.record.fresh.is_none() => {
@@ -848,7 +861,7 @@ fn bind_error(i: usize, e: &io::Error) -> String {
 // ---- helpers ----
 
 /// Counts causes by [`cause_name`].
-fn count_causes<'a>(causes: impl Iterator<Item = &'a Cause>) -> BTreeMap<String, usize> {
+pub(crate) fn count_causes<'a>(causes: impl Iterator<Item = &'a Cause>) -> BTreeMap<String, usize> {
     causes.fold(BTreeMap::new(), |mut counts, cause| {
         *counts.entry(cause_name(cause)).or_insert(0) += 1;
         counts
@@ -871,7 +884,7 @@ fn cause_name(cause: &Cause) -> String {
 
 /// Waits (polling every 10 ms) until `counter` reaches `target`, the fleet thread ends, or
 /// `bound` passes; true if the target was reached.
-fn wait_for<T>(
+pub(crate) fn wait_for<T>(
     counter: &AtomicUsize,
     target: usize,
     bound: Duration,
@@ -895,7 +908,7 @@ fn wait_for<T>(
     }
 }
 
-fn fleet_failed(shared: &Shared, otherwise: String) -> BenchError {
+pub(crate) fn fleet_failed(shared: &Shared, otherwise: String) -> BenchError {
     match lock(&shared.error).take() {
         Some(error) => BenchError::Setup(error),
         None => BenchError::Setup(otherwise),
@@ -903,7 +916,7 @@ fn fleet_failed(shared: &Shared, otherwise: String) -> BenchError {
 }
 
 /// A counter of the `Udp:` lines of `/proc/net/snmp` (Linux).
-fn udp_counter(name: &str) -> Option<u64> {
+pub(crate) fn udp_counter(name: &str) -> Option<u64> {
     let text = std::fs::read_to_string("/proc/net/snmp").ok()?;
     let mut lines = text.lines().filter(|l| l.starts_with("Udp:"));
     let (names, values) = (lines.next()?, lines.next()?);
@@ -912,7 +925,7 @@ fn udp_counter(name: &str) -> Option<u64> {
 }
 
 /// The 1-minute load average (Linux).
-fn load_average() -> Option<String> {
+pub(crate) fn load_average() -> Option<String> {
     let text = std::fs::read_to_string("/proc/loadavg").ok()?;
     text.split_whitespace().next().map(str::to_owned)
 }

@@ -75,6 +75,39 @@ enum Which {
         #[arg(long, requires = "loopback")]
         hub_peer_book: bool,
     },
+    /// A hub holding established peers on loopback under a flood of Initials, forged
+    /// short-header packets, would-be resets and unknown versions from many sources:
+    /// newcomers' handshakes, connections lost, memory, bytes answered per byte received.
+    Hostile {
+        /// Attacks, one run each: none, initials, forged-short, resets, unknown-version, all.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_values_t = bench::hostile::Attack::EVERY.map(|a| a.name().to_owned())
+        )]
+        attacks: Vec<String>,
+        /// Established peers of the hub (one socket each).
+        #[arg(long, default_value_t = 1000)]
+        peers: usize,
+        /// Seconds each flood lasts.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// New clients dialing during each flood.
+        #[arg(long, default_value_t = 100)]
+        newcomers: usize,
+        /// Attacking source addresses (sockets on 127.1.x.y).
+        #[arg(long, default_value_t = 1024)]
+        sources: usize,
+        /// Distinct real Initials to replay.
+        #[arg(long, default_value_t = 20_000)]
+        initials: usize,
+        /// The hub's limit of inbound handshakes in flight.
+        #[arg(long)]
+        hub_max_inbound_handshakes: Option<usize>,
+        /// Above this many inbound handshakes in flight the hub sends Retry (0: always).
+        #[arg(long)]
+        hub_retry_above: Option<usize>,
+    },
     /// Bytes per idle connection, at N simulated connections to one manager.
     Memory {
         /// Connections to the hub.
@@ -168,6 +201,30 @@ pub fn run(args: &Args, out: Output) -> Result<ExitCode, UsageError> {
             template.hub_retry_above = *hub_retry_above;
             template.hub_peer_book = *hub_peer_book;
             bench::mass_restart_loopback::run(peers, &template)
+        }
+        Which::Hostile {
+            attacks,
+            peers,
+            seconds,
+            newcomers,
+            sources,
+            initials,
+            hub_max_inbound_handshakes,
+            hub_retry_above,
+        } => {
+            let attacks = (attacks.iter())
+                .map(|a| a.parse::<bench::hostile::Attack>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(UsageError)?;
+            let mut template = bench::hostile::Params::new(bench::hostile::Attack::None);
+            template.peers = *peers;
+            template.duration = Duration::from_secs(*seconds);
+            template.newcomers = *newcomers;
+            template.sources = *sources;
+            template.initials = *initials;
+            template.hub_max_inbound_handshakes = *hub_max_inbound_handshakes;
+            template.hub_retry_above = *hub_retry_above;
+            bench::hostile::run(&attacks, &template)
         }
         Which::Memory { connections } => bench::memory::run(*connections, &bench::alloc::allocated),
         Which::RelayMemory { clients, circuits } => {
