@@ -49,6 +49,16 @@ pub enum Error {
     /// reset from its new incarnation).
     #[error("connection lost: {0}")]
     ConnectionLost(#[source] Cause),
+    /// A hole punch (a dial in the `Endpoint::Listener` role) needs a listening socket of the
+    /// address family to punch from and to be dialed at; there is none.
+    #[error("no listener to hole-punch from")]
+    NoListenerForHolePunch,
+    /// A hole punch to this address is already in progress.
+    #[error("hole punch to {0} already in progress")]
+    HolePunchInProgress(SocketAddr),
+    /// The peer's connection did not come in within the handshake timeout of the hole punch.
+    #[error("hole punch timed out")]
+    HolePunchTimedOut,
     /// The endpoint behind the connection or listener stopped.
     #[error("endpoint closed")]
     EndpointClosed,

@@ -52,9 +52,10 @@
 //!   (the Swarm's default) dials from a listening socket of the family, so that peers observe
 //!   the listen address; `PortUse::New` from a fresh socket.
 //! - Any other multiaddr is refused with `TransportError::MultiaddrNotSupported`.
-//! - The hole-punch role (`Endpoint::Listener`) dials like the dialer does, from the listening
-//!   socket: the two sides' Initials cross and one of the connections completes; libp2p-quic's
-//!   random-datagram punch is not reproduced.
+//! - The hole-punch role (DCUtR's `Endpoint::Listener` with `PortUse::New`), as libp2p-quic:
+//!   random datagrams from the listening socket to the peer's address, until the peer's
+//!   connection from that address comes in and completes the dial (or the handshake timeout
+//!   passes). With `PortUse::Reuse` that role dials as a dialer does, as libp2p-quic's does.
 //!
 //! # Modules
 //!

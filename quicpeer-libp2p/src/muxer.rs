@@ -29,6 +29,8 @@ pub struct Connection {
     inbound: Option<StreamFuture>,
     outbound: Option<StreamFuture>,
     closed: BoxFuture<'static, Cause>,
+    /// Why the connection ended, once `closed` said (it must not be polled again).
+    lost: Option<Cause>,
 }
 
 impl Connection {
@@ -40,6 +42,7 @@ impl Connection {
             inbound: None,
             outbound: None,
             closed: async move { watched.closed().await }.boxed(),
+            lost: None,
         }
     }
 
@@ -108,8 +111,13 @@ impl StreamMuxer for Connection {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Result<StreamMuxerEvent, Self::Error>> {
-        let cause = futures::ready!(self.get_mut().closed.poll_unpin(cx));
-        Poll::Ready(Err(Error::ConnectionLost(cause)))
+        let this = self.get_mut();
+        if this.lost.is_none() {
+            this.lost = Some(futures::ready!(this.closed.poll_unpin(cx)));
+        }
+        Poll::Ready(Err(Error::ConnectionLost(
+            this.lost.clone().unwrap_or(Cause::ClosedLocally),
+        )))
     }
 }
 

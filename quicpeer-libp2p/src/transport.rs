@@ -5,15 +5,19 @@
 //! dialer is its listen address), else from a dial-only endpoint.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, Hasher};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
-use futures::future::{BoxFuture, Ready};
+use futures::channel::oneshot;
+use futures::future::{BoxFuture, Either, Ready};
 use futures::FutureExt;
 use libp2p_core::multiaddr::{Multiaddr, Protocol};
 use libp2p_core::transport::{DialOpts, ListenerId, PortUse, TransportError, TransportEvent};
+use libp2p_core::Endpoint as Role;
 use libp2p_identity::PeerId;
 use quicpeer::Identity;
 use quicpeer_tokio::{Endpoint, PeerEvent};
@@ -54,6 +58,9 @@ pub(crate) fn to_multiaddr(addr: SocketAddr) -> Multiaddr {
         .with(Protocol::QuicV1)
 }
 
+/// What a dial returns.
+type DialFuture = BoxFuture<'static, Result<(PeerId, Connection), Error>>;
+
 /// One `listen_on`: its endpoint, and the `accept` in flight.
 struct Listener {
     id: ListenerId,
@@ -78,6 +85,9 @@ pub struct Transport {
     listeners: Vec<Listener>,
     /// Dial-only endpoints per address family, for `PortUse::Reuse` dials with no listener.
     dialers: HashMap<bool, Arc<Endpoint>>,
+    /// Hole punches in progress: the inbound connection from the address completes the dial.
+    /// An entry lives as long as its dial future (a dropped one is purged at the next punch).
+    hole_punches: HashMap<SocketAddr, oneshot::Sender<(PeerId, Connection)>>,
     /// Events to report before polling the listeners.
     pending: VecDeque<TransportEvent<<Self as libp2p_core::Transport>::ListenerUpgrade, Error>>,
     waker: Option<Waker>,
@@ -90,6 +100,7 @@ impl Transport {
             config,
             listeners: Vec::new(),
             dialers: HashMap::new(),
+            hole_punches: HashMap::new(),
             pending: VecDeque::new(),
             waker: None,
         }
@@ -162,6 +173,56 @@ impl Transport {
         Ok(endpoint)
     }
 
+    /// A dial in the `Endpoint::Listener` role (DCUtR's listener side), as libp2p-quic does
+    /// it: random datagrams from the listening socket to `remote` open the NAT binding the
+    /// peer's connection comes in through, and that inbound connection completes the dial.
+    #[allow(clippy::result_large_err)] // as `Transport::dial`'s, whose error this is
+    fn hole_punch(
+        &mut self,
+        addr: Multiaddr,
+        remote: SocketAddr,
+        expected: Option<PeerId>,
+    ) -> Result<DialFuture, TransportError<Error>> {
+        let Some(expected) = expected else {
+            return Err(TransportError::MultiaddrNotSupported(addr));
+        };
+        let v6 = remote.is_ipv6();
+        let endpoint = (self.listeners.iter())
+            .find(|l| l.endpoint.local_addr().is_ipv6() == v6)
+            .map(|l| l.endpoint.clone())
+            .ok_or(TransportError::Other(Error::NoListenerForHolePunch))?;
+        self.hole_punches.retain(|_, tx| !tx.is_canceled());
+        if self.hole_punches.contains_key(&remote) {
+            return Err(TransportError::Other(Error::HolePunchInProgress(remote)));
+        }
+        let (tx, rx) = oneshot::channel();
+        self.hole_punches.insert(remote, tx);
+        let timeout = self.config.quic.handshake_timeout;
+        Ok(async move {
+            let punch = Box::pin(async move {
+                let deadline = tokio::time::Instant::now() + timeout;
+                while tokio::time::Instant::now() < deadline {
+                    endpoint.send_raw(remote, random_bytes(64));
+                    let wait = 10 + random_bytes(1)[0] as u64 % 190;
+                    tokio::time::sleep(Duration::from_millis(wait)).await;
+                }
+            });
+            match futures::future::select(rx, punch).await {
+                Either::Left((Ok((peer, connection)), _)) if peer == expected => {
+                    Ok((peer, connection))
+                }
+                Either::Left((Ok((actual, _)), _)) => Err(Error::PeerIdMismatch {
+                    expected,
+                    actual,
+                    cause: quicpeer::Cause::PeerIdMismatch { expected, actual },
+                }),
+                Either::Left((Err(_), _)) => Err(Error::EndpointClosed),
+                Either::Right(((), _)) => Err(Error::HolePunchTimedOut),
+            }
+        }
+        .boxed())
+    }
+
     fn wake(&mut self) {
         if let Some(waker) = self.waker.take() {
             waker.wake();
@@ -202,7 +263,7 @@ impl libp2p_core::Transport for Transport {
     type Output = (PeerId, Connection);
     type Error = Error;
     type ListenerUpgrade = Ready<Result<Self::Output, Self::Error>>;
-    type Dial = BoxFuture<'static, Result<Self::Output, Self::Error>>;
+    type Dial = DialFuture;
 
     fn listen_on(
         &mut self,
@@ -261,8 +322,9 @@ impl libp2p_core::Transport for Transport {
         if remote.port() == 0 || remote.ip().is_unspecified() {
             return Err(TransportError::MultiaddrNotSupported(addr));
         }
-        // `Endpoint::Listener` (a hole punch's listener side) dials as well: QUIC lets both
-        // sides' Initials cross, and the connection that completes serves.
+        if opts.role == Role::Listener && opts.port_use == PortUse::New {
+            return self.hole_punch(addr, remote, expected);
+        }
         let endpoint = self
             .dial_endpoint(remote, opts.port_use)
             .map_err(TransportError::Other)?;
@@ -299,10 +361,22 @@ impl libp2p_core::Transport for Transport {
                 });
             };
             listener.accept = accept_next(&listener.endpoint);
-            let send_back_addr = to_multiaddr(conn.remote_addr());
+            let remote = conn.remote_addr();
+            let send_back_addr = to_multiaddr(remote);
             let local_addr = listener.local.clone();
             let peer = conn.peer_id();
-            let connection = Connection::new(listener.endpoint.clone(), conn);
+            let mut connection = Connection::new(listener.endpoint.clone(), conn);
+            if let Some(punch) = this.hole_punches.remove(&remote) {
+                match punch.send((peer, connection)) {
+                    Ok(()) => {
+                        // The listener's fresh accept has not been polled (no waker yet).
+                        cx.waker().wake_by_ref();
+                        continue;
+                    }
+                    // The hole punch gave up: an ordinary inbound connection.
+                    Err((_, back)) => connection = back,
+                }
+            }
             return Poll::Ready(TransportEvent::Incoming {
                 listener_id,
                 upgrade: futures::future::ready(Ok((peer, connection))),
@@ -313,6 +387,22 @@ impl libp2p_core::Transport for Transport {
         this.waker = Some(cx.waker().clone());
         Poll::Pending
     }
+}
+
+/// `n` bytes no one can predict, without a random-number dependency: std's `RandomState` is
+/// keyed from the operating system's randomness.
+fn random_bytes(n: usize) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(n + 8);
+    let state = std::collections::hash_map::RandomState::new();
+    let mut i = 0u64;
+    while bytes.len() < n {
+        let mut hasher = state.build_hasher();
+        hasher.write_u64(i);
+        bytes.extend_from_slice(&hasher.finish().to_le_bytes());
+        i += 1;
+    }
+    bytes.truncate(n);
+    bytes
 }
 
 impl std::fmt::Debug for Transport {

@@ -25,6 +25,9 @@ use crate::shared::{now, Shared, State};
 /// Peer events a subscriber may lag behind by before it loses the oldest.
 pub const EVENT_CAPACITY: usize = 1024;
 
+/// Datagrams of [`Endpoint::send_raw`] that may wait for the driver; more are refused.
+pub const RAW_QUEUE: usize = 64;
+
 /// How long [`Endpoint::close`] waits for the peers to be told.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(3);
 
@@ -272,6 +275,22 @@ impl Endpoint {
             Some(peer) if !state.stopped => ConnectError::LostAtOnce { peer, conn },
             _ => ConnectError::EndpointClosed,
         })
+    }
+
+    /// Sends `payload` to `to` from the endpoint's socket, outside QUIC: the datagrams a hole
+    /// punch sends to open a NAT binding for the peer's connection. Best effort, as UDP is;
+    /// returns `false` (and sends nothing) when [`RAW_QUEUE`] datagrams already wait for the
+    /// driver or the endpoint is closed.
+    pub fn send_raw(&self, to: SocketAddr, payload: Vec<u8>) -> bool {
+        {
+            let mut state = self.shared.lock();
+            if state.stopped || state.stop_requested || state.raw.len() >= RAW_QUEUE {
+                return false;
+            }
+            state.raw.push_back((to, payload));
+        }
+        self.shared.wake_driver();
+        true
     }
 
     /// Whether new inbound connections are accepted (they are from [`Endpoint::bind`] on).

@@ -99,6 +99,9 @@ pub(crate) struct State {
     pub(crate) accept_wakers: Wakers,
     /// `Endpoint::connect` callers, per peer, until its dial ends.
     pub(crate) dials: HashMap<PeerId, Vec<oneshot::Sender<Result<ConnId, ConnectError>>>>,
+    /// Datagrams outside QUIC (`Endpoint::send_raw`: hole punching) waiting for the driver;
+    /// at most [`RAW_QUEUE`](crate::RAW_QUEUE).
+    pub(crate) raw: VecDeque<(SocketAddr, Vec<u8>)>,
     /// `Endpoint::connect_addr` callers, per connection attempt, until it ends.
     pub(crate) attempts: HashMap<ConnId, oneshot::Sender<Result<ConnId, ConnectError>>>,
     pub(crate) events: broadcast::Sender<PeerEvent>,
@@ -125,6 +128,7 @@ impl State {
             accept_wakers: Wakers::default(),
             dials: HashMap::new(),
             attempts: HashMap::new(),
+            raw: VecDeque::new(),
             events,
             close_wakers: Wakers::default(),
             stopped: false,
