@@ -53,6 +53,14 @@ pub enum PeerEvent {
         /// reason and error code, e.g. `Idle timeout (error code 0x1)`.
         reason: String,
     },
+    /// rust-libp2p on quicpeer-libp2p: its reconnect behaviour dialed the peer again.
+    Redialing {
+        /// The peer.
+        peer: String,
+        /// `PeerRestarted` (its connection ended with a stateless reset) or `Unresponsive` (its
+        /// connection went silent: a fresh one races it).
+        reason: String,
+    },
     /// An outbound ping completed.
     Ping {
         /// The pinged peer.
@@ -96,7 +104,8 @@ impl PeerEvent {
             PeerEvent::QuicClosed { reason, .. } => reason,
             _ => return false,
         };
-        text.ends_with("reset by peer")
+        // libp2p-quic's quinn says "reset by peer"; quicpeer-libp2p names quicpeer's cause.
+        text.ends_with("reset by peer") || text.contains("peer restarted (stateless reset)")
     }
 
     /// This event as one JSON line (no newline).

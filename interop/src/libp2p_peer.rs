@@ -15,6 +15,7 @@ use futures::StreamExt;
 use libp2p::core::ConnectedPoint;
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
+use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{ping, Multiaddr, PeerId, Swarm, SwarmBuilder};
 use tracing::{debug, warn};
@@ -37,6 +38,9 @@ pub struct Libp2pConfig {
     pub ping_timeout: Duration,
     /// Wait before dialing again after a failed dial.
     pub redial_delay: Duration,
+    /// Run the Swarm on quicpeer-libp2p (the one-line switch), with its reconnect behaviour,
+    /// instead of libp2p-quic.
+    pub quicpeer_transport: bool,
 }
 
 impl Libp2pConfig {
@@ -64,6 +68,7 @@ impl Libp2pConfig {
             ping_interval: Duration::from_millis(200),
             ping_timeout: Duration::from_secs(5),
             redial_delay: Duration::from_millis(100),
+            quicpeer_transport: false,
         }
     }
 }
@@ -82,6 +87,8 @@ pub fn keypair(seed: u8) -> Keypair {
 #[behaviour(prelude = "libp2p::swarm::derive_prelude")]
 struct Behaviour {
     ping: ping::Behaviour,
+    /// quicpeer-libp2p's redials (with `quicpeer_transport` only).
+    reconnect: Toggle<quicpeer_libp2p::reconnect::Behaviour>,
 }
 
 /// How the node's task ends.
@@ -171,16 +178,37 @@ fn build_swarm(keypair: Keypair, config: &Libp2pConfig) -> io::Result<Swarm<Beha
     let ping = ping::Config::new()
         .with_interval(config.ping_interval)
         .with_timeout(config.ping_timeout);
-    let swarm = SwarmBuilder::with_existing_identity(keypair)
-        .with_tokio()
-        .with_quic()
-        .with_behaviour(|_| Behaviour {
-            ping: ping::Behaviour::new(ping),
-        })
-        .map_err(|e| io::Error::other(e.to_string()))?
-        // Ping alone does not keep a connection open; the tests want it kept.
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
-        .build();
+    let builder = SwarmBuilder::with_existing_identity(keypair).with_tokio();
+    // Ping alone does not keep a connection open; the tests want it kept.
+    let idle = |c: libp2p::swarm::Config| c.with_idle_connection_timeout(Duration::from_secs(3600));
+    let swarm = if config.quicpeer_transport {
+        let reconnect = quicpeer_libp2p::reconnect::Behaviour::new();
+        let signals = reconnect.signals();
+        builder
+            .with_other_transport(|k| {
+                quicpeer_libp2p::Transport::new(
+                    quicpeer_libp2p::Config::new(k).with_signals(signals),
+                )
+            })
+            .map_err(|e| io::Error::other(e.to_string()))?
+            .with_behaviour(|_| Behaviour {
+                ping: ping::Behaviour::new(ping),
+                reconnect: Some(reconnect).into(),
+            })
+            .map_err(|e| io::Error::other(e.to_string()))?
+            .with_swarm_config(idle)
+            .build()
+    } else {
+        builder
+            .with_quic()
+            .with_behaviour(|_| Behaviour {
+                ping: ping::Behaviour::new(ping),
+                reconnect: None.into(),
+            })
+            .map_err(|e| io::Error::other(e.to_string()))?
+            .with_swarm_config(idle)
+            .build()
+    };
     Ok(swarm)
 }
 
@@ -294,6 +322,12 @@ async fn run(
                         }),
                     }
                 }
+                SwarmEvent::Behaviour(BehaviourEvent::Reconnect(
+                    quicpeer_libp2p::reconnect::Event::Redialing { peer, reason, .. },
+                )) => emit(PeerEvent::Redialing {
+                    peer: peer.to_string(),
+                    reason: format!("{reason:?}"),
+                }),
                 other => debug!(?other, "swarm event"),
             },
         }

@@ -45,6 +45,30 @@ fn reconnect_runs() {
 }
 
 #[test]
+fn reconnect_runs_the_quicpeer_libp2p_pairs() {
+    let report = compare(&[
+        "reconnect",
+        "--restarts",
+        "1",
+        "--pairs",
+        "sl,ls",
+        "--spacing-ms",
+        "100",
+    ]);
+    assert_eq!(
+        rows(&report),
+        [
+            "rust-libp2p/quicpeer → rust-libp2p",
+            "rust-libp2p → rust-libp2p/quicpeer"
+        ]
+    );
+    // Both recovered well within the timeout: by the reconnect behaviour's make-before-break
+    // dial, and by the restarted quicpeer-libp2p listener's stateless reset.
+    assert_eq!(report["rows"][0][2], 1.0);
+    assert_eq!(report["rows"][1][2], 1.0);
+}
+
+#[test]
 fn handshake_runs() {
     let report = compare(&["handshake", "--count", "3", "--rounds", "1"]);
     assert_eq!(rows(&report).len(), 5);

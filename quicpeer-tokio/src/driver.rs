@@ -168,8 +168,8 @@ async fn icmp_errors(_: &Shared, _: &UdpSocket) {
     std::future::pending().await
 }
 
-/// Sends the datagram that was blocked, then every datagram the manager has, until the socket
-/// buffer is full.
+/// Sends the datagram that was blocked, then the raw datagrams, then every datagram the manager
+/// has, until the socket buffer is full.
 fn flush(
     state: &mut State,
     socket: &UdpSocket,
@@ -188,6 +188,20 @@ fn flush(
                 drain_errors(state, socket);
             }
             Ok(_) => {}
+        }
+    }
+    // Datagrams outside QUIC (`Endpoint::send_raw`), first.
+    while let Some((destination, payload)) = state.raw.pop_front() {
+        match socket.try_send_to(&payload, destination) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                *blocked = Some(Blocked {
+                    destination,
+                    payload,
+                });
+                return;
+            }
+            Err(e) => debug!(error = %e, to = %destination, "raw datagram not sent"),
         }
     }
     while let Some(transmit) = state.manager.poll_transmit(now, buf) {

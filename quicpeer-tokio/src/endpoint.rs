@@ -25,6 +25,9 @@ use crate::shared::{now, Shared, State};
 /// Peer events a subscriber may lag behind by before it loses the oldest.
 pub const EVENT_CAPACITY: usize = 1024;
 
+/// Datagrams of [`Endpoint::send_raw`] that may wait for the driver; more are refused.
+pub const RAW_QUEUE: usize = 64;
+
 /// How long [`Endpoint::close`] waits for the peers to be told.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(3);
 
@@ -101,6 +104,16 @@ pub enum ConnectError {
         peer: PeerId,
         /// Each address tried, with why it failed.
         errors: Vec<(SocketAddr, Cause)>,
+    },
+    /// The one attempt of [`Endpoint::connect_addr`] failed (a wrong identity is
+    /// [`Cause::PeerIdMismatch`], a closed port a refused or unreachable handshake, silence a
+    /// handshake timeout).
+    #[error("connection to {addr} failed: {cause}")]
+    Failed {
+        /// The address dialed.
+        addr: SocketAddr,
+        /// Why the attempt failed.
+        cause: Cause,
     },
     /// The connection was established, then lost before `connect` could hand it out (its
     /// [`PeerEvent::ConnectionLost`] says why). Rare; connecting again is the answer.
@@ -222,6 +235,77 @@ impl Endpoint {
         })
     }
 
+    /// Starts one connection to `addr` and waits for its handshake: for an embedder that owns
+    /// its dial and redial logic (a libp2p `Transport`). `expected` pins the PeerId the
+    /// handshake must prove (`None`: whoever answers, named by [`Connection::peer_id`]). Unlike
+    /// [`Endpoint::connect`] it never joins or reuses another connection, tries no other
+    /// address, and its failure ([`ConnectError::Failed`]) does not touch the peer's dial state.
+    ///
+    /// Dropping the future before it ends closes the attempt (or the connection, if it was
+    /// established in the meantime and not handed out).
+    pub async fn connect_addr(
+        &self,
+        addr: SocketAddr,
+        expected: Option<PeerId>,
+    ) -> Result<Connection, ConnectError> {
+        let mut guard = {
+            let mut state = self.shared.lock();
+            if state.stopped || state.stop_requested {
+                return Err(ConnectError::EndpointClosed);
+            }
+            let started = state.manager.connect(now(), addr, expected);
+            state.dispatch();
+            let conn = started?;
+            let (tx, rx) = oneshot::channel();
+            state.attempts.insert(conn, tx);
+            AttemptGuard {
+                shared: self.shared.clone(),
+                conn,
+                rx: Some(rx),
+            }
+        };
+        self.shared.wake_driver();
+        let rx = guard.rx.as_mut().ok_or(ConnectError::EndpointClosed)?;
+        let outcome = rx.await;
+        guard.rx = None;
+        let conn = outcome.map_err(|_| ConnectError::EndpointClosed)??;
+        let mut state = self.shared.lock();
+        let peer = state.conns.get(&conn).map(|c| c.peer);
+        Connection::new(&self.shared, &mut state, conn).ok_or(match peer {
+            Some(peer) if !state.stopped => ConnectError::LostAtOnce { peer, conn },
+            _ => ConnectError::EndpointClosed,
+        })
+    }
+
+    /// Sends `payload` to `to` from the endpoint's socket, outside QUIC: the datagrams a hole
+    /// punch sends to open a NAT binding for the peer's connection. Best effort, as UDP is;
+    /// returns `false` (and sends nothing) when [`RAW_QUEUE`] datagrams already wait for the
+    /// driver or the endpoint is closed.
+    pub fn send_raw(&self, to: SocketAddr, payload: Vec<u8>) -> bool {
+        {
+            let mut state = self.shared.lock();
+            if state.stopped || state.stop_requested || state.raw.len() >= RAW_QUEUE {
+                return false;
+            }
+            state.raw.push_back((to, payload));
+        }
+        self.shared.wake_driver();
+        true
+    }
+
+    /// Whether new inbound connections are accepted (they are from [`Endpoint::bind`] on).
+    /// With `false`, new clients are refused statelessly while the established connections
+    /// and this endpoint's own dials go on: a listener that stops listening and keeps serving
+    /// what it holds.
+    pub fn set_accepting(&self, accepting: bool) {
+        self.shared.lock().manager.set_accepting(accepting);
+    }
+
+    /// Whether new inbound connections are accepted ([`Endpoint::set_accepting`]).
+    pub fn is_accepting(&self) -> bool {
+        self.shared.lock().manager.is_accepting()
+    }
+
     /// The preferred established connection to `peer`, if there is one: for instance the one
     /// the endpoint opened by itself after the peer restarted.
     pub fn connection(&self, peer: &PeerId) -> Option<Connection> {
@@ -301,6 +385,34 @@ impl Drop for Endpoint {
     fn drop(&mut self) {
         self.task.abort();
         self.shared.lock().stop();
+    }
+}
+
+/// The attempt of a [`Endpoint::connect_addr`] in flight: dropped before the attempt ended
+/// (the future was dropped), it closes the attempt, or the connection it became.
+struct AttemptGuard {
+    shared: Arc<Shared>,
+    conn: ConnId,
+    /// The attempt's outcome, until it was taken.
+    rx: Option<oneshot::Receiver<Result<ConnId, ConnectError>>>,
+}
+
+impl Drop for AttemptGuard {
+    fn drop(&mut self) {
+        let Some(mut rx) = self.rx.take() else {
+            return;
+        };
+        let mut state = self.shared.lock();
+        let pending = state.attempts.remove(&self.conn).is_some();
+        let established = matches!(rx.try_recv(), Ok(Ok(_)));
+        if state.stopped || !(pending || established) {
+            return;
+        }
+        debug!(conn = %self.conn, "connect_addr dropped: closing its attempt");
+        state.manager.close(now(), self.conn);
+        state.dispatch();
+        drop(state);
+        self.shared.wake_driver();
     }
 }
 

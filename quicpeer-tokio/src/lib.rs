@@ -88,6 +88,6 @@ mod shared;
 mod stream;
 
 pub use connection::{Connection, ConnectionError};
-pub use endpoint::{ConnectError, Endpoint, PeerEvent, CLOSE_GRACE, EVENT_CAPACITY};
+pub use endpoint::{ConnectError, Endpoint, PeerEvent, CLOSE_GRACE, EVENT_CAPACITY, RAW_QUEUE};
 pub use quicpeer::{Cause, Config, ConnId, Identity, PeerId, StreamId};
 pub use stream::{RecvStream, SendStream, StreamError};

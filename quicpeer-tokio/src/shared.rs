@@ -99,6 +99,11 @@ pub(crate) struct State {
     pub(crate) accept_wakers: Wakers,
     /// `Endpoint::connect` callers, per peer, until its dial ends.
     pub(crate) dials: HashMap<PeerId, Vec<oneshot::Sender<Result<ConnId, ConnectError>>>>,
+    /// Datagrams outside QUIC (`Endpoint::send_raw`: hole punching) waiting for the driver;
+    /// at most [`RAW_QUEUE`](crate::RAW_QUEUE).
+    pub(crate) raw: VecDeque<(SocketAddr, Vec<u8>)>,
+    /// `Endpoint::connect_addr` callers, per connection attempt, until it ends.
+    pub(crate) attempts: HashMap<ConnId, oneshot::Sender<Result<ConnId, ConnectError>>>,
     pub(crate) events: broadcast::Sender<PeerEvent>,
     /// `Endpoint::close` callers, woken when no connection is left.
     pub(crate) close_wakers: Wakers,
@@ -122,6 +127,8 @@ impl State {
             accept_queue: VecDeque::new(),
             accept_wakers: Wakers::default(),
             dials: HashMap::new(),
+            attempts: HashMap::new(),
+            raw: VecDeque::new(),
             events,
             close_wakers: Wakers::default(),
             stopped: false,
@@ -162,6 +169,9 @@ impl State {
                         self.accept_wakers.wake();
                     }
                     for waiter in self.dials.remove(&peer).unwrap_or_default() {
+                        let _ = waiter.send(Ok(conn));
+                    }
+                    if let Some(waiter) = self.attempts.remove(&conn) {
                         let _ = waiter.send(Ok(conn));
                     }
                     self.publish(PeerEvent::Connected {
@@ -216,6 +226,11 @@ impl State {
                         will_retry: retry_at.is_some(),
                     });
                 }
+                Event::ConnectFailed { conn, addr, cause } => {
+                    if let Some(waiter) = self.attempts.remove(&conn) {
+                        let _ = waiter.send(Err(ConnectError::Failed { addr, cause }));
+                    }
+                }
                 Event::StreamOpened { stream, .. } => {
                     if let Some(c) = self.conns.get_mut(&stream.conn()) {
                         c.incoming.push_back(stream);
@@ -246,9 +261,7 @@ impl State {
                         c.open_wakers.wake();
                     }
                 }
-                // `StreamFinished` (the peer acknowledged a finished stream) and
-                // `ConnectFailed` (of `Manager::connect`, which this crate does not use) need
-                // no one woken.
+                // `StreamFinished` (the peer acknowledged a finished stream) needs no one woken.
                 _ => {}
             }
         }
@@ -302,6 +315,7 @@ impl State {
     pub(crate) fn stop(&mut self) {
         self.stopped = true;
         self.dials.clear();
+        self.attempts.clear();
         self.accept_wakers.wake();
         self.close_wakers.wake();
         for c in self.conns.values_mut() {

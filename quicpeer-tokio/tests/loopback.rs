@@ -554,3 +554,145 @@ async fn the_streams_speak_futures_io_too() {
     assert_eq!(back, data);
     assert!(within("close", client.close()).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_addr_learns_or_checks_the_peer_and_fails_alone() {
+    init_logs();
+    // The libp2p mode: several connections per peer, none closed by a tie-break.
+    let mut config = Config::default();
+    config.tie_break = false;
+    config.suspicion_redial = false;
+    let server = Endpoint::bind(identity(1), config.clone(), loopback()).unwrap();
+    let server_addr = server.local_addr();
+    let server_id = server.peer_id();
+    let _serving = serve(server);
+    let client = Endpoint::bind(identity(2), config, loopback()).unwrap();
+
+    // Without an expected PeerId: the handshake names the peer.
+    let connection = within("connect_addr", client.connect_addr(server_addr, None))
+        .await
+        .unwrap();
+    assert_eq!(connection.peer_id(), server_id);
+    assert_eq!(echo(&connection, b"anyone").await, b"anyone");
+
+    // A second attempt to the same address is a second connection (never joined).
+    let second = within(
+        "connect_addr",
+        client.connect_addr(server_addr, Some(server_id)),
+    )
+    .await
+    .unwrap();
+    assert_ne!(second.id(), connection.id());
+    assert_eq!(echo(&second, b"second").await, b"second");
+
+    // A wrong expected PeerId fails this attempt only, with the mismatch.
+    let wrong = identity(3).peer_id();
+    match within(
+        "connect_addr",
+        client.connect_addr(server_addr, Some(wrong)),
+    )
+    .await
+    {
+        Err(ConnectError::Failed {
+            addr,
+            cause: Cause::PeerIdMismatch { expected, actual },
+        }) => {
+            assert_eq!(addr, server_addr);
+            assert_eq!(expected, wrong);
+            assert_eq!(actual, server_id);
+        }
+        other => panic!("expected a PeerId mismatch, got {other:?}"),
+    }
+    assert_eq!(echo(&connection, b"still").await, b"still");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_connect_addr_closes_its_attempt() {
+    init_logs();
+    // A socket that never answers: the attempt stays in its handshake until dropped, and
+    // retransmits its Initial (after about a second, then with backoff) while it lives.
+    let silent = tokio::net::UdpSocket::bind(loopback()).await.unwrap();
+    let client = Endpoint::bind(identity(2), Config::default(), loopback()).unwrap();
+    let mut buf = vec![0; 2048];
+    {
+        let attempt = pin!(client.connect_addr(silent.local_addr().unwrap(), None));
+        let mut attempt = attempt;
+        tokio::select! {
+            _ = &mut attempt => panic!("a silent address cannot complete a handshake"),
+            received = silent.recv_from(&mut buf) => { received.unwrap(); }
+        }
+        // Dropped here, with its handshake in flight.
+    }
+    // A closed attempt sends its close, one datagram, at most; a live one retransmits its
+    // Initial (after about 1 s, then 2 s later: at least two datagrams in these 5 s). Counted,
+    // not timed, so that a slow machine cannot fail it.
+    let mut sent = 0;
+    let window = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while let Ok(received) = tokio::time::timeout_at(window, silent.recv_from(&mut buf)).await {
+        received.unwrap();
+        sent += 1;
+    }
+    assert!(
+        sent <= 1,
+        "the dropped attempt is still sending ({sent} datagrams)"
+    );
+    assert!(within("close", client.close()).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_that_stops_accepting_keeps_its_connections() {
+    init_logs();
+    let server = Endpoint::bind(identity(1), Config::default(), loopback()).unwrap();
+    let server_addr = server.local_addr();
+    let server_id = server.peer_id();
+    let server = std::sync::Arc::new(server);
+    let accepting = server.clone();
+    let _serving = tokio::spawn(async move {
+        while let Some(connection) = accepting.accept().await {
+            tokio::spawn(async move {
+                while let Ok((mut send, mut recv)) = connection.accept_bi().await {
+                    let mut data = Vec::new();
+                    if recv.read_to_end(&mut data).await.is_ok() {
+                        let _ = send.write_all(&data).await;
+                        let _ = send.shutdown().await;
+                    }
+                }
+            });
+        }
+    });
+    let first = Endpoint::bind(identity(2), Config::default(), loopback()).unwrap();
+    let connection = within("connect", first.connect_addr(server_addr, Some(server_id)))
+        .await
+        .unwrap();
+    server.set_accepting(false);
+    assert!(!server.is_accepting());
+    let second = Endpoint::bind(identity(3), Config::default(), loopback()).unwrap();
+    match within(
+        "refused connect",
+        second.connect_addr(server_addr, Some(server_id)),
+    )
+    .await
+    {
+        Err(ConnectError::Failed { cause, .. }) => {
+            assert!(matches!(cause, Cause::HandshakeFailed(_)), "{cause:?}")
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(echo(&connection, b"kept").await, b"kept");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_raw_sends_a_datagram_from_the_endpoints_socket() {
+    init_logs();
+    let endpoint = Endpoint::bind(identity(1), Config::default(), loopback()).unwrap();
+    let receiver = tokio::net::UdpSocket::bind(loopback()).await.unwrap();
+    assert!(endpoint.send_raw(receiver.local_addr().unwrap(), b"punch".to_vec()));
+    let mut buf = [0u8; 64];
+    let (len, from) = within("the datagram", receiver.recv_from(&mut buf))
+        .await
+        .unwrap();
+    assert_eq!(&buf[..len], b"punch");
+    assert_eq!(from, endpoint.local_addr());
+    assert!(within("close", endpoint.close()).await);
+    assert!(!endpoint.send_raw(receiver.local_addr().unwrap(), b"late".to_vec()));
+}

@@ -2,7 +2,7 @@
 //! machine. See `docs/benchmarks.md` for what each measures and the figures of the last round.
 //!
 //! ```text
-//! compare reconnect [--restarts 20] [--pairs qq,ll,ql,lq] [--ping-interval-ms 100] [--spacing-ms 1500]
+//! compare reconnect [--restarts 20] [--pairs qq,ll,ql,lq,sl,ls] [--ping-interval-ms 100] [--spacing-ms 1500]
 //! compare handshake [--count 500] [--rounds 5] [--cpu 0]
 //! compare throughput [--bytes 1073741824] [--rounds 3] [--stacks quicpeer,quinn]
 //! compare restart-scenarios [--trials 10]
@@ -49,8 +49,9 @@ enum Bench {
         #[arg(long, default_value_t = 20)]
         restarts: usize,
         /// Pairs, dialer first: qq (quicpeer → quicpeer), ll (rust-libp2p → rust-libp2p),
-        /// ql (quicpeer → rust-libp2p), lq (rust-libp2p → quicpeer).
-        #[arg(long, value_delimiter = ',', default_value = "qq,ll,ql,lq")]
+        /// ql (quicpeer → rust-libp2p), lq (rust-libp2p → quicpeer), sl (a rust-libp2p Swarm
+        /// on quicpeer-libp2p → rust-libp2p), ls (rust-libp2p → a Swarm on quicpeer-libp2p).
+        #[arg(long, value_delimiter = ',', default_value = "qq,ll,ql,lq,sl,ls")]
         pairs: Vec<String>,
         /// The dialer's ping interval, in milliseconds.
         #[arg(long, default_value_t = 100)]
@@ -176,7 +177,7 @@ fn main() -> ExitCode {
                 match reconnect::Pair::from_code(code.trim()) {
                     Some(pair) => chosen.push(pair),
                     None => {
-                        eprintln!("unknown pair {code:?}: use qq, ll, ql or lq");
+                        eprintln!("unknown pair {code:?}: use qq, ll, ql, lq, sl or ls");
                         return ExitCode::from(2);
                     }
                 }

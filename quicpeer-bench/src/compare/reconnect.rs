@@ -17,6 +17,11 @@
 //! - **quicpeer → rust-libp2p**: the same silence; quicpeer's suspicion redial races a fresh
 //!   dial after a few unanswered probe timeouts.
 //! - **rust-libp2p → quicpeer**: the restarted quicpeer resets the rust-libp2p dialer.
+//! - **rust-libp2p/quicpeer → rust-libp2p** and **rust-libp2p → rust-libp2p/quicpeer**: a
+//!   rust-libp2p Swarm switched to quicpeer-libp2p (the one-line switch, with its reconnect
+//!   behaviour) against a stock one, both ways: the stock listener's silence is met by the
+//!   behaviour's make-before-break dial on quicpeer's suspicion; the restarted quicpeer-libp2p
+//!   listener resets the stock dialer.
 
 use std::time::{Duration, Instant};
 
@@ -44,6 +49,8 @@ pub enum Stack {
     Quicpeer,
     /// rust-libp2p 0.57 (QUIC + ping) on a tokio current-thread runtime.
     Libp2p,
+    /// The same rust-libp2p Swarm on quicpeer-libp2p (with its reconnect behaviour).
+    Libp2pOnQuicpeer,
 }
 
 impl Stack {
@@ -52,6 +59,7 @@ impl Stack {
         match self {
             Stack::Quicpeer => "quicpeer",
             Stack::Libp2p => "rust-libp2p",
+            Stack::Libp2pOnQuicpeer => "rust-libp2p/quicpeer",
         }
     }
 }
@@ -67,11 +75,13 @@ pub struct Pair {
 
 impl Pair {
     /// Every pair, in the order of the report.
-    pub const ALL: [Pair; 4] = [
+    pub const ALL: [Pair; 6] = [
         Pair::new(Stack::Quicpeer, Stack::Quicpeer),
         Pair::new(Stack::Libp2p, Stack::Libp2p),
         Pair::new(Stack::Quicpeer, Stack::Libp2p),
         Pair::new(Stack::Libp2p, Stack::Quicpeer),
+        Pair::new(Stack::Libp2pOnQuicpeer, Stack::Libp2p),
+        Pair::new(Stack::Libp2p, Stack::Libp2pOnQuicpeer),
     ];
 
     /// A pair.
@@ -84,13 +94,18 @@ impl Pair {
         format!("{} → {}", self.dialer.label(), self.listener.label())
     }
 
-    /// The pair's name on the command line: `qq`, `ll`, `ql` or `lq` (dialer first).
+    /// The pair's name on the command line: `qq`, `ll`, `ql`, `lq`, `sl` or `ls` (dialer
+    /// first; `s` is the rust-libp2p Swarm switched to quicpeer-libp2p); other combinations
+    /// have none and are not run.
     pub fn code(self) -> &'static str {
         match (self.dialer, self.listener) {
             (Stack::Quicpeer, Stack::Quicpeer) => "qq",
             (Stack::Libp2p, Stack::Libp2p) => "ll",
             (Stack::Quicpeer, Stack::Libp2p) => "ql",
             (Stack::Libp2p, Stack::Quicpeer) => "lq",
+            (Stack::Libp2pOnQuicpeer, Stack::Libp2p) => "sl",
+            (Stack::Libp2p, Stack::Libp2pOnQuicpeer) => "ls",
+            _ => "",
         }
     }
 
@@ -295,7 +310,9 @@ pub fn run(settings: &Settings, progress: &mut dyn FnMut(String)) -> Result<Repo
         "quicpeer: Host on the mio driver, Config::default() (derived keys, suspicion redial \
          after 3 probe timeouts, keep-alive 5 s, idle timeout 10 s); rust-libp2p 0.57: QUIC \
          transport defaults (keep-alive 5 s, idle timeout 10 s), ping timeout 20 s, the dialer \
-         dials again as soon as its connection closes"
+         dials again as soon as its connection closes; rust-libp2p/quicpeer: the same Swarm \
+         on quicpeer-libp2p (its Config::new: libp2p mode, keep-alive 5 s, idle timeout 10 s) \
+         with its reconnect behaviour"
             .into(),
     );
     report.notes.push(
@@ -359,7 +376,7 @@ impl Listener {
                 };
                 Ok((listener, up))
             }
-            Stack::Libp2p => {
+            Stack::Libp2p | Stack::Libp2pOnQuicpeer => {
                 let listen = format!("/ip4/127.0.0.1/udp/{port}/quic-v1")
                     .parse()
                     .map_err(|e| CompareError::Setup(format!("multiaddr: {e}")))?;
@@ -367,6 +384,7 @@ impl Listener {
                 let mut node = Libp2pPeer::spawn(libp2p_config(
                     Libp2pConfig::listener(LISTENER_SEED, listen),
                     interval,
+                    stack,
                 ))
                 .map_err(|e| CompareError::Setup(format!("rust-libp2p listener: {e}")))?;
                 let (up, addrs) = node
@@ -404,9 +422,10 @@ impl Listener {
     }
 }
 
-fn libp2p_config(mut config: Libp2pConfig, interval: Duration) -> Libp2pConfig {
+fn libp2p_config(mut config: Libp2pConfig, interval: Duration, stack: Stack) -> Libp2pConfig {
     config.ping_interval = interval;
     config.ping_timeout = LIBP2P_PING_TIMEOUT;
+    config.quicpeer_transport = stack == Stack::Libp2pOnQuicpeer;
     config
 }
 
@@ -429,13 +448,14 @@ impl Dialer {
                 node.dial(addr).map_err(CompareError::Setup)?;
                 Ok(Dialer::Quicpeer(node))
             }
-            Stack::Libp2p => {
+            Stack::Libp2p | Stack::Libp2pOnQuicpeer => {
                 let addr = addr
                     .parse()
                     .map_err(|e| CompareError::Setup(format!("{addr}: {e}")))?;
                 let node = Libp2pPeer::spawn(libp2p_config(
                     Libp2pConfig::dialer(DIALER_SEED, addr),
                     interval,
+                    stack,
                 ))
                 .map_err(|e| CompareError::Setup(format!("rust-libp2p dialer: {e}")))?;
                 Ok(Dialer::Libp2p(node))
@@ -480,6 +500,10 @@ impl Dialer {
             }),
             Dialer::Libp2p(node) => node.events.wait_for(since, left, |e| match e {
                 PeerEvent::Closed { cause, .. } => Some(libp2p_cause_name(e, cause.as_deref())),
+                // quicpeer-libp2p's reconnect behaviour, on quicpeer's suspicion.
+                PeerEvent::Redialing { reason, .. } if reason == "Unresponsive" => {
+                    Some("suspicion redial".to_owned())
+                }
                 _ => None,
             }),
         }
