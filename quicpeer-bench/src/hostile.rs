@@ -38,7 +38,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
-use quicpeer::{Config, Direction, Identity, Manager};
+use quicpeer::{Cause, Config, Direction, Identity, Manager};
 use rand::{Rng, RngCore, SeedableRng};
 
 use super::mass_restart_loopback::{
@@ -112,6 +112,8 @@ pub struct Params {
     pub attack: Attack,
     /// How long the flood lasts.
     pub duration: Duration,
+    /// The attacker's pace in datagrams per second; `None`: as fast as it can.
+    pub rate: Option<u64>,
     /// New clients that dial during the flood, evenly spread over it.
     pub newcomers: usize,
     /// Source addresses of the attacker (sockets on `127.1.x.y`).
@@ -132,6 +134,7 @@ impl Params {
             peers: 1000,
             attack,
             duration: Duration::from_secs(10),
+            rate: None,
             newcomers: 100,
             sources: 1024,
             initials: 20_000,
@@ -175,8 +178,15 @@ pub struct Outcome {
     pub newcomers_connected: usize,
     /// Dial to connected, connected newcomers: median, 99th percentile, maximum.
     pub handshake: (Duration, Duration, Duration),
-    /// Established peers whose connection to the hub was lost during the run.
+    /// Established peers whose connection to the hub was lost during the run, other than by
+    /// a replacement (the goal is none).
     pub established_lost: usize,
+    /// Established peers whose connection was replaced, make-before-break, by a fresh one
+    /// their suspicion redial opened when the hub went silent for them (`Superseded`): still
+    /// connected, on a new connection.
+    pub established_replaced: usize,
+    /// Established peers the hub held connections to at the end.
+    pub established_connected: usize,
     /// Why, counted.
     pub lost_causes: BTreeMap<String, usize>,
     /// Heap bytes of the process before the flood, and its largest growth during it (sampled
@@ -322,6 +332,7 @@ pub fn measure(params: &Params) -> Result<Outcome, BenchError> {
     };
     let drops_after = udp_counter("RcvbufErrors");
     let metrics = hub_query(&hub, |m| m.metrics());
+    let connected_at_end = hub_query(&hub, |m| m.connected_peers().len());
     hub_max_live = hub_max_live.max(hub_query(&hub, |m| m.live_connections()));
     let _ = hub.crash()?;
     shared.stop.store(true, Ordering::Relaxed);
@@ -342,7 +353,11 @@ pub fn measure(params: &Params) -> Result<Outcome, BenchError> {
     let pct = |p| percentile(&latencies, p).unwrap_or_default();
     let lost: Vec<_> = (established.records.iter())
         .filter_map(|r| r.lost.as_ref().map(|(_, cause)| cause))
+        .filter(|cause| !matches!(cause, Cause::Superseded { .. }))
         .collect();
+    let replaced = (established.records.iter())
+        .filter(|r| matches!(r.lost, Some((_, Cause::Superseded { .. }))))
+        .count();
     let refusals = metrics.refusals.total();
     Ok(Outcome {
         attack: params.attack,
@@ -351,6 +366,8 @@ pub fn measure(params: &Params) -> Result<Outcome, BenchError> {
         newcomers_connected: latencies.len(),
         handshake: (pct(50), pct(99), pct(100)),
         established_lost: lost.len(),
+        established_replaced: replaced,
+        established_connected: connected_at_end.saturating_sub(latencies.len()),
         lost_causes: count_causes(lost.into_iter()),
         heap: (heap_before > 0).then_some((heap_before, heap_peak)),
         heap_after,
@@ -379,6 +396,8 @@ pub fn run(attacks: &[Attack], template: &Params) -> Result<Report, BenchError> 
             "p99 (ms)",
             "max (ms)",
             "established lost",
+            "replaced",
+            "connected at end",
             "heap growth peak (MB)",
             "hub live max",
             "hub handshakes",
@@ -406,6 +425,8 @@ pub fn run(attacks: &[Attack], template: &Params) -> Result<Report, BenchError> 
             Cell::millis(o.handshake.1),
             Cell::millis(o.handshake.2),
             Cell::num(o.established_lost as f64, 0),
+            Cell::num(o.established_replaced as f64, 0),
+            Cell::text(format!("{}/{}", o.established_connected, template.peers)),
             o.heap
                 .map_or(Cell::Missing, |(_, peak)| Cell::num(peak as f64 / 1e6, 1)),
             Cell::num(o.hub_max_live as f64, 0),
@@ -450,11 +471,16 @@ pub fn run(attacks: &[Attack], template: &Params) -> Result<Report, BenchError> 
         }
     }
     report.notes.push(format!(
-        "{} established peers (keep-alive 1 s), a {:.0} s flood from {} sources ({} distinct \
-         Initials), {} newcomers dialing evenly through it; hub limits: retry above {}, at most \
-         {} inbound handshakes; load average {} before",
+        "{} established peers (keep-alive 1 s), a {:.0} s flood ({}) from {} sources ({} \
+         distinct Initials), {} newcomers dialing evenly through it; hub limits: retry above {}, \
+         at most {} inbound handshakes; load average {} before",
         template.peers,
         template.duration.as_secs_f64(),
+        template
+            .rate
+            .map_or("as fast as one core sends".into(), |r| format!(
+                "{r} datagrams/s"
+            )),
         template.sources,
         template.initials,
         template.newcomers,
@@ -518,6 +544,7 @@ struct Attacker {
     attack: Attack,
     hub: SocketAddr,
     duration: Duration,
+    rate: Option<u64>,
     poll: Poll,
     sockets: Vec<UdpSocket>,
     initials: Vec<Vec<u8>>,
@@ -547,6 +574,7 @@ impl Attacker {
             attack,
             hub,
             duration: params.duration,
+            rate: params.rate,
             poll,
             sockets,
             initials,
@@ -575,6 +603,22 @@ impl Attacker {
         let started = Instant::now();
         let mut n: u64 = 0;
         while !stop.load(Ordering::Acquire) && started.elapsed() < self.duration * 2 {
+            if let Some(rate) = self.rate {
+                // Paced: no further ahead than the schedule allows.
+                let due = (started.elapsed().as_secs_f64() * rate as f64) as u64;
+                if n >= due {
+                    drain(
+                        &mut self.poll,
+                        &self.sockets,
+                        &mut events,
+                        Duration::from_millis(1),
+                        &mut answered,
+                        &mut flood,
+                        &mut buf,
+                    )?;
+                    continue;
+                }
+            }
             for _ in 0..256 {
                 let source = (n % self.sockets.len() as u64) as usize;
                 let kind = kinds[(n / self.sockets.len() as u64 % kinds.len() as u64) as usize];

@@ -123,6 +123,9 @@ pub struct Outcome {
     pub hub_idle_cpu: Option<f64>,
     /// Peers the new hub reported connected at the end.
     pub hub_connected: usize,
+    /// Of the new hub's inbound handshakes, those that resumed a TLS session (tickets the
+    /// old hub issued: the ticket key is derived from the identity).
+    pub hub_resumed: u64,
     /// CPU time of the new hub's thread until every peer was back, where the platform tells.
     pub hub_cpu: Option<Duration>,
     /// CPU time of the fleet thread (all the peers) over the same phase.
@@ -242,6 +245,9 @@ pub fn measure(params: &Params) -> Result<Outcome, BenchError> {
         std::thread::sleep(Duration::from_millis(50));
         hub_connected = hub.connected_peers();
     }
+    let hub_resumed = hub.metrics().map_or(0, |m| {
+        m.handshakes_resumed.get(quicpeer::Direction::Inbound)
+    });
     // The hub first: peers that vanish first would draw ICMP errors to the hub's sends.
     let new_hub = hub.crash()?;
     shared.stop.store(true, Ordering::Relaxed);
@@ -295,6 +301,7 @@ pub fn measure(params: &Params) -> Result<Outcome, BenchError> {
         app_redials: fleet.records.iter().map(|r| r.app_redials).sum(),
         hub_idle_cpu,
         hub_connected,
+        hub_resumed,
         hub_cpu: new_hub.cpu,
         fleet_cpu: fleet.restart_cpu,
         recv_buffer_drops: drops_before
@@ -325,6 +332,7 @@ pub fn run(peer_counts: &[usize], template: &Params) -> Result<Report, BenchErro
             "failed dials",
             "app redials",
             "hub connected",
+            "resumed",
             "hub idle CPU (%)",
             "hub CPU (ms)",
             "peers CPU (ms)",
@@ -364,6 +372,7 @@ pub fn run(peer_counts: &[usize], template: &Params) -> Result<Report, BenchErro
             Cell::num(o.failed_dials as f64, 0),
             Cell::num(o.app_redials as f64, 0),
             Cell::num(o.hub_connected as f64, 0),
+            Cell::num(o.hub_resumed as f64, 0),
             o.hub_idle_cpu
                 .map_or(Cell::Missing, |f| Cell::num(f * 100.0, 1)),
             cpu(o.hub_cpu),
@@ -510,6 +519,17 @@ impl Hub {
             .ok()
             .and_then(|()| rx.recv_timeout(Duration::from_secs(10)).ok())
             .unwrap_or(0)
+    }
+
+    /// The hub's metrics, asked on its own thread.
+    pub(crate) fn metrics(&self) -> Option<quicpeer::Metrics> {
+        let (tx, rx) = mpsc::channel();
+        let asked = self.handle.execute(move |manager, _| {
+            let _ = tx.send(manager.metrics());
+        });
+        asked
+            .ok()
+            .and_then(|()| rx.recv_timeout(Duration::from_secs(10)).ok())
     }
 
     /// The hub's peer book, asked on its own thread.

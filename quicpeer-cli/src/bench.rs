@@ -92,6 +92,9 @@ enum Which {
         /// Seconds each flood lasts.
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+        /// The attacker's pace, datagrams per second (default: as fast as one core sends).
+        #[arg(long)]
+        rate: Option<u64>,
         /// New clients dialing during each flood.
         #[arg(long, default_value_t = 100)]
         newcomers: usize,
@@ -206,6 +209,7 @@ pub fn run(args: &Args, out: Output) -> Result<ExitCode, UsageError> {
             attacks,
             peers,
             seconds,
+            rate,
             newcomers,
             sources,
             initials,
@@ -219,6 +223,7 @@ pub fn run(args: &Args, out: Output) -> Result<ExitCode, UsageError> {
             let mut template = bench::hostile::Params::new(bench::hostile::Attack::None);
             template.peers = *peers;
             template.duration = Duration::from_secs(*seconds);
+            template.rate = *rate;
             template.newcomers = *newcomers;
             template.sources = *sources;
             template.initials = *initials;
