@@ -44,7 +44,7 @@
 
 mod backoff;
 mod book;
-mod cid;
+pub(crate) mod cid;
 mod config;
 mod conn;
 mod dial;
@@ -259,6 +259,9 @@ impl Manager {
             None => TlsContext::new(&identity, clock.clone()),
         }
         .map_err(|e| ManagerError::Tls(Box::new(e)))?;
+        if let Some(key_log) = &config.key_log {
+            tls.set_key_log(key_log.clone());
+        }
 
         let (keys, derived) = match &config.keys {
             KeyMode::DerivedFromIdentity => match RestartKeys::derive(identity.keypair()) {
