@@ -33,10 +33,10 @@ use rustls::{KeyLog, Tls13CipherSuite};
 
 use super::datagram::{self, peer_config, Harness, Mode};
 use quicpeer::internals::CID_LEN;
-use quicpeer::{Manager, PeerId};
+use quicpeer::{Manager, PeerId, ReadStatus};
 
 /// Steps run from one input at most; the rest of a longer input is ignored.
-const MAX_STEPS: usize = 128;
+const MAX_STEPS: usize = 256;
 /// Frames in one forged packet at most.
 const MAX_FRAMES: usize = 16;
 /// Ranges of an ACK frame beyond the first, at most.
@@ -267,10 +267,16 @@ pub enum Step {
     },
     /// The target reads every stream reported opened or readable (64 KiB each at most).
     TargetReads,
+    /// The peer writes `kib` KiB on a fresh stream to the target and finishes it: many packets
+    /// at once, which bring quinn's key updates within an input's reach.
+    Burst {
+        /// KiB written.
+        kib: u8,
+    },
 }
 
 /// Step kinds in the input's encoding.
-const STEP_KINDS: u8 = 9;
+const STEP_KINDS: u8 = 10;
 
 /// A whole `frames` input.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -448,7 +454,8 @@ impl Reader<'_> {
             },
             6 => Step::PeerSends { len: self.u8()? },
             7 => Step::TargetSends { len: self.u8()? },
-            _ => Step::TargetReads,
+            8 => Step::TargetReads,
+            _ => Step::Burst { kib: self.u8()? },
         };
         Some(step)
     }
@@ -532,6 +539,7 @@ fn encode_step(step: &Step, out: &mut Vec<u8>) {
         Step::PeerSends { len } => out.extend_from_slice(&[6, *len]),
         Step::TargetSends { len } => out.extend_from_slice(&[7, *len]),
         Step::TargetReads => out.push(8),
+        Step::Burst { kib } => out.extend_from_slice(&[9, *kib]),
     }
 }
 
@@ -1168,6 +1176,16 @@ impl FrameHarness {
                 self.target_reads();
                 return;
             }
+            Step::Burst { kib } => {
+                let target = self.inner.target.peer_id();
+                let manager = &mut self.inner.peer.manager;
+                if let Ok(stream) = manager.open_stream_to(&target) {
+                    let _ = manager.stream_write(stream, &vec![0xa5; usize::from(*kib) * 1024]);
+                    let _ = manager.stream_finish(stream);
+                }
+                self.inner.settle();
+                return;
+            }
         };
         self.inner.step(&honest);
     }
@@ -1185,7 +1203,8 @@ impl FrameHarness {
             })
     }
 
-    fn forge(&mut self, keep: bool, frames: &[Frame]) {
+    /// Replaces a packet of the peer's with one carrying `frames`; false if none was found.
+    fn forge(&mut self, keep: bool, frames: &[Frame]) -> bool {
         let mut found = self.find();
         if found.is_none() {
             let target = self.inner.target.peer_id();
@@ -1194,7 +1213,7 @@ impl FrameHarness {
             found = self.find();
         }
         let Some((index, direction, opened)) = found else {
-            return;
+            return false;
         };
         for _ in 0..index {
             if let Some(datagram) = self.inner.to_target.pop_front() {
@@ -1217,17 +1236,20 @@ impl FrameHarness {
         };
         self.inner.deliver_to_target(packet);
         self.inner.settle();
+        true
     }
 
-    /// The target reads every stream it was told about, as an application would.
+    /// The target reads every stream it was told about, as an application would, and finishes
+    /// its own half of a stream read to its end (so that the stream closes and the peer gets
+    /// the credit back).
     fn target_reads(&mut self) {
+        let manager = &mut self.inner.target.manager;
         for stream in self.inner.target.log.take_readable() {
-            let _ =
-                self.inner
-                    .target
-                    .manager
-                    .stream_read_chunks(stream, 64 * 1024, &mut self.chunks);
+            let read = manager.stream_read_chunks(stream, 64 * 1024, &mut self.chunks);
             self.chunks.clear();
+            if matches!(read, Ok(read) if read.status == ReadStatus::Finished) {
+                let _ = manager.stream_finish(stream);
+            }
         }
         self.inner.settle();
     }
@@ -1243,7 +1265,6 @@ fn open_and_finish(manager: &mut Manager, peer: &PeerId) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use quicpeer::ReadStatus;
 
     /// The path works end to end: a STREAM frame forged under the peer's real keys reaches the
     /// target's application with exactly its bytes.
@@ -1251,47 +1272,54 @@ mod tests {
     fn a_forged_stream_frame_is_read_by_the_target() {
         for target_dialed in [false, true] {
             let mut harness = FrameHarness::new(target_dialed);
-            // The peer's fourth bidirectional stream: client streams are 0, 4, 8, …, server
-            // streams 1, 5, 9, …; the peer dialed (is the client) unless the target did.
-            let id = 12 + u64::from(target_dialed);
-            let body = b"forged, yet sealed with the real keys".to_vec();
             harness.step(&Step::PeerSends { len: 3 });
-            assert!(
-                harness.find().is_some(),
-                "no packet of the peer's opens with the logged keys"
-            );
-            harness.step(&Step::Frames {
-                keep: true,
-                frames: vec![Frame::Stream {
-                    id: Value(id),
-                    offset: None,
-                    explicit_len: true,
-                    fin: true,
-                    data: Data(body.clone()),
-                }],
-            });
-            harness.step(&Step::Flush);
-            let peer = harness.inner.peer.peer_id();
-            let conn = harness.inner.target.manager.connection(&peer);
-            assert!(conn.is_some(), "the connection survived the forged packet");
-            let streams = harness.inner.target.log.take_readable();
-            // Shown as `<conn>/s<index>`, the index being the ID over 4.
-            let forged = streams
-                .iter()
-                .find(|s| s.to_string().ends_with(&format!("/s{}", id / 4)));
-            let Some(&stream) = forged else {
-                panic!("stream {id} not reported: {streams:?}");
-            };
-            let mut chunks: Vec<Bytes> = Vec::new();
-            let read = harness
-                .inner
-                .target
-                .manager
-                .stream_read_chunks(stream, 1 << 16, &mut chunks)
-                .expect("the forged stream reads");
-            assert_eq!(read.status, ReadStatus::Finished);
-            assert_eq!(chunks.concat(), body);
+            // The peer's fourth bidirectional stream.
+            forge_and_read_stream(&mut harness, 3, target_dialed);
         }
+    }
+
+    /// Forges a STREAM frame on the peer's `index`th bidirectional stream and checks that the
+    /// target reads exactly its bytes.
+    fn forge_and_read_stream(harness: &mut FrameHarness, index: u64, target_dialed: bool) {
+        // Client streams are 0, 4, 8, …, server streams 1, 5, 9, …; the peer dialed (is the
+        // client) unless the target did.
+        let id = 4 * index + u64::from(target_dialed);
+        let body = b"forged, yet sealed with the real keys".to_vec();
+        assert!(
+            harness.find().is_some(),
+            "no packet of the peer's opens with the logged keys"
+        );
+        harness.step(&Step::Frames {
+            keep: true,
+            frames: vec![Frame::Stream {
+                id: Value(id),
+                offset: None,
+                explicit_len: true,
+                fin: true,
+                data: Data(body.clone()),
+            }],
+        });
+        harness.step(&Step::Flush);
+        let peer = harness.inner.peer.peer_id();
+        let conn = harness.inner.target.manager.connection(&peer);
+        assert!(conn.is_some(), "the connection survived the forged packet");
+        let streams = harness.inner.target.log.take_readable();
+        // Shown as `<conn>/s<index>`.
+        let forged = streams
+            .iter()
+            .find(|s| s.to_string().ends_with(&format!("/s{index}")));
+        let Some(&stream) = forged else {
+            panic!("stream {id} not reported: {streams:?}");
+        };
+        let mut chunks: Vec<Bytes> = Vec::new();
+        let read = harness
+            .inner
+            .target
+            .manager
+            .stream_read_chunks(stream, 1 << 16, &mut chunks)
+            .expect("the forged stream reads");
+        assert_eq!(read.status, ReadStatus::Finished);
+        assert_eq!(chunks.concat(), body);
     }
 
     /// A frame the target must refuse (HANDSHAKE_DONE sent to a server, RFC 9000 §19.20)
@@ -1310,6 +1338,30 @@ mod tests {
             harness.inner.target.manager.connection(&peer).is_none(),
             "the target kept a connection whose peer sent HANDSHAKE_DONE to a server"
         );
+    }
+
+    /// quinn updates its 1-RTT keys every 10 to 1000 packets at first: the harness follows the
+    /// peer through key updates, and every forged packet is still accepted.
+    #[test]
+    fn forged_packets_follow_key_updates() {
+        let mut harness = FrameHarness::new(true);
+        for round in 0..400 {
+            harness.step(&Step::PeerSends { len: 1 });
+            assert!(
+                harness.forge(true, &[Frame::Ping]),
+                "round {round}: no packet of the peer's opened"
+            );
+            harness.step(&Step::Flush);
+            harness.step(&Step::TargetReads);
+        }
+        let generations = harness.keys.directions.iter().map(|d| d.current).max();
+        assert!(
+            generations.is_some_and(|g| g >= 1),
+            "no key update in 400 rounds: {generations:?}"
+        );
+        // The peer has opened streams 0 to 400; the forged frame opens the next.
+        harness.step(&Step::PeerSends { len: 1 });
+        forge_and_read_stream(&mut harness, 401, true);
     }
 
     #[test]
