@@ -1322,6 +1322,48 @@ mod tests {
         assert_eq!(chunks.concat(), body);
     }
 
+    /// The regression of the first finding: finishing (or writing, or resetting) a
+    /// unidirectional stream the peer opened panicked inside quinn-proto; now it is a typed
+    /// error, and the stream still reads.
+    #[test]
+    fn the_peers_unidirectional_stream_has_no_sending_half() {
+        use quicpeer::StreamError;
+        let mut harness = FrameHarness::new(false);
+        harness.step(&Step::PeerSends { len: 1 });
+        // The client's (the peer's) first unidirectional stream: ID 2.
+        assert!(harness.forge(
+            true,
+            &[Frame::Stream {
+                id: Value(2),
+                offset: None,
+                explicit_len: true,
+                fin: true,
+                data: Data(b"one way".to_vec()),
+            }]
+        ));
+        let streams = harness.inner.target.log.take_readable();
+        let uni: Vec<_> = streams.iter().filter(|s| !s.is_bidirectional()).collect();
+        let [&stream] = uni.as_slice() else {
+            panic!("one unidirectional stream expected: {streams:?}");
+        };
+        let manager = &mut harness.inner.target.manager;
+        assert_eq!(manager.stream_finish(stream), Err(StreamError::ReceiveOnly));
+        assert_eq!(
+            manager.stream_write(stream, b"x"),
+            Err(StreamError::ReceiveOnly)
+        );
+        assert_eq!(
+            manager.stream_reset(stream, 1),
+            Err(StreamError::ReceiveOnly)
+        );
+        let mut chunks: Vec<Bytes> = Vec::new();
+        let read = manager
+            .stream_read_chunks(stream, 1 << 16, &mut chunks)
+            .expect("the stream reads");
+        assert_eq!(read.status, ReadStatus::Finished);
+        assert_eq!(chunks.concat(), b"one way");
+    }
+
     /// A frame the target must refuse (HANDSHAKE_DONE sent to a server, RFC 9000 §19.20)
     /// closes the connection: the forged packet was authenticated and its frames parsed.
     #[test]
