@@ -10,9 +10,12 @@ use std::time::Duration;
 use quicpeer::sim::{Link, Network};
 use support::*;
 
-/// The secrets one node logged, by label and client random.
+/// Secrets by label and client random.
+type Secrets = BTreeMap<(String, Vec<u8>), Vec<u8>>;
+
+/// The secrets one node logged.
 #[derive(Debug, Default)]
-struct Recorded(Mutex<BTreeMap<(String, Vec<u8>), Vec<u8>>>);
+struct Recorded(Mutex<Secrets>);
 
 impl rustls::KeyLog for Recorded {
     fn log(&self, label: &str, client_random: &[u8], secret: &[u8]) {
