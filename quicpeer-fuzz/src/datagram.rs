@@ -247,7 +247,7 @@ pub(super) fn target_config(retry: bool) -> Config {
     config
 }
 
-fn peer_config() -> Config {
+pub(super) fn peer_config() -> Config {
     let mut config = Config::default();
     config.keep_alive = Some(Duration::from_secs(1));
     config.idle_timeout = Duration::from_secs(5);
@@ -273,28 +273,31 @@ fn manager(credentials: &Credentials, config: Config, seed: u8, now: Instant) ->
 }
 
 /// One side of the harness: a manager, its event log, and its incarnation.
-struct Side {
-    manager: Manager,
-    log: EventLog,
+pub(super) struct Side {
+    pub(super) manager: Manager,
+    pub(super) log: EventLog,
     credentials: &'static Credentials,
-    addr: SocketAddr,
+    pub(super) addr: SocketAddr,
 }
 
 impl Side {
-    fn peer_id(&self) -> PeerId {
+    pub(super) fn peer_id(&self) -> PeerId {
         self.credentials.identity.peer_id()
     }
 }
 
-struct Harness {
-    now: Instant,
-    target: Side,
-    peer: Side,
+/// A target and an honest peer, the datagrams in flight between them, and a virtual clock.
+pub(super) struct Harness {
+    pub(super) now: Instant,
+    pub(super) target: Side,
+    pub(super) peer: Side,
     peer_seed: u8,
+    /// The peer's configuration, for its restarts too.
+    peer_config: Config,
     /// Datagrams from the peer on their way to the target.
-    to_target: VecDeque<Vec<u8>>,
+    pub(super) to_target: VecDeque<Vec<u8>>,
     /// Datagrams from the target on their way to the peer.
-    to_peer: VecDeque<Vec<u8>>,
+    pub(super) to_peer: VecDeque<Vec<u8>>,
     /// The peer's datagrams delivered so far (the newest [`HISTORY`]).
     history: VecDeque<Vec<u8>>,
     buf: Vec<u8>,
@@ -302,6 +305,11 @@ struct Harness {
 
 impl Harness {
     fn new(mode: Mode, retry: bool) -> Self {
+        Self::with_peer_config(mode, retry, peer_config())
+    }
+
+    /// A harness whose honest peer runs `peer_config` (the `frames` target gives it a key log).
+    pub(super) fn with_peer_config(mode: Mode, retry: bool, peer_config: Config) -> Self {
         let now = origin();
         let (target, peer) = credentials();
         let mut harness = Self {
@@ -313,12 +321,13 @@ impl Harness {
                 addr: target_addr(),
             },
             peer: Side {
-                manager: manager(peer, peer_config(), 8, now),
+                manager: manager(peer, peer_config.clone(), 8, now),
                 log: EventLog::default(),
                 credentials: peer,
                 addr: peer_addr(),
             },
             peer_seed: 8,
+            peer_config,
             to_target: VecDeque::new(),
             to_peer: VecDeque::new(),
             history: VecDeque::new(),
@@ -344,7 +353,7 @@ impl Harness {
         panic!("harness: the setup handshake did not complete");
     }
 
-    fn step(&mut self, step: &Step) {
+    pub(super) fn step(&mut self, step: &Step) {
         match step {
             Step::Inject { from, local, data } => {
                 let from = source(*from);
@@ -415,7 +424,7 @@ impl Harness {
                 self.peer_seed = self.peer_seed.wrapping_add(1);
                 self.peer.manager = manager(
                     self.peer.credentials,
-                    peer_config(),
+                    self.peer_config.clone(),
                     self.peer_seed,
                     self.now,
                 );
@@ -482,7 +491,7 @@ impl Harness {
         );
     }
 
-    fn deliver_to_target(&mut self, data: Vec<u8>) {
+    pub(super) fn deliver_to_target(&mut self, data: Vec<u8>) {
         let from = self.peer.addr;
         self.inject_into_target(from, Some(self.target.addr.ip()), &data);
         if self.history.len() == HISTORY {
@@ -529,7 +538,7 @@ impl Harness {
     }
 
     /// Runs both sides' timers at `now` and checks the invariants.
-    fn settle(&mut self) {
+    pub(super) fn settle(&mut self) {
         let now = self.now;
         let (peer_addr, target_addr) = (self.peer.addr, self.target.addr);
         let to_peer = &mut self.to_peer;

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use quicpeer::{ConnId, Event, Manager, PeerId, Transmit};
+use quicpeer::{ConnId, Event, Manager, PeerId, StreamId, Transmit};
 
 /// Bound on the datagrams one drain of `poll_transmit` may yield. The fuzz targets write at most
 /// a few KiB per step, so a drain that goes on longer is a loop that does not end.
@@ -15,12 +15,17 @@ pub(super) const MAX_EVENTS_PER_DRAIN: usize = 4096;
 /// `handle_timeout(now)` rounds after which a manager whose `poll_timeout` is still due at `now`
 /// is declared spinning.
 pub(super) const MAX_TIMER_ROUNDS: usize = 8;
+/// Streams remembered as readable until the harness reads them (targets that never read
+/// forget the newest beyond this).
+const MAX_READABLE: usize = 256;
 
 /// What a manager's events said, checked as they arrive.
 #[derive(Debug, Default)]
 pub(super) struct EventLog {
     connected: BTreeMap<ConnId, PeerId>,
     lost: BTreeSet<ConnId>,
+    /// Streams reported opened or readable and not yet handed to [`Self::take_readable`].
+    readable: BTreeSet<StreamId>,
 }
 
 impl EventLog {
@@ -68,8 +73,14 @@ impl EventLog {
                 self.lost.contains(lost),
                 "invariant: Reconnecting after {lost}, which was not lost"
             ),
-            Event::StreamOpened { stream, .. } => alive(self, stream.conn(), "StreamOpened"),
-            Event::StreamReadable { stream } => alive(self, stream.conn(), "StreamReadable"),
+            Event::StreamOpened { stream, .. } => {
+                alive(self, stream.conn(), "StreamOpened");
+                self.note_readable(*stream);
+            }
+            Event::StreamReadable { stream } => {
+                alive(self, stream.conn(), "StreamReadable");
+                self.note_readable(*stream);
+            }
             Event::StreamWritable { stream } => alive(self, stream.conn(), "StreamWritable"),
             Event::StreamsAvailable { conn, .. } => alive(self, *conn, "StreamsAvailable"),
             Event::StreamFinished { stream } => alive(self, stream.conn(), "StreamFinished"),
@@ -82,6 +93,17 @@ impl EventLog {
             // `Event` is non-exhaustive: a new kind must get its check here before it ships.
             other => panic!("invariant: no check for {other:?}"),
         }
+    }
+
+    fn note_readable(&mut self, stream: StreamId) {
+        if self.readable.len() < MAX_READABLE {
+            self.readable.insert(stream);
+        }
+    }
+
+    /// The streams reported opened or readable since the last call.
+    pub(super) fn take_readable(&mut self) -> BTreeSet<StreamId> {
+        std::mem::take(&mut self.readable)
     }
 
     /// Connections to `peer` that were Connected and not yet lost.

@@ -8,6 +8,9 @@
 //!   [`Manager`](quicpeer::Manager), interleaved with the honest peer's real packets (delivered,
 //!   dropped, duplicated, corrupted) and with time on a monotonic virtual clock read from the
 //!   input;
+//! - [`frames`]: arbitrary QUIC frames inside 1-RTT packets sealed with the honest peer's real
+//!   keys (logged through [`Config::key_log`](quicpeer::Config::key_log)), into an established
+//!   connection of the target, interleaved with honest traffic;
 //! - [`ops`]: arbitrary sequences of operations (dials, closes, restarts, link failures, time,
 //!   streams) against a [`sim::Network`](quicpeer::sim::Network) of two to four nodes;
 //! - [`certificate`]: arbitrary bytes as a peer's certificate, into the verifier and, when they
@@ -28,6 +31,7 @@ mod address;
 mod certificate;
 mod channel;
 mod datagram;
+mod frames;
 mod invariants;
 mod multistream;
 mod ops;
@@ -38,6 +42,7 @@ pub use address::address;
 pub use certificate::certificate;
 pub use channel::channel;
 pub use datagram::{datagram, DatagramInput, Mode, Payload, Source, Step};
+pub use frames::{frames, Data, Frame, FramesInput, Step as FrameStep, Value, VARINT_MAX};
 pub use multistream::{multistream, Role, PING_PAYLOAD, PROPOSALS, SUPPORTED};
 pub use ops::{ops, LinkChange, Op, OpsInput};
 pub use relay::{relay, RelayKind};

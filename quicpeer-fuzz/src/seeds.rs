@@ -19,7 +19,8 @@ use quicpeer::{Config, Identity};
 /// One seed: the target it is for, a file name, and its bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Seed {
-    /// `datagram`, `ops`, `certificate`, `multistream`, `relay`, `channel` or `address`.
+    /// `datagram`, `frames`, `ops`, `certificate`, `multistream`, `relay`, `channel` or
+    /// `address`.
     pub target: &'static str,
     /// A descriptive file name.
     pub name: String,
@@ -33,6 +34,7 @@ pub struct Seed {
 pub fn all(vectors: &[(String, Vec<u8>)]) -> Vec<Seed> {
     let mut seeds = certificate_seeds(vectors);
     seeds.extend(datagram_seeds());
+    seeds.extend(frames_seeds());
     seeds.extend(ops_seeds());
     seeds.extend(multistream_seeds());
     seeds.extend(relay_seeds());
@@ -201,6 +203,269 @@ fn capture() -> Capture {
             .map(|c| c.data.clone())
             .collect(),
     }
+}
+
+/// `frames` seeds: typed steps (the harness makes the packets), one family of frames each,
+/// between honest traffic; the last crosses quinn's first key updates.
+fn frames_seeds() -> Vec<Seed> {
+    use super::frames::{Data, Frame, FramesInput, Step as F, Value, VARINT_MAX};
+    let v = Value;
+    let stream =
+        |index: u64, dialer: bool, offset: Option<u64>, fin: bool, data: &[u8]| Frame::Stream {
+            id: v(4 * index + u64::from(dialer)),
+            offset: offset.map(v),
+            explicit_len: true,
+            fin,
+            data: Data(data.to_vec()),
+        };
+    let forged = |keep, frames| F::Frames { keep, frames };
+    let around = |frames: Vec<Frame>, dialer: bool| FramesInput {
+        target_dialed: dialer,
+        steps: vec![
+            F::PeerSends { len: 16 },
+            forged(true, frames),
+            F::Flush,
+            F::TargetReads,
+            F::TargetSends { len: 32 },
+            F::Flush,
+            F::Wait { millis: 300 },
+            F::Flush,
+        ],
+    };
+    let mut inputs = vec![
+        (
+            "streams",
+            FramesInput {
+                target_dialed: false,
+                steps: vec![
+                    F::PeerSends { len: 8 },
+                    forged(
+                        true,
+                        vec![
+                            stream(2, false, Some(5), true, b"world"),
+                            stream(2, false, None, false, b"hello"),
+                            stream(3, false, None, false, b""),
+                        ],
+                    ),
+                    F::Deliver,
+                    F::TargetReads,
+                    forged(
+                        false,
+                        vec![
+                            Frame::StreamDataBlocked {
+                                id: v(12),
+                                limit: v(0),
+                            },
+                            Frame::ResetStream {
+                                id: v(12),
+                                code: v(7),
+                                final_size: v(3),
+                            },
+                            Frame::StopSending {
+                                id: v(8),
+                                code: v(1),
+                            },
+                        ],
+                    ),
+                    F::Flush,
+                    F::TargetReads,
+                ],
+            },
+        ),
+        (
+            "stream-without-length",
+            around(
+                vec![Frame::Stream {
+                    id: v(5),
+                    offset: Some(v(1 << 20)),
+                    explicit_len: false,
+                    fin: true,
+                    data: Data(b"to the packet's end".to_vec()),
+                }],
+                true,
+            ),
+        ),
+        (
+            "acks",
+            around(
+                vec![
+                    Frame::Ack {
+                        largest: v(3),
+                        delay: v(10),
+                        first: v(1),
+                        ranges: vec![(v(0), v(0))],
+                        ecn: Some((v(1), v(0), v(0))),
+                    },
+                    Frame::Ack {
+                        largest: v(VARINT_MAX),
+                        delay: v(VARINT_MAX),
+                        first: v(VARINT_MAX),
+                        ranges: vec![],
+                        ecn: None,
+                    },
+                ],
+                false,
+            ),
+        ),
+        (
+            "flow-control",
+            around(
+                vec![
+                    Frame::MaxData(v(1 << 40)),
+                    Frame::MaxStreamData {
+                        id: v(1),
+                        max: v(VARINT_MAX),
+                    },
+                    Frame::MaxStreams {
+                        bidi: true,
+                        max: v(1 << 60),
+                    },
+                    Frame::MaxStreams {
+                        bidi: false,
+                        max: v(0),
+                    },
+                    Frame::DataBlocked(v(0)),
+                    Frame::StreamsBlocked {
+                        bidi: true,
+                        limit: v(100),
+                    },
+                    Frame::StreamsBlocked {
+                        bidi: false,
+                        limit: v(VARINT_MAX),
+                    },
+                ],
+                true,
+            ),
+        ),
+        (
+            "connection-ids",
+            around(
+                vec![
+                    Frame::NewConnectionId {
+                        seq: v(1),
+                        retire_prior_to: v(0),
+                        cid: Data(vec![0x11; 16]),
+                        token: [0x22; 16],
+                    },
+                    Frame::NewConnectionId {
+                        seq: v(9),
+                        retire_prior_to: v(5),
+                        cid: Data(vec![0x33; 8]),
+                        token: [0x44; 16],
+                    },
+                    Frame::RetireConnectionId { seq: v(0) },
+                    Frame::NewConnectionId {
+                        seq: v(2),
+                        retire_prior_to: v(3),
+                        cid: Data(vec![0x55; 21]),
+                        token: [0; 16],
+                    },
+                ],
+                false,
+            ),
+        ),
+        (
+            "paths",
+            around(
+                vec![
+                    Frame::PathChallenge(*b"chalenge"),
+                    Frame::PathResponse(*b"response"),
+                    Frame::Ping,
+                    Frame::ImmediateAck,
+                    Frame::AckFrequency {
+                        seq: v(1),
+                        threshold: v(10),
+                        max_delay: v(1_000),
+                        reordering: v(0),
+                    },
+                ],
+                true,
+            ),
+        ),
+        (
+            "crypto-token-done",
+            around(
+                vec![
+                    Frame::Crypto {
+                        offset: v(0),
+                        data: Data(vec![4, 0, 0, 2, 0, 0]),
+                    },
+                    Frame::NewToken {
+                        token: Data(vec![0xab; 24]),
+                    },
+                    Frame::HandshakeDone,
+                    Frame::Datagram {
+                        explicit_len: true,
+                        data: Data(b"datagram".to_vec()),
+                    },
+                    Frame::Padding { len: 40 },
+                ],
+                true,
+            ),
+        ),
+        (
+            "close-transport",
+            around(
+                vec![Frame::ConnectionClose {
+                    app: false,
+                    code: v(0x0a),
+                    frame_type: v(0x08),
+                    reason: Data(b"protocol violation".to_vec()),
+                }],
+                false,
+            ),
+        ),
+        (
+            "close-application",
+            around(
+                vec![Frame::ConnectionClose {
+                    app: true,
+                    code: v(0),
+                    frame_type: v(0),
+                    reason: Data(vec![0xff, 0xfe]),
+                }],
+                true,
+            ),
+        ),
+        (
+            "raw",
+            around(
+                vec![
+                    Frame::Raw(Data(vec![0x40, 0x01])),
+                    Frame::Raw(Data(vec![0x21])),
+                    Frame::Raw(Data(vec![0x08, 0x00])),
+                ],
+                false,
+            ),
+        ),
+    ];
+    let mut long = Vec::new();
+    for round in 0..32u16 {
+        long.push(F::Burst { kib: 64 });
+        long.push(F::Flush);
+        long.push(F::TargetReads);
+        long.push(forged(true, vec![Frame::Ping]));
+        long.push(F::Reply {
+            lose: round % 7 == 0,
+        });
+        long.push(F::Flush);
+        long.push(F::TargetReads);
+    }
+    inputs.push((
+        "key-updates",
+        FramesInput {
+            target_dialed: true,
+            steps: long,
+        },
+    ));
+    inputs
+        .into_iter()
+        .map(|(name, input)| Seed {
+            target: "frames",
+            name: name.into(),
+            data: input.encode(),
+        })
+        .collect()
 }
 
 fn datagram_seeds() -> Vec<Seed> {

@@ -60,6 +60,11 @@ fn datagram_corpus_replays() {
 }
 
 #[test]
+fn frames_corpus_replays() {
+    replay("frames", fuzz::frames);
+}
+
+#[test]
 fn ops_corpus_replays() {
     replay("ops", fuzz::ops);
 }
@@ -97,6 +102,7 @@ fn seeds_decode_to_what_was_encoded() {
         let again = match seed.target {
             "datagram" => seeds::encode_datagram(&fuzz::DatagramInput::decode(&seed.data)),
             "ops" => seeds::encode_ops(&fuzz::OpsInput::decode(&seed.data)),
+            "frames" => fuzz::FramesInput::decode(&seed.data).encode(),
             _ => continue,
         };
         assert_eq!(again, seed.data, "{} seed {}", seed.target, seed.name);

@@ -156,6 +156,7 @@ pub mod sim;
 #[doc(hidden)]
 pub mod internals {
     pub use crate::identity::tls::{TlsContext, VerificationSlot, WallClock};
+    pub use crate::manager::cid::CID_LEN;
 }
 
 pub use identity::{Identity, Keypair, PeerId};

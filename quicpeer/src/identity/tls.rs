@@ -28,7 +28,7 @@ use rustls::server::{ClientHello, NoServerSessionStorage, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::time_provider::TimeProvider;
 use rustls::{
-    ClientConfig, ConfigBuilder, DigitallySignedStruct, DistinguishedName, OtherError,
+    ClientConfig, ConfigBuilder, DigitallySignedStruct, DistinguishedName, KeyLog, OtherError,
     PeerIncompatible, ServerConfig, SignatureScheme, WantsVerifier,
 };
 use tracing::debug;
@@ -250,6 +250,8 @@ pub struct TlsContext {
     clock: WallClock,
     /// Session resumption, once enabled: the server's ticket keys and the client's tickets.
     resumption: Option<(Arc<TicketKeys>, Arc<SessionCache>)>,
+    /// Where both sides' configurations log TLS secrets; rustls logs nothing by default.
+    key_log: Option<Arc<dyn KeyLog>>,
 }
 
 impl TlsContext {
@@ -285,6 +287,7 @@ impl TlsContext {
                 .with_protocol_versions(versions)?,
             clock,
             resumption: None,
+            key_log: None,
         })
     }
 
@@ -297,6 +300,12 @@ impl TlsContext {
             Arc::new(TicketKeys::new(ticket_secret, self.clock.clone())),
             Arc::new(SessionCache::default()),
         ));
+    }
+
+    /// Logs the TLS secrets of every connection configured from now on to `key_log` (the
+    /// `SSLKEYLOGFILE` hook; see [`Config::key_log`](crate::Config::key_log)).
+    pub fn set_key_log(&mut self, key_log: Arc<dyn KeyLog>) {
+        self.key_log = Some(key_log);
     }
 
     /// A client configuration for one dial; `expected` pins the remote PeerId.
@@ -326,6 +335,9 @@ impl TlsContext {
             .with_client_cert_resolver(self.certificate.clone());
         config.alpn_protocols = vec![ALPN.to_vec()];
         config.enable_sni = false;
+        if let Some(key_log) = &self.key_log {
+            config.key_log = key_log.clone();
+        }
         config.resumption = match sessions {
             Some((cache, peer, reserved)) => Resumption::store(Arc::new(DialSessions {
                 cache: cache.clone(),
@@ -351,6 +363,9 @@ impl TlsContext {
             .with_client_cert_verifier(verifier)
             .with_cert_resolver(self.certificate.clone());
         config.alpn_protocols = vec![ALPN.to_vec()];
+        if let Some(key_log) = &self.key_log {
+            config.key_log = key_log.clone();
+        }
         // Stateless tickets only: nothing is stored per client on the server.
         config.session_storage = Arc::new(NoServerSessionStorage {});
         match &self.resumption {

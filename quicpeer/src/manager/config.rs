@@ -1,5 +1,6 @@
 //! Configuration of a [`Manager`](super::Manager).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::RestartKeys;
@@ -231,6 +232,13 @@ pub struct Config {
     /// PeerId is read back from the session and checked again on both sides. Stock libp2p
     /// peers keep full handshakes; no 0-RTT.
     pub tls_resumption: bool,
+    /// Where the TLS secrets of every connection are logged, in the NSS key log format that
+    /// Wireshark reads (`SSLKEYLOGFILE`): for debugging captures, and for tests that need a
+    /// connection's 1-RTT keys. Wired into the rustls configurations of both sides (dials and
+    /// inbound connections). `None` (the default) logs nothing; `rustls::KeyLogFile` writes to
+    /// the file named by `SSLKEYLOGFILE`. Anyone holding these secrets can read and forge the
+    /// connection's traffic: never enable it in production.
+    pub key_log: Option<Arc<dyn rustls::KeyLog>>,
 }
 
 impl Default for Config {
@@ -258,6 +266,7 @@ impl Default for Config {
             tie_break: true,
             suspicion_redial: true,
             tls_resumption: true,
+            key_log: None,
         }
     }
 }

@@ -54,6 +54,10 @@ pub(super) struct Conn {
     pub(super) eliciting_sent: u64,
     /// When the connection started, for `Metrics::handshake_latency`.
     pub(super) started: Instant,
+    /// quinn's own deadline is reported no earlier than this: set just past `now` when
+    /// quinn's `handle_timeout(now)` left its deadline at or before `now` (see
+    /// `Manager::handle_timeout`).
+    pub(super) quinn_floor: Option<Instant>,
     pub(super) span: Span,
 }
 
@@ -179,6 +183,7 @@ impl Manager {
                 resuspect_at: None,
                 eliciting_sent: 0,
                 started: now,
+                quinn_floor: None,
                 span,
             },
         );

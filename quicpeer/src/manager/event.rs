@@ -369,6 +369,11 @@ pub enum StreamError {
     /// QUIC cannot carry.
     #[error("application error code {0} is above 2^62 - 1")]
     CodeOutOfRange(u64),
+    /// A write, finish or reset on a unidirectional stream the peer opened: it only carries
+    /// data to us. (libp2p uses bidirectional streams only; a peer may open unidirectional
+    /// ones anyway, up to `Config::max_concurrent_uni_streams`.) Read it, or stop it.
+    #[error("the peer's unidirectional stream has no sending half")]
+    ReceiveOnly,
 }
 
 /// What one connection has sent, received and lost so far ([`Manager::stats`](crate::Manager::stats)).

@@ -44,7 +44,7 @@
 
 mod backoff;
 mod book;
-mod cid;
+pub(crate) mod cid;
 mod config;
 mod conn;
 mod dial;
@@ -259,6 +259,9 @@ impl Manager {
             None => TlsContext::new(&identity, clock.clone()),
         }
         .map_err(|e| ManagerError::Tls(Box::new(e)))?;
+        if let Some(key_log) = &config.key_log {
+            tls.set_key_log(key_log.clone());
+        }
 
         let (keys, derived) = match &config.keys {
             KeyMode::DerivedFromIdentity => match RestartKeys::derive(identity.keypair()) {
@@ -539,6 +542,18 @@ impl Manager {
             if conn.inner.poll_timeout().is_some_and(|t| t <= now) {
                 conn.inner.handle_timeout(now);
                 self.drive(id, now);
+                // quinn can leave a deadline at or before `now` that its own timer handling
+                // does nothing about (its pacer's delay rounds to zero nanoseconds on a link
+                // with a near-zero RTT, and the pacing timer's expiry does nothing): reported
+                // as is, a driver whose clock has not moved would spin. It is reported a
+                // microsecond later, when the pacer has gained tokens.
+                if let Some(conn) = self.conns.get_mut(&id) {
+                    conn.quinn_floor = conn
+                        .inner
+                        .poll_timeout()
+                        .filter(|t| *t <= now)
+                        .map(|_| now + QUINN_TIMER_FLOOR);
+                }
             }
         }
 
@@ -1076,8 +1091,11 @@ fn conn_deadline(conn: &mut Conn, suspicion_ptos: Option<u32>) -> Option<Instant
         _ => None,
     };
     let suspicion = suspicion_ptos.and_then(|ptos| suspicion_deadline(conn, ptos));
+    let floor = conn.quinn_floor;
     [
-        conn.inner.poll_timeout(),
+        conn.inner
+            .poll_timeout()
+            .map(|t| floor.map_or(t, |floor| t.max(floor))),
         handshake,
         conn.probe.map(|p| p.deadline),
         suspicion,
@@ -1086,6 +1104,9 @@ fn conn_deadline(conn: &mut Conn, suspicion_ptos: Option<u32>) -> Option<Instant
     .flatten()
     .min()
 }
+
+/// How far past `now` a quinn deadline that `handle_timeout(now)` left in place is reported.
+const QUINN_TIMER_FLOOR: Duration = Duration::from_micros(1);
 
 /// The earliest timer of a peer: the next staggered dial attempt, or the reconnect backoff.
 fn peer_deadline(peer: &Peer) -> Option<Instant> {

@@ -20,7 +20,7 @@ impl Manager {
 
     /// Writes as much of `data` as flow control allows; returns how much was taken.
     pub fn stream_write(&mut self, stream: StreamId, data: &[u8]) -> Result<usize, StreamError> {
-        let c = self.established_mut(stream.conn)?;
+        let c = self.sending_half(stream)?;
         let written = c
             .inner
             .send_stream(stream.id)
@@ -36,7 +36,7 @@ impl Manager {
 
     /// Finishes the sending half of a stream.
     pub fn stream_finish(&mut self, stream: StreamId) -> Result<(), StreamError> {
-        let c = self.established_mut(stream.conn)?;
+        let c = self.sending_half(stream)?;
         c.inner
             .send_stream(stream.id)
             .finish()
@@ -52,7 +52,7 @@ impl Manager {
     /// `code` is at most [`MAX_APP_CODE`].
     pub fn stream_reset(&mut self, stream: StreamId, code: u64) -> Result<(), StreamError> {
         let code = VarInt::from_u64(code).map_err(|_| StreamError::CodeOutOfRange(code))?;
-        let c = self.established_mut(stream.conn)?;
+        let c = self.sending_half(stream)?;
         c.inner
             .send_stream(stream.id)
             .reset(code)
@@ -66,7 +66,7 @@ impl Manager {
     /// `code` is at most [`MAX_APP_CODE`].
     pub fn stream_stop(&mut self, stream: StreamId, code: u64) -> Result<(), StreamError> {
         let code = VarInt::from_u64(code).map_err(|_| StreamError::CodeOutOfRange(code))?;
-        let c = self.established_mut(stream.conn)?;
+        let c = self.receiving_half(stream)?;
         c.inner
             .recv_stream(stream.id)
             .stop(code)
@@ -83,7 +83,7 @@ impl Manager {
     /// this way takes one call per chunk plus one that answers `Blocked`;
     /// [`Manager::stream_read_chunks`] drains it in one call.
     pub fn stream_read(&mut self, stream: StreamId, max: usize) -> Result<Read, StreamError> {
-        let c = self.established_mut(stream.conn)?;
+        let c = self.receiving_half(stream)?;
         let mut recv = c.inner.recv_stream(stream.id);
         let mut chunks = recv.read(true).map_err(|_| StreamError::Closed)?;
         let result = match chunks.next(max) {
@@ -151,7 +151,7 @@ impl Manager {
         max_bytes: usize,
         out: &mut impl Extend<Bytes>,
     ) -> Result<ChunksRead, StreamError> {
-        let c = self.established_mut(stream.conn)?;
+        let c = self.receiving_half(stream)?;
         let mut recv = c.inner.recv_stream(stream.id);
         let mut chunks = recv.read(true).map_err(|_| StreamError::Closed)?;
         let mut bytes = 0;
@@ -183,6 +183,27 @@ impl Manager {
             self.dirty.insert(stream.conn);
         }
         result.map(|status| ChunksRead { bytes, status })
+    }
+
+    /// The established connection of a stream that has a sending half here: quinn panics on a
+    /// send operation on the peer's unidirectional stream, which a peer may open at will
+    /// (announced by `Event::StreamOpened` like any other).
+    fn sending_half(&mut self, stream: StreamId) -> Result<&mut Conn, StreamError> {
+        let c = self.established_mut(stream.conn)?;
+        if stream.id.dir() == Dir::Uni && stream.id.initiator() != c.inner.side() {
+            return Err(StreamError::ReceiveOnly);
+        }
+        Ok(c)
+    }
+
+    /// The established connection of a stream that has a receiving half here (quinn panics on
+    /// a receive operation on one of our own unidirectional streams).
+    fn receiving_half(&mut self, stream: StreamId) -> Result<&mut Conn, StreamError> {
+        let c = self.established_mut(stream.conn)?;
+        if stream.id.dir() == Dir::Uni && stream.id.initiator() == c.inner.side() {
+            return Err(StreamError::Closed);
+        }
+        Ok(c)
     }
 
     pub(super) fn established_mut(&mut self, conn: ConnId) -> Result<&mut Conn, StreamError> {
