@@ -32,7 +32,7 @@ use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -303,7 +303,7 @@ pub fn measure(params: &Params) -> Result<Outcome, BenchError> {
     while started.elapsed() < params.duration {
         heap_peak = heap_peak.max(crate::alloc::allocated().saturating_sub(heap_before));
         if Instant::now() >= next_live {
-            hub_max_live = hub_max_live.max(hub_query(&hub, |m| m.live_connections()));
+            hub_max_live = hub_max_live.max(hub.query(|m| m.live_connections()).unwrap_or(0));
             next_live += Duration::from_millis(200);
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -331,9 +331,9 @@ pub fn measure(params: &Params) -> Result<Outcome, BenchError> {
         before => Some(crate::alloc::allocated() as isize - before as isize),
     };
     let drops_after = udp_counter("RcvbufErrors");
-    let metrics = hub_query(&hub, |m| m.metrics());
-    let connected_at_end = hub_query(&hub, |m| m.connected_peers().len());
-    hub_max_live = hub_max_live.max(hub_query(&hub, |m| m.live_connections()));
+    let metrics = hub.query(Manager::metrics).unwrap_or_default();
+    let connected_at_end = hub.query(|m| m.connected_peers().len()).unwrap_or(0);
+    hub_max_live = hub_max_live.max(hub.query(|m| m.live_connections()).unwrap_or(0));
     let _ = hub.crash()?;
     shared.stop.store(true, Ordering::Relaxed);
     newcomers.stop.store(true, Ordering::Relaxed);
@@ -518,21 +518,6 @@ fn spawn_fleet(
         .name(name.into())
         .spawn(move || Fleet::build(count, first, &config, &shared)?.run(hub, hub_addr, interval))
         .map_err(|e| BenchError::Setup(format!("{name} thread: {e}")))
-}
-
-/// Asks the hub's thread; a default answer if it does not answer within 10 s.
-fn hub_query<T: Default + Send + 'static>(
-    hub: &Hub,
-    ask: impl FnOnce(&Manager) -> T + Send + 'static,
-) -> T {
-    let (tx, rx) = mpsc::channel();
-    let asked = hub.handle.execute(move |manager, _| {
-        let _ = tx.send(ask(manager));
-    });
-    asked
-        .ok()
-        .and_then(|()| rx.recv_timeout(Duration::from_secs(10)).ok())
-        .unwrap_or_default()
 }
 
 // ---- the attacker ----

@@ -245,9 +245,13 @@ pub fn measure(params: &Params) -> Result<Outcome, BenchError> {
         std::thread::sleep(Duration::from_millis(50));
         hub_connected = hub.connected_peers();
     }
-    let hub_resumed = hub.metrics().map_or(0, |m| {
-        m.handshakes_resumed.get(quicpeer::Direction::Inbound)
-    });
+    let hub_resumed = hub
+        .query(|m| {
+            m.metrics()
+                .handshakes_resumed
+                .get(quicpeer::Direction::Inbound)
+        })
+        .unwrap_or(0);
     // The hub first: peers that vanish first would draw ICMP errors to the hub's sends.
     let new_hub = hub.crash()?;
     shared.stop.store(true, Ordering::Relaxed);
@@ -509,39 +513,29 @@ impl Hub {
         schedstat_cpu_time(self.schedstat.as_deref()?)
     }
 
-    /// How many peers the hub holds connections to, asked on its own thread.
+    /// Asks the hub's manager on its own thread; `None` if the hub does not answer within
+    /// 10 s (stopped, or stuck).
+    pub(crate) fn query<T: Send + 'static>(
+        &self,
+        ask: impl FnOnce(&Manager) -> T + Send + 'static,
+    ) -> Option<T> {
+        let (tx, rx) = mpsc::channel();
+        let asked = self.handle.execute(move |manager, _| {
+            let _ = tx.send(ask(manager));
+        });
+        asked
+            .ok()
+            .and_then(|()| rx.recv_timeout(Duration::from_secs(10)).ok())
+    }
+
+    /// How many peers the hub holds connections to.
     fn connected_peers(&self) -> usize {
-        let (tx, rx) = mpsc::channel();
-        let asked = self.handle.execute(move |manager, _| {
-            let _ = tx.send(manager.connected_peers().len());
-        });
-        asked
-            .ok()
-            .and_then(|()| rx.recv_timeout(Duration::from_secs(10)).ok())
-            .unwrap_or(0)
+        self.query(|m| m.connected_peers().len()).unwrap_or(0)
     }
 
-    /// The hub's metrics, asked on its own thread.
-    pub(crate) fn metrics(&self) -> Option<quicpeer::Metrics> {
-        let (tx, rx) = mpsc::channel();
-        let asked = self.handle.execute(move |manager, _| {
-            let _ = tx.send(manager.metrics());
-        });
-        asked
-            .ok()
-            .and_then(|()| rx.recv_timeout(Duration::from_secs(10)).ok())
-    }
-
-    /// The hub's peer book, asked on its own thread.
+    /// The hub's peer book.
     fn peer_book(&self) -> Vec<quicpeer::PeerRecord> {
-        let (tx, rx) = mpsc::channel();
-        let asked = self.handle.execute(move |manager, _| {
-            let _ = tx.send(manager.peer_book());
-        });
-        asked
-            .ok()
-            .and_then(|()| rx.recv_timeout(Duration::from_secs(10)).ok())
-            .unwrap_or_default()
+        self.query(Manager::peer_book).unwrap_or_default()
     }
 
     /// Stops the hub's thread, which drops its driver without closing anything.
