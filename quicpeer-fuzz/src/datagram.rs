@@ -18,10 +18,11 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime};
 
 use arbitrary::{Arbitrary, Unstructured};
-use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer};
 
 use super::invariants::{check_response, check_state, drain, run_timers, EventLog};
 use quicpeer::identity::generate_certificate;
+use quicpeer::identity::null_crypto::NullCrypto;
+use quicpeer::internals::LoadedCertificate;
 use quicpeer::{Config, Identity, Manager, PeerId, Transmit};
 
 /// Steps run from one input at most; the rest of a longer input is ignored.
@@ -179,10 +180,31 @@ impl DatagramInput {
     }
 }
 
-/// The `datagram` fuzz target. Panics only when an invariant fails.
+/// How the harness's managers protect their packets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Crypto {
+    /// TLS 1.3, as on a real network: each connected input pays a real handshake, and almost
+    /// no injected bytes get past packet protection.
+    Tls,
+    /// quicpeer's null handshake (`Config::null_crypto`): certificates still checked, packets
+    /// in the clear, so injected bytes reach the frame decoder and the handshake costs little.
+    Null,
+}
+
+/// The `datagram` fuzz target, on the null handshake. Panics only when an invariant fails.
 pub fn datagram(data: &[u8]) {
+    datagram_with(Crypto::Null, data);
+}
+
+/// The `datagram_tls` fuzz target: the same inputs on real TLS, whose handshakes, captured
+/// packets and packet protection the null handshake leaves out.
+pub fn datagram_tls(data: &[u8]) {
+    datagram_with(Crypto::Tls, data);
+}
+
+fn datagram_with(crypto: Crypto, data: &[u8]) {
     let input = DatagramInput::decode(data);
-    let mut harness = Harness::new(input.mode, input.retry);
+    let mut harness = Harness::new(input.mode, input.retry, crypto);
     for step in &input.steps {
         harness.step(step);
     }
@@ -198,22 +220,24 @@ pub(super) fn peer_addr() -> SocketAddr {
     SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2)), 4001)
 }
 
-/// An identity with a certificate made for it once: generating certificates is most of what
-/// building a manager costs, and the harness builds two or more per input.
+/// An identity with a certificate made, and its key loaded, once per process: generating the
+/// certificate and loading its key are most of what building a manager costs, and the harness
+/// builds two or more per input.
 pub(super) struct Credentials {
     identity: Identity,
-    certificate: CertificateDer<'static>,
-    key: PrivatePkcs8KeyDer<'static>,
+    certificate: LoadedCertificate,
 }
 
 impl Credentials {
     fn new(seed: u8) -> Self {
         let identity = Identity::from_ed25519_seed([seed; 32]);
-        match generate_certificate(identity.keypair()) {
-            Ok((certificate, key)) => Self {
+        let loaded = generate_certificate(identity.keypair())
+            .map_err(|e| e.to_string())
+            .and_then(|(c, k)| LoadedCertificate::load(c, k).map_err(|e| e.to_string()));
+        match loaded {
+            Ok(certificate) => Self {
                 identity,
                 certificate,
-                key,
             },
             Err(error) => panic!("harness: cannot generate a certificate: {error}"),
         }
@@ -224,6 +248,13 @@ impl Credentials {
 fn credentials() -> &'static (Credentials, Credentials) {
     static CREDENTIALS: OnceLock<(Credentials, Credentials)> = OnceLock::new();
     CREDENTIALS.get_or_init(|| (Credentials::new(1), Credentials::new(2)))
+}
+
+/// The null handshake every manager of the process shares, so that each certificate's
+/// signatures are checked once per process, not once per handshake.
+pub(super) fn null_crypto() -> NullCrypto {
+    static NULL: OnceLock<NullCrypto> = OnceLock::new();
+    NULL.get_or_init(NullCrypto::new).clone()
 }
 
 /// The origin of the virtual clock; only differences from it matter.
@@ -238,8 +269,8 @@ pub(super) fn wall_origin() -> SystemTime {
 }
 
 /// The target's configuration: short timers, and limits small enough for an input to reach.
-pub(super) fn target_config(retry: bool) -> Config {
-    let mut config = peer_config();
+pub(super) fn target_config(retry: bool, crypto: Crypto) -> Config {
+    let mut config = peer_config(crypto);
     config.limits.max_connections = 8;
     config.limits.max_inbound_handshakes = 3;
     config.limits.max_pending_dials = 4;
@@ -247,8 +278,9 @@ pub(super) fn target_config(retry: bool) -> Config {
     config
 }
 
-pub(super) fn peer_config() -> Config {
+pub(super) fn peer_config(crypto: Crypto) -> Config {
     let mut config = Config::default();
+    config.null_crypto = (crypto == Crypto::Null).then(null_crypto);
     config.keep_alive = Some(Duration::from_secs(1));
     config.idle_timeout = Duration::from_secs(5);
     config.handshake_timeout = Duration::from_secs(2);
@@ -259,13 +291,13 @@ pub(super) fn peer_config() -> Config {
 /// fixed: a failure is a bug of the harness, not a finding.
 fn manager(credentials: &Credentials, config: Config, seed: u8, now: Instant) -> Manager {
     let elapsed = now.saturating_duration_since(origin());
-    match Manager::with_certificate(
+    match Manager::with_loaded_certificate(
         now,
         wall_origin() + elapsed,
         credentials.identity.clone(),
         config,
         [seed; 32],
-        (credentials.certificate.clone(), credentials.key.clone_key()),
+        &credentials.certificate,
     ) {
         Ok(manager) => manager,
         Err(error) => panic!("harness: the fixed configuration does not build: {error}"),
@@ -304,18 +336,23 @@ pub(super) struct Harness {
 }
 
 impl Harness {
-    fn new(mode: Mode, retry: bool) -> Self {
-        Self::with_peer_config(mode, retry, peer_config())
+    fn new(mode: Mode, retry: bool, crypto: Crypto) -> Self {
+        Self::with_peer_config(mode, retry, crypto, peer_config(crypto))
     }
 
     /// A harness whose honest peer runs `peer_config` (the `frames` target gives it a key log).
-    pub(super) fn with_peer_config(mode: Mode, retry: bool, peer_config: Config) -> Self {
+    pub(super) fn with_peer_config(
+        mode: Mode,
+        retry: bool,
+        crypto: Crypto,
+        peer_config: Config,
+    ) -> Self {
         let now = origin();
         let (target, peer) = credentials();
         let mut harness = Self {
             now,
             target: Side {
-                manager: manager(target, target_config(retry), 7, now),
+                manager: manager(target, target_config(retry, crypto), 7, now),
                 log: EventLog::default(),
                 credentials: target,
                 addr: target_addr(),

@@ -31,7 +31,7 @@ use rustls::crypto::tls13::OkmBlock;
 use rustls::quic::{HeaderProtectionKey, PacketKey};
 use rustls::{KeyLog, Tls13CipherSuite};
 
-use super::datagram::{self, peer_config, Harness, Mode};
+use super::datagram::{self, peer_config, Crypto, Harness, Mode};
 use quicpeer::internals::CID_LEN;
 use quicpeer::{Manager, PeerId, ReadStatus};
 
@@ -1142,7 +1142,7 @@ struct FrameHarness {
 impl FrameHarness {
     fn new(target_dialed: bool) -> Self {
         let log = Arc::new(SecretLog::default());
-        let mut config = peer_config();
+        let mut config = peer_config(Crypto::Tls);
         config.key_log = Some(log.clone());
         let mode = if target_dialed {
             Mode::ConnectedAsDialer
@@ -1150,7 +1150,7 @@ impl FrameHarness {
             Mode::ConnectedAsListener
         };
         Self {
-            inner: Harness::with_peer_config(mode, false, config),
+            inner: Harness::with_peer_config(mode, false, Crypto::Tls, config),
             keys: Keys {
                 log,
                 ..Keys::default()

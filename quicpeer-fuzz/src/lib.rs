@@ -7,12 +7,16 @@
 //! - [`datagram`]: arbitrary datagrams from arbitrary addresses into a listening or a connected
 //!   [`Manager`](quicpeer::Manager), interleaved with the honest peer's real packets (delivered,
 //!   dropped, duplicated, corrupted) and with time on a monotonic virtual clock read from the
-//!   input;
+//!   input; on quicpeer's null handshake ([`Config::null_crypto`](quicpeer::Config::null_crypto):
+//!   certificates checked, packets in the clear), so that invented packets reach the frame
+//!   decoder and an execution is not mostly a TLS handshake; [`datagram_tls`] runs the same
+//!   inputs on real TLS;
 //! - [`frames`]: arbitrary QUIC frames inside 1-RTT packets sealed with the honest peer's real
 //!   keys (logged through [`Config::key_log`](quicpeer::Config::key_log)), into an established
 //!   connection of the target, interleaved with honest traffic;
 //! - [`ops`]: arbitrary sequences of operations (dials, closes, restarts, link failures, time,
-//!   streams) against a [`sim::Network`](quicpeer::sim::Network) of two to four nodes;
+//!   streams) against a [`sim::Network`](quicpeer::sim::Network) of two to four nodes, on the
+//!   null handshake; [`ops_tls`] on real TLS;
 //! - [`certificate`]: arbitrary bytes as a peer's certificate, into the verifier and, when they
 //!   pass it, into a TLS handshake;
 //! - [`multistream`]: arbitrary bytes on a fresh libp2p stream, into the multistream-select
@@ -41,10 +45,10 @@ pub mod seeds;
 pub use address::address;
 pub use certificate::certificate;
 pub use channel::channel;
-pub use datagram::{datagram, DatagramInput, Mode, Payload, Source, Step};
+pub use datagram::{datagram, datagram_tls, Crypto, DatagramInput, Mode, Payload, Source, Step};
 pub use frames::{frames, Data, Frame, FramesInput, Step as FrameStep, Value, VARINT_MAX};
 pub use multistream::{multistream, Role, PING_PAYLOAD, PROPOSALS, SUPPORTED};
-pub use ops::{ops, LinkChange, Op, OpsInput};
+pub use ops::{ops, ops_tls, LinkChange, Op, OpsInput};
 pub use relay::{relay, RelayKind};
 
 /// Reads a whole fuzz input as a `T` the way libFuzzer's `arbitrary` integration does, except

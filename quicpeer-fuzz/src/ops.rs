@@ -13,10 +13,11 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime};
 
 use arbitrary::{Arbitrary, Unstructured};
-use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer};
 
+use super::datagram::Crypto;
 use super::invariants::{check_state, EventLog};
 use quicpeer::identity::generate_certificate;
+use quicpeer::internals::LoadedCertificate;
 use quicpeer::sim::{Link, Network, NodeId, Simulated};
 use quicpeer::{
     Config, ConnId, Event, Identity, KeyMode, Manager, ManagerError, Read, SansIo, StreamError,
@@ -180,8 +181,17 @@ impl OpsInput {
 
 /// The `ops` fuzz target. Panics only when an invariant fails.
 pub fn ops(data: &[u8]) {
+    ops_with(Crypto::Null, data);
+}
+
+/// The `ops_tls` fuzz target: the same inputs with the nodes on real TLS.
+pub fn ops_tls(data: &[u8]) {
+    ops_with(Crypto::Tls, data);
+}
+
+fn ops_with(crypto: Crypto, data: &[u8]) {
     let input = OpsInput::decode(data);
-    let mut harness = Harness::new(input.setup);
+    let mut harness = Harness::new(input.setup, crypto);
     for op in &input.ops {
         harness.op(*op);
     }
@@ -197,14 +207,17 @@ fn identities() -> &'static [Identity; MAX_NODES] {
 /// Each identity's certificate and key, generated once per process: generating a certificate
 /// (a P-256 key and an Ed25519 signature) is most of what building a manager costs, and an
 /// input builds one per node and per (re)start.
-fn certificates() -> &'static [(CertificateDer<'static>, PrivatePkcs8KeyDer<'static>); MAX_NODES] {
-    static CERTIFICATES: OnceLock<
-        [(CertificateDer<'static>, PrivatePkcs8KeyDer<'static>); MAX_NODES],
-    > = OnceLock::new();
+fn certificates() -> &'static [LoadedCertificate; MAX_NODES] {
+    static CERTIFICATES: OnceLock<[LoadedCertificate; MAX_NODES]> = OnceLock::new();
     CERTIFICATES.get_or_init(|| {
-        std::array::from_fn(|i| match generate_certificate(identities()[i].keypair()) {
-            Ok(pair) => pair,
-            Err(error) => panic!("harness: cannot generate a certificate: {error}"),
+        std::array::from_fn(|i| {
+            match generate_certificate(identities()[i].keypair())
+                .map_err(|e| e.to_string())
+                .and_then(|(c, k)| LoadedCertificate::load(c, k).map_err(|e| e.to_string()))
+            {
+                Ok(loaded) => loaded,
+                Err(error) => panic!("harness: cannot generate a certificate: {error}"),
+            }
         })
     })
 }
@@ -268,14 +281,13 @@ impl Simulated for Node {
         let Some(index) = index else {
             panic!("harness: a node with an identity not from identities()");
         };
-        let (certificate, key) = &certificates()[index];
-        Manager::with_certificate(
+        Manager::with_loaded_certificate(
             now,
             wall_now,
             identity,
             config,
             seed,
-            (certificate.clone(), key.clone_key()),
+            &certificates()[index],
         )
         .map(Node)
     }
@@ -311,7 +323,7 @@ struct Harness {
 }
 
 impl Harness {
-    fn new(setup: Setup) -> Self {
+    fn new(setup: Setup, crypto: Crypto) -> Self {
         let count = 2 + usize::from(setup.nodes % 3);
         let mut net = Network::<Node>::with_seed(u64::from(setup.seed));
         net.record_sent = false;
@@ -320,6 +332,7 @@ impl Harness {
         config.keep_alive = Some(Duration::from_secs(1));
         config.idle_timeout = Duration::from_secs(5);
         config.handshake_timeout = Duration::from_secs(2);
+        config.null_crypto = (crypto == Crypto::Null).then(super::datagram::null_crypto);
         config.suspicion_ptos = setup.suspicion.then_some(3);
         config.keys = if setup.random_keys {
             KeyMode::RandomPerProcess

@@ -59,6 +59,12 @@ fn datagram_corpus_replays() {
     replay("datagram", fuzz::datagram);
 }
 
+/// The same corpus on real TLS (the `datagram_tls` target shares it).
+#[test]
+fn datagram_corpus_replays_on_tls() {
+    replay("datagram", fuzz::datagram_tls);
+}
+
 #[test]
 fn frames_corpus_replays() {
     replay("frames", fuzz::frames);
@@ -67,6 +73,12 @@ fn frames_corpus_replays() {
 #[test]
 fn ops_corpus_replays() {
     replay("ops", fuzz::ops);
+}
+
+/// The same corpus on real TLS (the `ops_tls` target shares it).
+#[test]
+fn ops_corpus_replays_on_tls() {
+    replay("ops", fuzz::ops_tls);
 }
 
 #[test]

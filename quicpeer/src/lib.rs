@@ -155,7 +155,7 @@ pub mod sim;
 #[cfg(feature = "internals")]
 #[doc(hidden)]
 pub mod internals {
-    pub use crate::identity::tls::{TlsContext, VerificationSlot, WallClock};
+    pub use crate::identity::tls::{LoadedCertificate, TlsContext, VerificationSlot, WallClock};
     pub use crate::manager::cid::CID_LEN;
 }
 

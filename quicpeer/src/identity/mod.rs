@@ -14,6 +14,9 @@
 #[allow(clippy::result_large_err)]
 pub mod certificate;
 pub mod keys;
+#[cfg(feature = "fuzzing")]
+#[allow(clippy::result_large_err)]
+pub mod null_crypto;
 pub(crate) mod resumption;
 #[allow(clippy::result_large_err)]
 pub(crate) mod tls;
@@ -24,7 +27,7 @@ pub use certificate::{
 };
 pub use keys::{RestartKeys, CID_KEY_INFO, RESET_KEY_INFO};
 pub use libp2p_identity::{Keypair, PeerId, PublicKey};
-pub(crate) use tls::{TlsContext, VerificationSlot, WallClock};
+pub(crate) use tls::{LoadedCertificate, TlsContext, VerificationSlot, WallClock};
 pub use tls::{TlsError, ALPN};
 
 /// A node's long-lived identity: its libp2p host keypair and the PeerId it names.

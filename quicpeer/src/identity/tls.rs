@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use libp2p_identity::PeerId;
+use quinn_proto::crypto::rustls::{NoInitialCipherSuite, QuicClientConfig, QuicServerConfig};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::{ResolvesClientCert, Resumption, Tls12Resumption};
 use rustls::crypto::{verify_tls13_signature_with_raw_key, WebPkiSupportedAlgorithms};
@@ -158,7 +159,7 @@ impl VerificationSlot {
         lock(&self.0).outcome = Some(outcome);
     }
 
-    fn set_verified(&self, peer: VerifiedPeer, quicpeer: bool) {
+    pub(crate) fn set_verified(&self, peer: VerifiedPeer, quicpeer: bool) {
         let mut state = lock(&self.0);
         state.outcome = Some(Ok(peer));
         state.quicpeer = quicpeer;
@@ -241,6 +242,39 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// A certificate with its signing key loaded, ready to present.
+///
+/// Loading checks the key (for ECDSA, a scalar multiplication), which costs more than building
+/// everything else of a [`TlsContext`]: fuzzers and benchmarks that build many contexts of one
+/// identity load its certificate once and share it.
+#[derive(Clone)]
+pub struct LoadedCertificate(Arc<CertifiedKey>);
+
+impl LoadedCertificate {
+    /// Loads `key` (PKCS #8) as the signing key of `certificate`.
+    pub fn load(
+        certificate: CertificateDer<'static>,
+        key: PrivatePkcs8KeyDer<'static>,
+    ) -> Result<Self, TlsError> {
+        // Built directly: `with_single_cert` would parse our certificate with webpki, which
+        // rejects the (allowed) critical libp2p extension.
+        let provider = rustls::crypto::ring::default_provider();
+        let signing_key = provider
+            .key_provider
+            .load_private_key(PrivateKeyDer::Pkcs8(key))?;
+        Ok(Self(Arc::new(CertifiedKey::new(
+            vec![certificate],
+            signing_key,
+        ))))
+    }
+}
+
+impl fmt::Debug for LoadedCertificate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoadedCertificate").finish_non_exhaustive()
+    }
+}
+
 /// The certificate and key of one identity, and the rustls configurations built on them.
 pub struct TlsContext {
     certificate: Arc<OwnCertificate>,
@@ -252,6 +286,9 @@ pub struct TlsContext {
     resumption: Option<(Arc<TicketKeys>, Arc<SessionCache>)>,
     /// Where both sides' configurations log TLS secrets; rustls logs nothing by default.
     key_log: Option<Arc<dyn KeyLog>>,
+    /// Handshakes use [`super::null_crypto`] instead of TLS (fuzzing only).
+    #[cfg(feature = "fuzzing")]
+    null_crypto: Option<super::null_crypto::NullCrypto>,
 }
 
 impl TlsContext {
@@ -269,17 +306,20 @@ impl TlsContext {
         key: PrivatePkcs8KeyDer<'static>,
         clock: WallClock,
     ) -> Result<Self, TlsError> {
+        Self::with_loaded(&LoadedCertificate::load(certificate, key)?, clock)
+    }
+
+    /// A context presenting a certificate whose key is already loaded.
+    #[doc(hidden)]
+    pub fn with_loaded(
+        certificate: &LoadedCertificate,
+        clock: WallClock,
+    ) -> Result<Self, TlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        // Built directly: `with_single_cert` would parse our certificate with webpki, which
-        // rejects the (allowed) critical libp2p extension.
-        let signing_key = provider
-            .key_provider
-            .load_private_key(PrivateKeyDer::Pkcs8(key))?;
-        let certified_key = CertifiedKey::new(vec![certificate], signing_key);
         let time: Arc<dyn TimeProvider> = Arc::new(clock.clone());
         let versions = &[&rustls::version::TLS13];
         Ok(Self {
-            certificate: Arc::new(OwnCertificate(Arc::new(certified_key))),
+            certificate: Arc::new(OwnCertificate(certificate.0.clone())),
             algorithms: provider.signature_verification_algorithms,
             client: ClientConfig::builder_with_details(provider.clone(), time.clone())
                 .with_protocol_versions(versions)?,
@@ -288,6 +328,8 @@ impl TlsContext {
             clock,
             resumption: None,
             key_log: None,
+            #[cfg(feature = "fuzzing")]
+            null_crypto: None,
         })
     }
 
@@ -306,6 +348,53 @@ impl TlsContext {
     /// `SSLKEYLOGFILE` hook; see [`Config::key_log`](crate::Config::key_log)).
     pub fn set_key_log(&mut self, key_log: Arc<dyn KeyLog>) {
         self.key_log = Some(key_log);
+    }
+
+    /// Makes every connection configured from now on use the null handshake of
+    /// [`super::null_crypto`] instead of TLS. Fuzzing only: it protects nothing.
+    #[cfg(feature = "fuzzing")]
+    pub fn set_null_crypto(&mut self, null_crypto: Option<super::null_crypto::NullCrypto>) {
+        self.null_crypto = null_crypto;
+    }
+
+    #[cfg(feature = "fuzzing")]
+    fn null_context(&self) -> Option<super::null_crypto::NullContext> {
+        Some(super::null_crypto::NullContext {
+            certificate: self.certificate.0.cert.first()?.clone(),
+            clock: self.clock.clone(),
+            crypto: self.null_crypto.clone()?,
+        })
+    }
+
+    /// quinn's client configuration for one dial; `expected` pins the remote PeerId.
+    pub(crate) fn quic_client_config(
+        &self,
+        expected: Option<PeerId>,
+    ) -> Result<(Arc<dyn quinn_proto::crypto::ClientConfig>, VerificationSlot), NoInitialCipherSuite>
+    {
+        #[cfg(feature = "fuzzing")]
+        if let Some(context) = self.null_context() {
+            let slot = VerificationSlot::default();
+            let config = super::null_crypto::NullClientConfig::new(context, expected, slot.clone());
+            return Ok((Arc::new(config), slot));
+        }
+        let (client, slot) = self.client_config(expected);
+        Ok((Arc::new(QuicClientConfig::try_from(client)?), slot))
+    }
+
+    /// quinn's server configuration for one inbound connection.
+    pub(crate) fn quic_server_config(
+        &self,
+    ) -> Result<(Arc<dyn quinn_proto::crypto::ServerConfig>, VerificationSlot), NoInitialCipherSuite>
+    {
+        #[cfg(feature = "fuzzing")]
+        if let Some(context) = self.null_context() {
+            let slot = VerificationSlot::default();
+            let config = super::null_crypto::NullServerConfig::new(context, slot.clone());
+            return Ok((Arc::new(config), slot));
+        }
+        let (server, slot) = self.server_config();
+        Ok((Arc::new(QuicServerConfig::try_from(server)?), slot))
     }
 
     /// A client configuration for one dial; `expected` pins the remote PeerId.

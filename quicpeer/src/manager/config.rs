@@ -239,6 +239,15 @@ pub struct Config {
     /// the file named by `SSLKEYLOGFILE`. Anyone holding these secrets can read and forge the
     /// connection's traffic: never enable it in production.
     pub key_log: Option<Arc<dyn rustls::KeyLog>>,
+    /// Replaces TLS with a handshake that has no cryptography at all (feature `fuzzing`;
+    /// default `None`, TLS): packets in the clear, no proof that a peer holds its certificate's
+    /// key, no key exchange. The libp2p certificates are still exchanged and checked, so
+    /// PeerIds and their verdicts work as with TLS. For fuzz harnesses, whose executions would
+    /// otherwise be mostly TLS handshakes and whose invented packets would otherwise never get
+    /// past decryption; both sides must have it on. Never on a real network. See
+    /// [`NullCrypto`](crate::identity::null_crypto::NullCrypto).
+    #[cfg(feature = "fuzzing")]
+    pub null_crypto: Option<crate::identity::null_crypto::NullCrypto>,
 }
 
 impl Default for Config {
@@ -267,6 +276,8 @@ impl Default for Config {
             suspicion_redial: true,
             tls_resumption: true,
             key_log: None,
+            #[cfg(feature = "fuzzing")]
+            null_crypto: None,
         }
     }
 }

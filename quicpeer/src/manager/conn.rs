@@ -112,9 +112,8 @@ impl Manager {
             self.queue_response(now, transmit, buf);
             return;
         }
-        let (server, slot) = self.tls.server_config();
-        let config = match server_config(server, &self.transport, &self.clock) {
-            Ok(config) => config,
+        let (config, slot) = match self.tls.quic_server_config() {
+            Ok((crypto, slot)) => (server_config(crypto, &self.transport, &self.clock), slot),
             Err(e) => {
                 warn!(%from, "cannot build server config: {e}");
                 self.endpoint.ignore(incoming);

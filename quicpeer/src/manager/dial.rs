@@ -132,10 +132,10 @@ impl Manager {
         addr: SocketAddr,
         expected: Option<PeerId>,
     ) -> Result<ConnId, ConnectFailure> {
-        let (client, slot) = self.tls.client_config(expected);
-        let crypto =
-            QuicClientConfig::try_from(client).map_err(|_| ConnectFailure::NoQuicCipherSuite)?;
-        let mut config = quinn_proto::ClientConfig::new(Arc::new(crypto));
+        let (crypto, slot) = (self.tls)
+            .quic_client_config(expected)
+            .map_err(|_| ConnectFailure::NoQuicCipherSuite)?;
+        let mut config = quinn_proto::ClientConfig::new(crypto);
         config.transport_config(self.transport.clone());
         let (handle, inner) = self
             .endpoint

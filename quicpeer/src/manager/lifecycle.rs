@@ -3,6 +3,7 @@
 //! and deciding whether to reconnect.
 
 use super::*;
+use rustls::pki_types::CertificateDer;
 
 /// When an established connection becomes suspect: `ptos` probe timeouts after the first
 /// unanswered ack-eliciting packet, or when a failed suspicion redial's backoff ends.

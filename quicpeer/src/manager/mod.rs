@@ -62,19 +62,20 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use libp2p_identity::PeerId;
-use quinn_proto::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn_proto::{
     ConnectionError, ConnectionHandle, DatagramEvent, Dir, EndpointConfig,
     HashedConnectionIdGenerator, TransportConfig, TransportErrorCode, VarInt,
 };
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
+#[cfg(feature = "internals")]
 use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer};
 use tracing::{debug, debug_span, info, trace, warn, Span};
 
 use crate::identity::resumption::TICKET_KEY_INFO;
 use crate::identity::{
-    CertificateError, Identity, RestartKeys, TlsContext, TlsError, VerificationSlot, WallClock,
+    CertificateError, Identity, LoadedCertificate, RestartKeys, TlsContext, TlsError,
+    VerificationSlot, WallClock,
 };
 use backoff::Backoff;
 pub use book::PeerRecord;
@@ -238,7 +239,33 @@ impl Manager {
         seed: [u8; 32],
         certificate: (CertificateDer<'static>, PrivatePkcs8KeyDer<'static>),
     ) -> Result<Self, ManagerError> {
-        Self::build(now, wall_now, identity, config, seed, Some(certificate))
+        let (certificate, key) = certificate;
+        let loaded = LoadedCertificate::load(certificate, key)
+            .map_err(|e| ManagerError::Tls(Box::new(e)))?;
+        Self::build(now, wall_now, identity, config, seed, Some(loaded))
+    }
+
+    /// Like [`Manager::with_certificate`], with the certificate's key loaded beforehand too
+    /// (loading an ECDSA key costs a scalar multiplication): for fuzzers that build managers
+    /// by the thousand.
+    #[cfg(feature = "internals")]
+    #[doc(hidden)]
+    pub fn with_loaded_certificate(
+        now: Instant,
+        wall_now: SystemTime,
+        identity: Identity,
+        config: Config,
+        seed: [u8; 32],
+        certificate: &LoadedCertificate,
+    ) -> Result<Self, ManagerError> {
+        Self::build(
+            now,
+            wall_now,
+            identity,
+            config,
+            seed,
+            Some(certificate.clone()),
+        )
     }
 
     fn build(
@@ -247,21 +274,21 @@ impl Manager {
         identity: Identity,
         config: Config,
         seed: [u8; 32],
-        certificate: Option<(CertificateDer<'static>, PrivatePkcs8KeyDer<'static>)>,
+        certificate: Option<LoadedCertificate>,
     ) -> Result<Self, ManagerError> {
         let span = debug_span!("manager", local = %identity.peer_id());
         let mut rng = ChaCha20Rng::from_seed(seed);
         let clock = WallClock::new(wall_now);
-        let mut tls = match certificate {
-            Some((certificate, key)) => {
-                TlsContext::with_certificate(certificate, key, clock.clone())
-            }
+        let mut tls = match &certificate {
+            Some(certificate) => TlsContext::with_loaded(certificate, clock.clone()),
             None => TlsContext::new(&identity, clock.clone()),
         }
         .map_err(|e| ManagerError::Tls(Box::new(e)))?;
         if let Some(key_log) = &config.key_log {
             tls.set_key_log(key_log.clone());
         }
+        #[cfg(feature = "fuzzing")]
+        tls.set_null_crypto(config.null_crypto.clone());
 
         let (keys, derived) = match &config.keys {
             KeyMode::DerivedFromIdentity => match RestartKeys::derive(identity.keypair()) {
@@ -323,8 +350,10 @@ impl Manager {
 
         let mut endpoint_seed = [0u8; 32];
         rng.fill_bytes(&mut endpoint_seed);
-        let (server, _) = tls.server_config();
-        let server = server_config(server, &transport, &clock)?;
+        let (server, _) = tls
+            .quic_server_config()
+            .map_err(|_| ConfigError::NoQuicCipherSuite)?;
+        let server = server_config(server, &transport, &clock);
         let endpoint = quinn_proto::Endpoint::new(
             Arc::new(endpoint_config),
             Some(server),
@@ -1057,17 +1086,16 @@ fn random_keys(rng: &mut ChaCha20Rng) -> RestartKeys {
 }
 
 fn server_config(
-    crypto: Arc<rustls::ServerConfig>,
+    crypto: Arc<dyn quinn_proto::crypto::ServerConfig>,
     transport: &Arc<TransportConfig>,
     clock: &WallClock,
-) -> Result<Arc<quinn_proto::ServerConfig>, ManagerError> {
-    let crypto = QuicServerConfig::try_from(crypto).map_err(|_| ConfigError::NoQuicCipherSuite)?;
-    let mut config = quinn_proto::ServerConfig::with_crypto(Arc::new(crypto));
+) -> Arc<quinn_proto::ServerConfig> {
+    let mut config = quinn_proto::ServerConfig::with_crypto(crypto);
     config.transport_config(transport.clone());
     // Retry and validation tokens carry timestamps: they must come from the time we were given,
     // not from the system clock quinn would read by default.
     config.time_source(Arc::new(clock.clone()));
-    Ok(Arc::new(config))
+    Arc::new(config)
 }
 
 /// A flow-control window of the configuration as QUIC's varint.
