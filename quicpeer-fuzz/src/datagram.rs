@@ -31,6 +31,8 @@ const MAX_STEPS: usize = 256;
 const MAX_IN_FLIGHT: usize = 256;
 /// Delivered datagrams of the peer kept for [`Step::Replay`].
 const HISTORY: usize = 32;
+/// Streams each side may open concurrently, each way.
+const STREAMS: u32 = 16;
 
 /// Where the target starts.
 #[derive(Arbitrary, Debug, Clone, Copy, PartialEq, Eq)]
@@ -284,6 +286,11 @@ pub(super) fn peer_config(crypto: Crypto) -> Config {
     config.keep_alive = Some(Duration::from_secs(1));
     config.idle_timeout = Duration::from_secs(5);
     config.handshake_timeout = Duration::from_secs(2);
+    // Few enough streams for an input to reach the limit; and quinn prepares the state of
+    // every stream the peer may open, which at the default 100 each way was a seventh of an
+    // execution.
+    config.max_concurrent_bidi_streams = STREAMS;
+    config.max_concurrent_uni_streams = STREAMS;
     config
 }
 
@@ -337,22 +344,18 @@ pub(super) struct Harness {
 
 impl Harness {
     fn new(mode: Mode, retry: bool, crypto: Crypto) -> Self {
-        Self::with_peer_config(mode, retry, crypto, peer_config(crypto))
+        Self::with_configs(mode, target_config(retry, crypto), peer_config(crypto))
     }
 
-    /// A harness whose honest peer runs `peer_config` (the `frames` target gives it a key log).
-    pub(super) fn with_peer_config(
-        mode: Mode,
-        retry: bool,
-        crypto: Crypto,
-        peer_config: Config,
-    ) -> Self {
+    /// A harness whose target and honest peer run these configurations (the `frames` target
+    /// gives the peer a key log, and both the default stream limits).
+    pub(super) fn with_configs(mode: Mode, target_config: Config, peer_config: Config) -> Self {
         let now = origin();
         let (target, peer) = credentials();
         let mut harness = Self {
             now,
             target: Side {
-                manager: manager(target, target_config(retry, crypto), 7, now),
+                manager: manager(target, target_config, 7, now),
                 log: EventLog::default(),
                 credentials: target,
                 addr: target_addr(),

@@ -31,9 +31,9 @@ use rustls::crypto::tls13::OkmBlock;
 use rustls::quic::{HeaderProtectionKey, PacketKey};
 use rustls::{KeyLog, Tls13CipherSuite};
 
-use super::datagram::{self, peer_config, Crypto, Harness, Mode};
+use super::datagram::{self, peer_config, target_config, Crypto, Harness, Mode};
 use quicpeer::internals::CID_LEN;
-use quicpeer::{Manager, PeerId, ReadStatus};
+use quicpeer::{Config, Manager, PeerId, ReadStatus};
 
 /// Steps run from one input at most; the rest of a longer input is ignored.
 const MAX_STEPS: usize = 256;
@@ -1142,7 +1142,14 @@ struct FrameHarness {
 impl FrameHarness {
     fn new(target_dialed: bool) -> Self {
         let log = Arc::new(SecretLog::default());
-        let mut config = peer_config(Crypto::Tls);
+        // quicpeer's default stream limits: the frames forge stream IDs in the hundreds.
+        let defaults = Config::default();
+        let streams = |mut config: Config| {
+            config.max_concurrent_bidi_streams = defaults.max_concurrent_bidi_streams;
+            config.max_concurrent_uni_streams = defaults.max_concurrent_uni_streams;
+            config
+        };
+        let mut config = streams(peer_config(Crypto::Tls));
         config.key_log = Some(log.clone());
         let mode = if target_dialed {
             Mode::ConnectedAsDialer
@@ -1150,7 +1157,7 @@ impl FrameHarness {
             Mode::ConnectedAsListener
         };
         Self {
-            inner: Harness::with_peer_config(mode, false, Crypto::Tls, config),
+            inner: Harness::with_configs(mode, streams(target_config(false, Crypto::Tls)), config),
             keys: Keys {
                 log,
                 ..Keys::default()
