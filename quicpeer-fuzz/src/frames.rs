@@ -32,6 +32,7 @@ use rustls::quic::{HeaderProtectionKey, PacketKey};
 use rustls::{KeyLog, Tls13CipherSuite};
 
 use super::datagram::{self, peer_config, target_config, Crypto, Harness, Mode};
+use quicpeer::identity::null_crypto;
 use quicpeer::internals::CID_LEN;
 use quicpeer::{Config, Manager, PeerId, ReadStatus};
 
@@ -869,10 +870,21 @@ impl Frame {
     }
 }
 
-/// The `frames` fuzz target. Panics only when an invariant fails.
+/// The `frames` fuzz target, on the null handshake (packets in the clear, sealed by the
+/// harness as the peer would). Panics only when an invariant fails.
 pub fn frames(data: &[u8]) {
+    frames_with(Crypto::Null, data);
+}
+
+/// The `frames_tls` fuzz target: the same inputs on real TLS, the frames sealed and
+/// header-protected with the keys the harness derives from the peer's key log.
+pub fn frames_tls(data: &[u8]) {
+    frames_with(Crypto::Tls, data);
+}
+
+fn frames_with(crypto: Crypto, data: &[u8]) {
     let input = FramesInput::decode(data);
-    let mut harness = FrameHarness::new(input.target_dialed);
+    let mut harness = FrameHarness::new(input.target_dialed, crypto);
     for step in &input.steps {
         harness.step(step);
     }
@@ -1062,6 +1074,22 @@ impl Direction {
     }
 }
 
+/// Opens a short-header packet (alone in its datagram) of the null handshake: no header
+/// protection, the payload in the clear before a 16-byte tag.
+fn open_null(datagram: &[u8]) -> Option<Opened> {
+    let pn_offset = 1 + CID_LEN;
+    let pn_len = usize::from(datagram.first()? & 0x03) + 1;
+    let header = datagram.get(..pn_offset + pn_len)?.to_vec();
+    let end = datagram.len().checked_sub(null_crypto::TAG_LEN)?;
+    let payload = datagram.get(pn_offset + pn_len..end)?.to_vec();
+    Some(Opened {
+        generation: 0,
+        number: 0,
+        header,
+        payload,
+    })
+}
+
 /// RFC 9000 §A.3: the packet number closest to `expected` with these low bits.
 fn decode_pn(truncated: u64, window: u64, expected: u64) -> u64 {
     let half = window / 2;
@@ -1087,6 +1115,8 @@ struct Opened {
 /// The peer's sending keys for every connection it made, opened lazily from its key log.
 #[derive(Default)]
 struct Keys {
+    /// The peers are on the null handshake: packets open and seal without keys.
+    null: bool,
     log: Arc<SecretLog>,
     /// Directions derived so far, in the order their secrets were logged.
     directions: Vec<Direction>,
@@ -1101,11 +1131,28 @@ impl Keys {
         if first & 0x80 != 0 {
             return None; // a long header (the fixed bit 0x40 may be greased, RFC 9287)
         }
+        if self.null {
+            return open_null(datagram).map(|opened| (0, opened));
+        }
         self.refresh();
         // The newest connection first: it is the one most packets belong to.
         (0..self.directions.len())
             .rev()
             .find_map(|i| self.directions[i].open(datagram).map(|opened| (i, opened)))
+    }
+
+    /// Seals `payload` as `opened` was sealed, by the keys of `direction`.
+    fn seal(&mut self, direction: usize, opened: &Opened, mut payload: Vec<u8>) -> Option<Vec<u8>> {
+        if self.null {
+            // Header protection samples 16 bytes from 4 past the packet number's start, so
+            // the packet number and payload are at least 4 bytes long, as in `Direction::seal`.
+            let pn_len = opened.header.len() - (1 + CID_LEN);
+            if pn_len + payload.len() < 4 {
+                payload.resize(4 - pn_len, 0);
+            }
+            return Some(null_crypto::seal(&opened.header, &payload));
+        }
+        self.directions.get_mut(direction)?.seal(opened, payload)
     }
 
     /// Derives the keys of secrets logged since the last call.
@@ -1140,7 +1187,7 @@ struct FrameHarness {
 }
 
 impl FrameHarness {
-    fn new(target_dialed: bool) -> Self {
+    fn new(target_dialed: bool, crypto: Crypto) -> Self {
         let log = Arc::new(SecretLog::default());
         // quicpeer's default stream limits: the frames forge stream IDs in the hundreds.
         let defaults = Config::default();
@@ -1149,7 +1196,7 @@ impl FrameHarness {
             config.max_concurrent_uni_streams = defaults.max_concurrent_uni_streams;
             config
         };
-        let mut config = streams(peer_config(Crypto::Tls));
+        let mut config = streams(peer_config(crypto));
         config.key_log = Some(log.clone());
         let mode = if target_dialed {
             Mode::ConnectedAsDialer
@@ -1157,8 +1204,9 @@ impl FrameHarness {
             Mode::ConnectedAsListener
         };
         Self {
-            inner: Harness::with_configs(mode, streams(target_config(false, Crypto::Tls)), config),
+            inner: Harness::with_configs(mode, streams(target_config(false, crypto)), config),
             keys: Keys {
+                null: crypto == Crypto::Null,
                 log,
                 ..Keys::default()
             },
@@ -1238,7 +1286,7 @@ impl FrameHarness {
         if keep {
             payload.extend_from_slice(&opened.payload);
         }
-        let Some(packet) = self.keys.directions[direction].seal(&opened, payload) else {
+        let Some(packet) = self.keys.seal(direction, &opened, payload) else {
             panic!("harness: a packet that opened does not seal");
         };
         self.inner.deliver_to_target(packet);
@@ -1273,12 +1321,17 @@ fn open_and_finish(manager: &mut Manager, peer: &PeerId) {
 mod tests {
     use super::*;
 
-    /// The path works end to end: a STREAM frame forged under the peer's real keys reaches the
-    /// target's application with exactly its bytes.
+    /// The path works end to end: a STREAM frame forged under the peer's real keys (or in the
+    /// clear, on the null handshake) reaches the target's application with exactly its bytes.
     #[test]
     fn a_forged_stream_frame_is_read_by_the_target() {
-        for target_dialed in [false, true] {
-            let mut harness = FrameHarness::new(target_dialed);
+        for (target_dialed, crypto) in [
+            (false, Crypto::Tls),
+            (true, Crypto::Tls),
+            (false, Crypto::Null),
+            (true, Crypto::Null),
+        ] {
+            let mut harness = FrameHarness::new(target_dialed, crypto);
             harness.step(&Step::PeerSends { len: 3 });
             // The peer's fourth bidirectional stream.
             forge_and_read_stream(&mut harness, 3, target_dialed);
@@ -1335,7 +1388,7 @@ mod tests {
     #[test]
     fn the_peers_unidirectional_stream_has_no_sending_half() {
         use quicpeer::StreamError;
-        let mut harness = FrameHarness::new(false);
+        let mut harness = FrameHarness::new(false, Crypto::Tls);
         harness.step(&Step::PeerSends { len: 1 });
         // The client's (the peer's) first unidirectional stream: ID 2.
         assert!(harness.forge(
@@ -1375,7 +1428,7 @@ mod tests {
     /// closes the connection: the forged packet was authenticated and its frames parsed.
     #[test]
     fn a_forbidden_frame_closes_the_connection() {
-        let mut harness = FrameHarness::new(false);
+        let mut harness = FrameHarness::new(false, Crypto::Tls);
         harness.step(&Step::PeerSends { len: 1 });
         assert!(harness.find().is_some(), "no packet of the peer's opens");
         harness.step(&Step::Frames {
@@ -1393,7 +1446,7 @@ mod tests {
     /// peer through key updates, and every forged packet is still accepted.
     #[test]
     fn forged_packets_follow_key_updates() {
-        let mut harness = FrameHarness::new(true);
+        let mut harness = FrameHarness::new(true, Crypto::Tls);
         for round in 0..400 {
             harness.step(&Step::PeerSends { len: 1 });
             assert!(

@@ -11,9 +11,10 @@
 //!   certificates checked, packets in the clear), so that invented packets reach the frame
 //!   decoder and an execution is not mostly a TLS handshake; [`datagram_tls`] runs the same
 //!   inputs on real TLS;
-//! - [`frames`]: arbitrary QUIC frames inside 1-RTT packets sealed with the honest peer's real
-//!   keys (logged through [`Config::key_log`](quicpeer::Config::key_log)), into an established
-//!   connection of the target, interleaved with honest traffic;
+//! - [`frames`]: arbitrary QUIC frames inside 1-RTT packets of an established connection of the
+//!   target, in place of the honest peer's packets, interleaved with honest traffic; on the null
+//!   handshake; [`frames_tls`] seals them with the peer's real keys (logged through
+//!   [`Config::key_log`](quicpeer::Config::key_log));
 //! - [`ops`]: arbitrary sequences of operations (dials, closes, restarts, link failures, time,
 //!   streams) against a [`sim::Network`](quicpeer::sim::Network) of two to four nodes, on the
 //!   null handshake; [`ops_tls`] on real TLS;
@@ -46,7 +47,9 @@ pub use address::address;
 pub use certificate::certificate;
 pub use channel::channel;
 pub use datagram::{datagram, datagram_tls, Crypto, DatagramInput, Mode, Payload, Source, Step};
-pub use frames::{frames, Data, Frame, FramesInput, Step as FrameStep, Value, VARINT_MAX};
+pub use frames::{
+    frames, frames_tls, Data, Frame, FramesInput, Step as FrameStep, Value, VARINT_MAX,
+};
 pub use multistream::{multistream, Role, PING_PAYLOAD, PROPOSALS, SUPPORTED};
 pub use ops::{ops, ops_tls, LinkChange, Op, OpsInput};
 pub use relay::{relay, RelayKind};

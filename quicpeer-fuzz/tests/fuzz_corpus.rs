@@ -70,6 +70,12 @@ fn frames_corpus_replays() {
     replay("frames", fuzz::frames);
 }
 
+/// The same corpus on real TLS (the `frames_tls` target shares it).
+#[test]
+fn frames_corpus_replays_on_tls() {
+    replay("frames", fuzz::frames_tls);
+}
+
 #[test]
 fn ops_corpus_replays() {
     replay("ops", fuzz::ops);
