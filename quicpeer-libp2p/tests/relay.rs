@@ -43,7 +43,7 @@ const PING_INTERVAL: Duration = Duration::from_millis(200);
 
 /// The clients' QUIC handshake timeout: a direct dial to the black hole fails after this long
 /// (three times, DCUtR's attempts). Loopback handshakes take milliseconds.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Pings that must succeed on the relayed connection after DCUtR gave up.
 const PINGS_AFTER_FAILURE: usize = 3;
