@@ -44,9 +44,10 @@
 //!
 //! # What it does and does not do
 //!
-//! - `listen_on("/ip4|ip6/<ip>/udp/<port>/quic-v1")`: one socket per listener; port 0
-//!   reports the bound port; an unspecified IP reports the loopback address and the address of
-//!   the interface of the default route (no interface watching).
+//! - `listen_on("/ip4|ip6/<ip>/udp/<port>/quic-v1")`: one socket per listener, IPv4 or IPv6;
+//!   port 0 reports the bound port; an unspecified IP reports the loopback address and the
+//!   address of the interface of the default route (no interface watching). A dial to a family
+//!   with no listener goes out from a dial-only socket of that family.
 //! - `dial` with or without `/p2p/<peer>`: a wrong PeerId fails with
 //!   [`Error::PeerIdMismatch`]; a dropped dial future closes its attempt. `PortUse::Reuse`
 //!   (the Swarm's default) dials from a listening socket of the family, so that peers observe
@@ -55,7 +56,12 @@
 //! - The hole-punch role (DCUtR's `Endpoint::Listener` with `PortUse::New`), as libp2p-quic:
 //!   random datagrams from the listening socket to the peer's address, until the peer's
 //!   connection from that address comes in and completes the dial (or the handshake timeout
-//!   passes). With `PortUse::Reuse` that role dials as a dialer does, as libp2p-quic's does.
+//!   passes). With `PortUse::Reuse` that role dials as a dialer does, as libp2p-quic's does;
+//!   that is what DCUtR asks for in rust-libp2p 0.57 (both sides dial from their listening
+//!   sockets at once).
+//! - Beside rust-libp2p's relay client (`.with_relay_client(..)` after the switch) and DCUtR:
+//!   a relayed connection upgrades to a direct one where the observed addresses are reachable,
+//!   and stays when they are not.
 //!
 //! # Modules
 //!

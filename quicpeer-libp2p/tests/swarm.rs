@@ -45,11 +45,21 @@ impl Seen {
 /// The listener listens, the dialer listens too (so that identify's observed address can
 /// show its listen port) and dials the listener, with or without `/p2p/`; both sides must
 /// verify each other, ping, and observe the other's listen port.
-async fn ping_and_identify(mut listener: Swarm<Node>, mut dialer: Swarm<Node>, with_p2p: bool) {
+async fn ping_and_identify(listener: Swarm<Node>, dialer: Swarm<Node>, with_p2p: bool) {
+    ping_and_identify_on(listener, dialer, with_p2p, "/ip4/127.0.0.1/udp/0/quic-v1").await
+}
+
+/// [`ping_and_identify`] with both sides listening on `addr`.
+async fn ping_and_identify_on(
+    mut listener: Swarm<Node>,
+    mut dialer: Swarm<Node>,
+    with_p2p: bool,
+    addr: &str,
+) {
     let listener_id = *listener.local_peer_id();
     let dialer_id = *dialer.local_peer_id();
-    let listen_addr = listen(&mut listener, "/ip4/127.0.0.1/udp/0/quic-v1").await;
-    let dialer_listen = listen(&mut dialer, "/ip4/127.0.0.1/udp/0/quic-v1").await;
+    let listen_addr = listen(&mut listener, addr).await;
+    let dialer_listen = listen(&mut dialer, addr).await;
     let target = if with_p2p {
         listen_addr.clone().with(Protocol::P2p(listener_id))
     } else {
@@ -80,6 +90,10 @@ async fn ping_and_identify(mut listener: Swarm<Node>, mut dialer: Swarm<Node>, w
         udp_port(l.observed.as_ref().unwrap()),
         udp_port(&listen_addr)
     );
+    // And in the family listened on.
+    let v6 = |a: &Multiaddr| matches!(a.iter().next(), Some(Protocol::Ip6(_)));
+    assert_eq!(v6(d.observed.as_ref().unwrap()), v6(&listen_addr));
+    assert_eq!(v6(l.observed.as_ref().unwrap()), v6(&listen_addr));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -115,6 +129,35 @@ async fn quicpeer_to_quicpeer() {
         quicpeer_swarm(keypair(5), false),
         quicpeer_swarm(keypair(6), false),
         true,
+    )
+    .await;
+}
+
+/// IPv6: both sides listen on `::1` and dial it, stock peers included; identify's observed
+/// addresses are IPv6 ones with the listen ports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_both_ways() {
+    init_logs();
+    const IP6: &str = "/ip6/::1/udp/0/quic-v1";
+    ping_and_identify_on(
+        quicpeer_swarm(keypair(30), false),
+        quicpeer_swarm(keypair(31), false),
+        true,
+        IP6,
+    )
+    .await;
+    ping_and_identify_on(
+        stock_swarm(keypair(32)),
+        quicpeer_swarm(keypair(33), false),
+        false,
+        IP6,
+    )
+    .await;
+    ping_and_identify_on(
+        quicpeer_swarm(keypair(34), false),
+        stock_swarm(keypair(35)),
+        true,
+        IP6,
     )
     .await;
 }
