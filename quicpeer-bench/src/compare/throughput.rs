@@ -558,10 +558,15 @@ struct TokioStats {
 }
 
 fn tokio_stats(
-    _endpoint: &quicpeer_tokio::Endpoint,
-    _connection: &quicpeer_tokio::Connection,
+    endpoint: &quicpeer_tokio::Endpoint,
+    connection: &quicpeer_tokio::Connection,
 ) -> Option<TokioStats> {
-    None
+    let socket = endpoint.stats();
+    Some(TokioStats {
+        datagrams: socket.datagrams_sent,
+        send_calls: socket.send_calls,
+        lost: connection.stats()?.lost_packets,
+    })
 }
 
 // ---- quinn ----
