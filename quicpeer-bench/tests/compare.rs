@@ -71,13 +71,13 @@ fn reconnect_runs_the_quicpeer_libp2p_pairs() {
 #[test]
 fn handshake_runs() {
     let report = compare(&["handshake", "--count", "3", "--rounds", "1"]);
-    assert_eq!(rows(&report).len(), 5);
+    assert_eq!(rows(&report).len(), 6);
 }
 
 #[test]
 fn throughput_runs() {
     let report = compare(&["throughput", "--bytes", "262144", "--rounds", "1"]);
-    assert_eq!(rows(&report).len(), 2);
+    assert_eq!(rows(&report).len(), 3);
 }
 
 #[test]

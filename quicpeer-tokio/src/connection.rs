@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::Poll;
 
-use quicpeer::{Cause, ConnId, PeerId, StreamError as ManagerStreamError};
+use quicpeer::{Cause, ConnId, ConnectionStats, PeerId, StreamError as ManagerStreamError};
 
 use crate::shared::{now, Shared, State};
 use crate::stream::{RecvStream, SendStream};
@@ -67,6 +67,12 @@ impl Connection {
     /// The manager's handle of this connection, as named in [`PeerEvent`](crate::PeerEvent)s.
     pub fn id(&self) -> ConnId {
         self.conn
+    }
+
+    /// The connection's statistics (round-trip time, packets and bytes, losses), while the
+    /// manager knows it.
+    pub fn stats(&self) -> Option<ConnectionStats> {
+        self.shared.lock().manager.stats(self.conn)
     }
 
     /// Opens a bidirectional stream. Waits while the peer's limit on concurrent streams is

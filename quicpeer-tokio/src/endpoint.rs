@@ -14,7 +14,6 @@ use std::time::{Duration, Instant, SystemTime};
 use quicpeer::{
     Cause, Config, ConnId, DialError, DialOutcome, Direction, Identity, Manager, PeerId,
 };
-use tokio::net::UdpSocket;
 use tokio::sync::{broadcast, oneshot, Notify};
 use tokio::task::JoinHandle;
 use tracing::debug;
@@ -89,6 +88,24 @@ pub enum PeerEvent {
     },
 }
 
+/// Counters of the endpoint's socket ([`Endpoint::stats`]), as the mio driver's
+/// `DriverStats`: with GSO one send system call carries a run of datagrams, with GRO one
+/// receive buffer holds several.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EndpointStats {
+    /// UDP datagrams sent.
+    pub datagrams_sent: u64,
+    /// Send system calls those took.
+    pub send_calls: u64,
+    /// Sends that met a full socket buffer (and waited for it to drain).
+    pub send_blocked: u64,
+    /// UDP datagrams received.
+    pub datagrams_received: u64,
+    /// Receive system calls that returned datagrams.
+    pub recv_calls: u64,
+}
+
 /// Why [`Endpoint::connect`] gave no connection.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -160,17 +177,12 @@ impl Endpoint {
     /// Outside a tokio runtime (it spawns the driver task), or in one without its I/O and time
     /// drivers enabled.
     pub fn bind(identity: Identity, config: Config, addr: SocketAddr) -> io::Result<Endpoint> {
-        let std_socket = std::net::UdpSocket::bind(addr)?;
-        std_socket.set_nonblocking(true)?;
-        let socket = UdpSocket::from_std(std_socket)?;
-        let local_addr = socket.local_addr()?;
-        #[cfg(target_os = "linux")]
-        if let Err(e) = quicpeer::icmp::enable(&socket, local_addr.is_ipv6()) {
-            debug!(error = %e, "ICMP errors will not be read");
-        }
+        let socket = crate::driver::Socket::bind(addr)?;
+        let local_addr = socket.local_addr();
         let peer_id = identity.peer_id();
-        let manager = Manager::new(now(), SystemTime::now(), identity, config, seed())
+        let mut manager = Manager::new(now(), SystemTime::now(), identity, config, seed())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        manager.set_max_datagrams(socket.transmit_datagrams());
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
         let shared = Arc::new(Shared {
             state: Mutex::new(State::new(manager, events.clone())),
@@ -190,6 +202,11 @@ impl Endpoint {
     /// The address the socket is bound to.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// What the driver did with the socket so far: datagrams and system calls.
+    pub fn stats(&self) -> EndpointStats {
+        self.shared.lock().stats
     }
 
     /// This endpoint's PeerId.

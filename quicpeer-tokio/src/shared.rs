@@ -20,7 +20,7 @@ use quicpeer::{Cause, ConnId, Direction, Event, Manager, PeerId, StreamId};
 use tokio::sync::{broadcast, oneshot, Notify};
 use tracing::trace;
 
-use crate::endpoint::{ConnectError, PeerEvent};
+use crate::endpoint::{ConnectError, EndpointStats, PeerEvent};
 
 /// The state behind one endpoint, and the driver's doorbell.
 pub(crate) struct Shared {
@@ -111,6 +111,8 @@ pub(crate) struct State {
     pub(crate) stopped: bool,
     /// The driver should stop after its current turn.
     pub(crate) stop_requested: bool,
+    /// The driver's counters.
+    pub(crate) stats: EndpointStats,
 }
 
 /// The monotonic time the manager is given.
@@ -133,6 +135,7 @@ impl State {
             close_wakers: Wakers::default(),
             stopped: false,
             stop_requested: false,
+            stats: EndpointStats::default(),
         }
     }
 

@@ -299,31 +299,49 @@ impl AsyncRead for RecvStream {
         if buf.remaining() == 0 {
             return Poll::Ready(Ok(()));
         }
-        let result = state.manager.stream_read(this.stream, buf.remaining());
-        state.dispatch();
-        let poll = match result {
-            Ok(Read::Data(bytes)) => {
-                // `stream_read` returns at most `remaining` bytes.
-                let n = bytes.len().min(buf.remaining());
-                buf.put_slice(&bytes[..n]);
-                Poll::Ready(Ok(()))
+        // Every chunk that has arrived, as far as `buf` holds: one lock, one dispatch and one
+        // doorbell per call, not per packet-sized chunk.
+        let mut read = false;
+        let poll = loop {
+            if buf.remaining() == 0 {
+                break Poll::Ready(Ok(()));
             }
-            Ok(Read::Finished) => {
-                this.ended = true;
-                Poll::Ready(Ok(()))
-            }
-            Err(ManagerStreamError::Blocked) => {
-                if let Some(s) = state.streams.get_mut(&this.stream) {
-                    s.read_waker = Some(cx.waker().clone());
+            match state.manager.stream_read(this.stream, buf.remaining()) {
+                Ok(Read::Data(bytes)) => {
+                    // `stream_read` returns at most `remaining` bytes.
+                    let n = bytes.len().min(buf.remaining());
+                    buf.put_slice(&bytes[..n]);
+                    read = true;
                 }
-                return Poll::Pending;
+                Ok(Read::Finished) => {
+                    // Every later read reads the end again (after the data of this one).
+                    this.ended = true;
+                    break Poll::Ready(Ok(()));
+                }
+                Err(ManagerStreamError::Blocked) if read => break Poll::Ready(Ok(())),
+                Err(ManagerStreamError::Blocked) => {
+                    if let Some(s) = state.streams.get_mut(&this.stream) {
+                        s.read_waker = Some(cx.waker().clone());
+                    }
+                    break Poll::Pending;
+                }
+                Err(ManagerStreamError::Reset(code)) => {
+                    // The data read before the reset first; every later read fails.
+                    this.reset = Some(code);
+                    if read {
+                        break Poll::Ready(Ok(()));
+                    }
+                    break Poll::Ready(Err(StreamError::Reset(code).into_io()));
+                }
+                // The data read first; the next read meets the failure again.
+                Err(_) if read => break Poll::Ready(Ok(())),
+                Err(e) => break Poll::Ready(Err(failure(&state, this.stream, e).into_io())),
             }
-            Err(ManagerStreamError::Reset(code)) => {
-                this.reset = Some(code);
-                Poll::Ready(Err(StreamError::Reset(code).into_io()))
-            }
-            Err(e) => Poll::Ready(Err(failure(&state, this.stream, e).into_io())),
         };
+        state.dispatch();
+        if poll.is_pending() {
+            return Poll::Pending;
+        }
         drop(state);
         // Reading may have granted the peer flow-control credit: the driver sends it.
         this.shared.wake_driver();

@@ -4,7 +4,7 @@
 //! ```text
 //! compare reconnect [--restarts 20] [--pairs qq,ll,ql,lq,sl,ls] [--ping-interval-ms 100] [--spacing-ms 1500]
 //! compare handshake [--count 500] [--rounds 5] [--cpu 0]
-//! compare throughput [--bytes 1073741824] [--rounds 3] [--stacks quicpeer,quinn]
+//! compare throughput [--bytes 1073741824] [--rounds 3] [--stacks quicpeer,quicpeer-tokio,quinn]
 //! compare restart-scenarios [--trials 10]
 //! compare slots [--restarts 20] [--spacing-ms 200] [--relays quicpeer,rust-libp2p,js-libp2p]
 //! compare relay-throughput [--bytes 67108864] [--rounds 3] [--relays quicpeer,rust-libp2p]
@@ -90,8 +90,12 @@ enum Bench {
         /// Transfers per stack, alternating.
         #[arg(long, default_value_t = 3)]
         rounds: usize,
-        /// Stacks: quicpeer, quinn (one alone, e.g. under `perf stat`).
-        #[arg(long, value_delimiter = ',', default_value = "quicpeer,quinn")]
+        /// Stacks: quicpeer, quicpeer-tokio, quinn (one alone, e.g. under `perf stat`).
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "quicpeer,quicpeer-tokio,quinn"
+        )]
         stacks: Vec<String>,
     },
     /// A relay client crashes and comes back, reserving each time (1 reservation per peer),
@@ -211,7 +215,7 @@ fn main() -> ExitCode {
                 match throughput::Stack::from_name(name.trim()) {
                     Some(stack) => chosen.push(stack),
                     None => {
-                        eprintln!("unknown stack {name:?}: use quicpeer or quinn");
+                        eprintln!("unknown stack {name:?}: use quicpeer, quicpeer-tokio or quinn");
                         return ExitCode::from(2);
                     }
                 }

@@ -7,6 +7,9 @@
 //!
 //! - **quicpeer**: a `Manager` on the mio driver on each side (mutual libp2p TLS: P-256
 //!   certificate keys, Ed25519 host keys, PeerIds verified on both sides).
+//! - **quicpeer-tokio**: quicpeer's async API (an `Endpoint` of `quicpeer-tokio`) on a tokio
+//!   current-thread runtime on each side: the same manager and TLS; the dialer awaits
+//!   `Endpoint::connect` and closes, the listener accepts each connection.
 //! - **rust-libp2p**: a `Swarm` with the QUIC transport and no protocols, on a tokio
 //!   current-thread runtime on each side (the same libp2p TLS; its rustls uses aws-lc-rs).
 //! - **quinn**: quinn 0.11 on tokio current-thread runtimes, given quicpeer's own rustls
@@ -43,6 +46,8 @@ const DIALER_SEED: u8 = 3;
 pub enum Stack {
     /// quicpeer's `Manager` on the mio driver.
     Quicpeer,
+    /// quicpeer's async API (`quicpeer-tokio`), tokio current-thread.
+    QuicpeerTokio,
     /// rust-libp2p's QUIC transport (libp2p-quic on quinn), tokio current-thread.
     Libp2p,
     /// quinn on tokio current-thread, with quicpeer's TLS configurations.
@@ -56,8 +61,9 @@ pub enum Stack {
 
 impl Stack {
     /// Every stack, in the order of the report.
-    pub const ALL: [Stack; 5] = [
+    pub const ALL: [Stack; 6] = [
         Stack::Quicpeer,
+        Stack::QuicpeerTokio,
         Stack::Libp2p,
         Stack::Quinn,
         Stack::SimQuicpeer,
@@ -68,6 +74,7 @@ impl Stack {
     pub fn label(self) -> &'static str {
         match self {
             Stack::Quicpeer => "quicpeer (mio driver)",
+            Stack::QuicpeerTokio => "quicpeer-tokio",
             Stack::Libp2p => "rust-libp2p (tokio)",
             Stack::Quinn => "quinn + quicpeer TLS (tokio)",
             Stack::SimQuicpeer => "in-process: quicpeer Manager",
@@ -108,6 +115,7 @@ pub fn measure(stack: Stack, count: u32, cpu: usize) -> Result<Round, CompareErr
     let warmup = (count / 10).max(1);
     match stack {
         Stack::Quicpeer => quicpeer_round(warmup, count, cpu),
+        Stack::QuicpeerTokio => tokio_round(warmup, count, cpu),
         Stack::Libp2p => libp2p_round(warmup, count, cpu),
         Stack::Quinn => quinn_round(warmup, count, cpu),
         Stack::SimQuicpeer | Stack::SimQuinnProto => {
@@ -426,6 +434,102 @@ fn quicpeer_round(warmup: u32, count: u32, cpu: usize) -> Result<Round, CompareE
         cpu: dialer_cpu.zip(listener_cpu).map(|(a, b)| a + b),
         pinned: dialer_pinned && listener_pinned,
     })
+}
+
+// ---- quicpeer-tokio ----
+
+fn tokio_round(warmup: u32, count: u32, cpu: usize) -> Result<Round, CompareError> {
+    let listener_id = Identity::from_ed25519_seed([LISTENER_SEED; 32]);
+    let peer = listener_id.peer_id();
+    let (addr_tx, addr_rx) = mpsc::channel::<Result<SocketAddr, String>>();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let listener = pinned_thread("hs-tokio-listener", cpu, move |pinned| {
+        let result = (|| {
+            let runtime = current_thread()?;
+            runtime.block_on(async move {
+                let endpoint = match quicpeer_tokio::Endpoint::bind(
+                    listener_id,
+                    quicpeer_config(),
+                    loopback(),
+                ) {
+                    Ok(endpoint) => endpoint,
+                    Err(e) => {
+                        let _ = addr_tx.send(Err(e.to_string()));
+                        return Err(e.to_string());
+                    }
+                };
+                // Counted from the events: a connection the dialer closed before this task
+                // accepted it leaves the accept queue, but was established.
+                let mut events = endpoint.events();
+                let _ = addr_tx.send(Ok(endpoint.local_addr()));
+                let mut seen = 0u32;
+                let mut start = None;
+                let mut stop_rx = stop_rx;
+                loop {
+                    tokio::select! {
+                        _ = &mut stop_rx => break,
+                        accepted = endpoint.accept() => if accepted.is_none() {
+                            break;
+                        },
+                        event = events.recv() => match event {
+                            Ok(quicpeer_tokio::PeerEvent::Connected { .. }) => {
+                                seen += 1;
+                                if seen == warmup {
+                                    start = thread_cpu_time();
+                                }
+                            }
+                            Ok(_) => {}
+                            Err(e) => return Err(format!("events: {e}")),
+                        },
+                    }
+                }
+                Ok::<_, String>((cpu_since(start), seen.saturating_sub(warmup)))
+            })
+        })();
+        (result, pinned)
+    })?;
+    let addr = addr_rx
+        .recv_timeout(Duration::from_secs(10))
+        .map_err(|_| CompareError::Setup("quicpeer-tokio listener did not start".into()))?
+        .map_err(CompareError::Setup)?;
+
+    let dialer = pinned_thread("hs-tokio-dialer", cpu, move |pinned| {
+        let runtime = current_thread()?;
+        runtime.block_on(async move {
+            let endpoint = quicpeer_tokio::Endpoint::bind(
+                Identity::from_ed25519_seed([DIALER_SEED; 32]),
+                quicpeer_config(),
+                loopback(),
+            )
+            .map_err(|e| e.to_string())?;
+            let total = warmup + count;
+            let mut start: Option<(Instant, Option<Duration>)> = None;
+            let mut previous = None;
+            let deadline = tokio::time::Instant::now() + ROUND_TIMEOUT;
+            for done in 1..=total {
+                let connection = tokio::time::timeout_at(deadline, endpoint.connect(peer, [addr]))
+                    .await
+                    .map_err(|_| format!("only {done} of {total} handshakes in {ROUND_TIMEOUT:?}"))?
+                    .map_err(|e| format!("handshake failed: {e}"))?;
+                // Every round trip is a fresh handshake, never the connection closed before.
+                if previous == Some(connection.id()) {
+                    return Err(format!("connect returned the closed {}", connection.id()));
+                }
+                previous = Some(connection.id());
+                if done == warmup {
+                    start = Some((Instant::now(), thread_cpu_time()));
+                }
+                connection.close();
+            }
+            let (t1, c1) = (Instant::now(), thread_cpu_time());
+            // Let the last close go out.
+            endpoint.close_within(Duration::from_millis(200)).await;
+            let (t0, c0) = start.ok_or("no warm-up")?;
+            let cpu = c0.zip(c1).map(|(a, b)| b.saturating_sub(a));
+            Ok::<_, String>((t1 - t0, cpu, pinned))
+        })
+    })?;
+    finish_tokio_round("quicpeer-tokio", count, dialer, listener, stop_tx)
 }
 
 // ---- rust-libp2p ----

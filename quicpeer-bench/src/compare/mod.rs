@@ -3,14 +3,14 @@
 //!
 //! quicpeer's own benchmarks (`quicpeer bench`) run the sans-IO core on a virtual clock. These
 //! run whole stacks over 127.0.0.1, each peer on a thread of its own: quicpeer on its mio
-//! driver, rust-libp2p and quinn on tokio current-thread runtimes. They live in this crate
+//! driver, quicpeer-tokio, rust-libp2p and quinn on tokio current-thread runtimes. They live in this crate
 //! because the core crate must not depend on libp2p or tokio; the `compare` binary runs them.
 //!
 //! | workload | what it measures |
 //! |---|---|
 //! | [`reconnect`] | a listener restarts: time to detect it, and to the first ping on a fresh connection |
 //! | [`handshake`] | completed handshakes per second with both peers pinned to one core |
-//! | [`throughput`] | one stream of bulk data, quicpeer's driver against quinn |
+//! | [`throughput`] | one stream of bulk data, quicpeer's mio driver and quicpeer-tokio against quinn |
 //! | [`scenarios`] | an idle quicpeer peer restarts (peer book, new port, restart epoch, planned): from it being up to a fresh ping |
 //! | [`slots`] | a relay client crashes and comes back, reserving each time: quicpeer's relay against rust-libp2p's |
 //! | [`circuits`] | bytes per second through one relayed circuit, and the relay's memory per reservation and per circuit: quicpeer's relay against rust-libp2p's |

@@ -1,5 +1,5 @@
 //! Bulk throughput over loopback: one stream of `bytes` from a sender to a receiver, quicpeer's
-//! mio driver against quinn on tokio.
+//! mio driver and its async API on tokio against quinn on tokio.
 //!
 //! Each side runs on a thread of its own (not pinned: sender and receiver may use both cores).
 //! The sender dials, opens one bidirectional stream, writes `bytes` from a 64 KiB buffer as
@@ -12,6 +12,11 @@
 //!
 //! - **quicpeer**: a `Manager` on the mio driver on each side (`stream_write`,
 //!   `stream_read_chunks`).
+//! - **quicpeer-tokio**: an `Endpoint` of `quicpeer-tokio` on a tokio current-thread runtime on
+//!   each side (`write_all` on the `SendStream`, `read` into a 64 KiB buffer from the
+//!   `RecvStream`: tokio's `AsyncWrite` and `AsyncRead`). Its API has no future for the
+//!   acknowledgement of a finished stream, so the sender's CPU time ends when the receiver has
+//!   read the end (told over a channel; at most a loopback round trip earlier).
 //! - **quinn**: quinn 0.11 on a tokio current-thread runtime on each side (`write_all`,
 //!   `read_chunk`).
 
@@ -35,18 +40,21 @@ const SENDER_SEED: u8 = 3;
 pub enum Stack {
     /// quicpeer's `Manager` on the mio driver.
     Quicpeer,
+    /// quicpeer's async API (`quicpeer-tokio`) on tokio current-thread runtimes.
+    QuicpeerTokio,
     /// quinn on tokio current-thread runtimes.
     Quinn,
 }
 
 impl Stack {
-    /// Both, in the order of the report.
-    pub const ALL: [Stack; 2] = [Stack::Quicpeer, Stack::Quinn];
+    /// Every stack, in the order of the report.
+    pub const ALL: [Stack; 3] = [Stack::Quicpeer, Stack::QuicpeerTokio, Stack::Quinn];
 
-    /// The stack named `name` on the command line: `quicpeer` or `quinn`.
+    /// The stack named `name` on the command line: `quicpeer`, `quicpeer-tokio` or `quinn`.
     pub fn from_name(name: &str) -> Option<Self> {
         match name {
             "quicpeer" => Some(Stack::Quicpeer),
+            "quicpeer-tokio" => Some(Stack::QuicpeerTokio),
             "quinn" => Some(Stack::Quinn),
             _ => None,
         }
@@ -56,6 +64,7 @@ impl Stack {
     pub fn label(self) -> &'static str {
         match self {
             Stack::Quicpeer => "quicpeer (mio driver)",
+            Stack::QuicpeerTokio => "quicpeer-tokio",
             Stack::Quinn => "quinn (tokio)",
         }
     }
@@ -72,18 +81,24 @@ pub struct Transfer {
     pub sender_cpu: Option<Duration>,
     /// The receiver's CPU time, from the connection until it read the end.
     pub receiver_cpu: Option<Duration>,
-    /// UDP datagrams the sender sent.
-    pub datagrams: u64,
-    /// Send system calls those took (each may carry a GSO batch).
-    pub send_calls: u64,
-    /// Packets the sender declared lost (quinn's path statistics).
-    pub lost: u64,
+    /// UDP datagrams the sender sent, where the stack tells.
+    pub datagrams: Option<u64>,
+    /// Send system calls those took (each may carry a GSO batch), where the stack tells.
+    pub send_calls: Option<u64>,
+    /// Packets the sender declared lost (quinn's path statistics), where the stack tells.
+    pub lost: Option<u64>,
 }
 
 impl Transfer {
     /// MiB per second of wall-clock time.
     pub fn mib_per_second(&self) -> f64 {
         self.bytes as f64 / (1024.0 * 1024.0) / self.wall.as_secs_f64().max(1e-9)
+    }
+
+    /// UDP datagrams per send system call, where the stack tells.
+    pub fn datagrams_per_send(&self) -> Option<f64> {
+        let (datagrams, calls) = (self.datagrams?, self.send_calls?);
+        Some(datagrams as f64 / calls.max(1) as f64)
     }
 
     /// CPU seconds per GiB carried.
@@ -96,6 +111,7 @@ impl Transfer {
 pub fn measure(stack: Stack, bytes: u64) -> Result<Transfer, CompareError> {
     match stack {
         Stack::Quicpeer => quicpeer_transfer(bytes),
+        Stack::QuicpeerTokio => tokio_transfer(bytes),
         Stack::Quinn => quinn_transfer(bytes),
     }
 }
@@ -121,8 +137,8 @@ pub fn run(
                 t.mib_per_second(),
                 t.cpu_per_gib(t.sender_cpu).unwrap_or(f64::NAN),
                 t.cpu_per_gib(t.receiver_cpu).unwrap_or(f64::NAN),
-                t.datagrams as f64 / t.send_calls.max(1) as f64,
-                t.lost,
+                t.datagrams_per_send().unwrap_or(f64::NAN),
+                t.lost.map_or("?".into(), |l| l.to_string()),
             ));
             results.push(t);
         }
@@ -140,6 +156,8 @@ pub fn run(
             "MiB/s vs quinn",
             "sender CPU vs quinn",
             "receiver CPU vs quinn",
+            "sender CPU vs mio driver",
+            "receiver CPU vs mio driver",
         ],
     );
     let summary: Vec<[Option<f64>; 5]> = results
@@ -154,11 +172,8 @@ pub fn run(
                 .iter()
                 .filter_map(|t| t.cpu_per_gib(t.receiver_cpu))
                 .collect();
-            let batch: Vec<f64> = ts
-                .iter()
-                .map(|t| t.datagrams as f64 / t.send_calls.max(1) as f64)
-                .collect();
-            let lost: Vec<f64> = ts.iter().map(|t| t.lost as f64).collect();
+            let batch: Vec<f64> = ts.iter().filter_map(Transfer::datagrams_per_send).collect();
+            let lost: Vec<f64> = ts.iter().filter_map(|t| t.lost).map(|l| l as f64).collect();
             [
                 median(&rate),
                 median(&sender),
@@ -171,6 +186,10 @@ pub fn run(
     let quinn = stacks
         .iter()
         .position(|s| *s == Stack::Quinn)
+        .map_or([None; 5], |i| summary[i]);
+    let mio = stacks
+        .iter()
+        .position(|s| *s == Stack::Quicpeer)
         .map_or([None; 5], |i| summary[i]);
     let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
         (Some(a), Some(b)) if b > 0.0 => Cell::num(a / b, 2),
@@ -189,6 +208,8 @@ pub fn run(
             ratio(s[0], quinn[0]),
             ratio(s[1], quinn[1]),
             ratio(s[2], quinn[2]),
+            ratio(s[1], mio[1]),
+            ratio(s[2], mio[2]),
         ]);
     }
     report.notes.push(format!(
@@ -388,9 +409,163 @@ fn quicpeer_transfer(bytes: u64) -> Result<Transfer, CompareError> {
         wall: t1.saturating_duration_since(t0),
         sender_cpu,
         receiver_cpu,
-        datagrams: stats.datagrams_sent,
-        send_calls: stats.send_calls,
-        lost,
+        datagrams: Some(stats.datagrams_sent),
+        send_calls: Some(stats.send_calls),
+        lost: Some(lost),
+    })
+}
+
+// ---- quicpeer-tokio ----
+
+fn tokio_transfer(bytes: u64) -> Result<Transfer, CompareError> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let receiver_id = Identity::from_ed25519_seed([RECEIVER_SEED; 32]);
+    let peer = receiver_id.peer_id();
+    let (addr_tx, addr_rx) = mpsc::channel::<Result<std::net::SocketAddr, String>>();
+    // The receiver tells the sender it read the end; the sender tells the receiver it is done.
+    let (read_tx, read_rx) = tokio::sync::oneshot::channel::<()>();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let receiver = std::thread::Builder::new()
+        .name("tp-tokio-receiver".into())
+        .spawn(move || -> Received {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            runtime.block_on(async move {
+                let bound = quicpeer_tokio::Endpoint::bind(
+                    receiver_id,
+                    Config::default(),
+                    ([127, 0, 0, 1], 0).into(),
+                )
+                .map_err(|e| e.to_string());
+                let endpoint = match bound {
+                    Ok(endpoint) => endpoint,
+                    Err(e) => {
+                        let _ = addr_tx.send(Err(e.clone()));
+                        return Err(e);
+                    }
+                };
+                let _ = addr_tx.send(Ok(endpoint.local_addr()));
+                let connection = endpoint.accept().await.ok_or("endpoint closed")?;
+                let start = thread_cpu_time();
+                let (_send, mut recv) = connection.accept_bi().await.map_err(|e| e.to_string())?;
+                let mut buf = vec![0u8; WRITE_CHUNK];
+                let mut received = 0u64;
+                loop {
+                    let n = recv.read(&mut buf).await.map_err(|e| e.to_string())?;
+                    if n == 0 {
+                        break;
+                    }
+                    received += n as u64;
+                }
+                let (at, end) = (Instant::now(), thread_cpu_time());
+                let _ = read_tx.send(());
+                // Keep acknowledging until the sender is done.
+                let _ = stop_rx.await;
+                let cpu = start.zip(end).map(|(a, b)| b.saturating_sub(a));
+                Ok((at, cpu, received))
+            })
+        })
+        .map_err(|e| CompareError::Setup(format!("thread: {e}")))?;
+    let addr = addr_rx
+        .recv_timeout(Duration::from_secs(10))
+        .map_err(|_| CompareError::Setup("quicpeer-tokio receiver did not start".into()))?
+        .map_err(CompareError::Setup)?;
+
+    type Sent = Result<(Instant, Option<Duration>, Option<TokioStats>), String>;
+    let sender = std::thread::Builder::new()
+        .name("tp-tokio-sender".into())
+        .spawn(move || -> Sent {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            runtime.block_on(async move {
+                let endpoint = quicpeer_tokio::Endpoint::bind(
+                    Identity::from_ed25519_seed([SENDER_SEED; 32]),
+                    Config::default(),
+                    ([127, 0, 0, 1], 0).into(),
+                )
+                .map_err(|e| e.to_string())?;
+                let connection = endpoint
+                    .connect(peer, [addr])
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let before = tokio_stats(&endpoint, &connection);
+                let (mut send, _recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
+                let (t0, c0) = (Instant::now(), thread_cpu_time());
+                let data = vec![0xa5u8; WRITE_CHUNK];
+                let mut written = 0u64;
+                while written < bytes {
+                    let n = (bytes - written).min(WRITE_CHUNK as u64) as usize;
+                    send.write_all(&data[..n])
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    written += n as u64;
+                }
+                send.shutdown().await.map_err(|e| e.to_string())?;
+                // The API has no acknowledgement future: until the receiver read the end.
+                tokio::time::timeout(Duration::from_secs(600), read_rx)
+                    .await
+                    .map_err(|_| "the receiver did not read the end in time")?
+                    .map_err(|_| "the receiver failed")?;
+                let c1 = thread_cpu_time();
+                let after = tokio_stats(&endpoint, &connection);
+                endpoint.close_within(Duration::from_millis(200)).await;
+                let cpu = c0.zip(c1).map(|(a, b)| b.saturating_sub(a));
+                let stats = before.zip(after).map(|(b, a)| TokioStats {
+                    datagrams: a.datagrams - b.datagrams,
+                    send_calls: a.send_calls - b.send_calls,
+                    lost: a.lost - b.lost,
+                });
+                Ok((t0, cpu, stats))
+            })
+        })
+        .map_err(|e| CompareError::Setup(format!("thread: {e}")))?;
+    let sent = sender
+        .join()
+        .map_err(|_| CompareError::Setup("sender thread panicked".into()))?;
+    let _ = stop_tx.send(());
+    let received = receiver
+        .join()
+        .map_err(|_| CompareError::Setup("receiver thread panicked".into()))?;
+    let (t0, sender_cpu, stats) = sent.map_err(CompareError::Stuck)?;
+    let (t1, receiver_cpu, got) = received.map_err(CompareError::Stuck)?;
+    if got != bytes {
+        return Err(CompareError::Stuck(format!(
+            "received {got} of {bytes} bytes"
+        )));
+    }
+    Ok(Transfer {
+        bytes,
+        wall: t1.saturating_duration_since(t0),
+        sender_cpu,
+        receiver_cpu,
+        datagrams: stats.map(|s| s.datagrams),
+        send_calls: stats.map(|s| s.send_calls),
+        lost: stats.map(|s| s.lost),
+    })
+}
+
+/// The sender's counters on quicpeer-tokio.
+#[derive(Debug, Clone, Copy)]
+struct TokioStats {
+    datagrams: u64,
+    send_calls: u64,
+    lost: u64,
+}
+
+fn tokio_stats(
+    endpoint: &quicpeer_tokio::Endpoint,
+    connection: &quicpeer_tokio::Connection,
+) -> Option<TokioStats> {
+    let socket = endpoint.stats();
+    Some(TokioStats {
+        datagrams: socket.datagrams_sent,
+        send_calls: socket.send_calls,
+        lost: connection.stats()?.lost_packets,
     })
 }
 
@@ -510,8 +685,8 @@ fn quinn_transfer(bytes: u64) -> Result<Transfer, CompareError> {
         wall: t1.saturating_duration_since(t0),
         sender_cpu,
         receiver_cpu,
-        datagrams,
-        send_calls,
-        lost,
+        datagrams: Some(datagrams),
+        send_calls: Some(send_calls),
+        lost: Some(lost),
     })
 }
