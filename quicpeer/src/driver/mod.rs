@@ -38,6 +38,17 @@
 //! destination's family (IPv4-mapped IPv6 destinations go out of the IPv4 socket). IPv6 sockets
 //! are IPv6-only, so `0.0.0.0:P` and `[::]:P` can be bound side by side.
 //!
+//! # Shards: every core on one port
+//!
+//! One driver runs one machine on one thread. [`Sharded`] runs N of them on one UDP port
+//! (`SO_REUSEPORT`, [`bind_reuse_port`]), each a manager of the same identity built with
+//! `Config::for_shard(i, n)`: the kernel spreads remote addresses over the sockets, and a
+//! datagram whose connection ID names another shard (its sender's address changed, or it
+//! answers another shard's dial) is handed to that shard through a bounded queue
+//! ([`FORWARD_QUEUE`]) and its waker, never answered with a stateless reset. Each shard knows
+//! only its own connections and enforces its share of the limits; the [`Sharded`]
+//! documentation says what that means for peers, limits, peer books and dials.
+//!
 //! # Batching
 //!
 //! Through quinn-udp: on Linux one `recvmmsg` returns up to a batch of datagrams, each buffer

@@ -32,10 +32,11 @@
 //!   shard when looking for a peer (each driver's handle runs commands on its shard).
 //! * **Limits.** Each shard enforces its own [`Limits`](crate::Limits). Build shard `i` of `n`
 //!   with [`Config::for_shard`](crate::Config::for_shard), which splits the global bounds
-//!   (connections, handshakes, pending dials, the peer book, the stateless-response and
-//!   peer-book dial rates) so that the shards together stay within them; the price is that a
-//!   shard at its share refuses while another has room (the kernel's hash is even enough for
-//!   this to matter only near the limit).
+//!   (connections, handshakes in flight, pending dials, the peer book, the stateless-response
+//!   rate) so that the shards together stay within them; the price is that a shard at its
+//!   share refuses while another has room (the kernel's hash is even enough for this to
+//!   matter only near the limit). The pace of peer-book dials is not split: it is what one
+//!   core completes, and each shard has its own.
 //! * **Peer book, metrics, events.** Per shard: each shard's events go to its own callback,
 //!   with its own `now`; a peer book to persist is the union of the shards' books.
 //! * **Outbound dials.** A dial goes out of its shard's socket, but the answers come back to

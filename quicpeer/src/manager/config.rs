@@ -283,8 +283,8 @@ impl Default for Config {
 impl Config {
     /// The configuration of shard `index` of `shards` on one port: [`Config::shard`] set, and
     /// the global bounds split between the shards ([`Limits::per_shard`], and the stateless
-    /// response rate), so that the shards together hold what one manager with this
-    /// configuration would. Each shard knows only its own connections: a shard at its
+    /// response rate, which bounds what the node answers to strangers), so that the shards
+    /// together hold what one manager with this configuration would. Each shard knows only its own connections: a shard at its
     /// connection limit refuses even while another has room.
     pub fn for_shard(&self, index: u8, shards: u8) -> Config {
         let n = u32::from(shards.max(1));
@@ -301,15 +301,12 @@ impl Config {
 
 impl Limits {
     /// These limits split between `shards` managers (each bound divided, rounded up, at least
-    /// 1; the per-peer bound and the flapping grace stay as they are): what each shard of a
-    /// sharded node gets so that the node as a whole stays within them.
+    /// 1): what each shard of a sharded node gets so that the node as a whole stays within
+    /// them. The per-peer bound and the flapping grace stay as they are, and so does the pace
+    /// of peer-book dials: it is set to what one core completes, and each shard has a core.
     pub fn per_shard(&self, shards: u8) -> Limits {
         let n = usize::from(shards.max(1));
         let split = |v: usize| v.div_ceil(n).max(1);
-        let rate = |r: ResponseRate| {
-            let n = n as u32;
-            ResponseRate::new(r.burst.div_ceil(n).max(1), r.per_second.div_ceil(n).max(1))
-        };
         Limits {
             max_connections: split(self.max_connections),
             max_connections_per_peer: self.max_connections_per_peer,
@@ -318,7 +315,7 @@ impl Limits {
             retry_above: self.retry_above.map(|v| v.div_ceil(n)),
             flap_grace: self.flap_grace,
             max_peer_book: split(self.max_peer_book),
-            peer_book_dials: rate(self.peer_book_dials),
+            peer_book_dials: self.peer_book_dials,
         }
     }
 }
