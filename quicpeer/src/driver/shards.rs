@@ -1,48 +1,6 @@
 //! [`Sharded`]: several drivers on one UDP port (`SO_REUSEPORT`), one machine and one thread
 //! each, so that a node uses every core.
-//!
-//! # How datagrams find their shard
-//!
-//! The kernel spreads the remote addresses over the sockets of a `SO_REUSEPORT` group by a hash
-//! of the 4-tuple, so a remote address stays on one socket, and a new client's Initial lands on
-//! the shard the kernel picked, which accepts it. But a connection is not an address: when the
-//! peer's address changes (NAT rebinding, migration), or when a shard dialed out and the answer
-//! hashes to another socket, a datagram of a live connection reaches a shard that does not hold
-//! it. Every shard shares the identity's connection-ID key, so it would find the CID valid,
-//! find no connection for it, and answer with a stateless reset: killing a live connection of
-//! another shard.
-//!
-//! So each shard's connection IDs name the shard (`Config::shard`, the first byte, covered by
-//! the identity's tag). On every datagram the driver asks its machine which shard owns it
-//! ([`SansIo::datagram_shard`]); one that names another shard is handed to that shard through
-//! a bounded queue ([`FORWARD_QUEUE`] datagrams; when full, the datagram is dropped, as a full
-//! socket buffer would drop it) and that shard's poll is woken. The owner answers from its own
-//! socket, bound to the same address and port, so the peer sees nothing. Only datagrams naming
-//! this shard, or no live shard (a CID of an earlier process that had more shards), take the
-//! stateless-reset path, on the shard that received them.
-//!
-//! # What a shard does not know
-//!
-//! Each shard is a whole [`Manager`](crate::Manager) of its own; nothing else is shared:
-//!
-//! * **Peers.** A shard knows only the connections it holds. A peer connected through one
-//!   shard that dials again from an address the kernel hashes to another has two connections
-//!   to the node; quicpeer peers keep one of them (make-before-break, tie-break by PeerId),
-//!   but the node's shards each see their own. Dial a peer from one shard only, and ask every
-//!   shard when looking for a peer (each driver's handle runs commands on its shard).
-//! * **Limits.** Each shard enforces its own [`Limits`](crate::Limits). Build shard `i` of `n`
-//!   with [`Config::for_shard`](crate::Config::for_shard), which splits the global bounds
-//!   (connections, handshakes in flight, pending dials, the peer book, the stateless-response
-//!   rate) so that the shards together stay within them; the price is that a shard at its
-//!   share refuses while another has room (the kernel's hash is even enough for this to
-//!   matter only near the limit). The pace of peer-book dials is not split: it is what one
-//!   core completes, and each shard has its own.
-//! * **Peer book, metrics, events.** Per shard: each shard's events go to its own callback,
-//!   with its own `now`; a peer book to persist is the union of the shards' books.
-//! * **Outbound dials.** A dial goes out of its shard's socket, but the answers come back to
-//!   whichever socket the kernel's hash picks, so half of them (with two shards) are handed
-//!   over, for the connection's whole life. Inbound connections pay this only after an
-//!   address change.
+//! See [`Sharded`] for how datagrams find their shard and what a shard does not know.
 
 use std::io;
 use std::net::SocketAddr;
@@ -60,7 +18,52 @@ pub const FORWARD_QUEUE: usize = 4096;
 /// The most shards: the shard index is one byte of the connection ID.
 const MAX_SHARDS: usize = 256;
 
-/// N drivers on one UDP port, machine `i` the shard `i`. See the [module documentation](self).
+/// N drivers on one UDP port, machine `i` the shard `i`.
+///
+/// # How datagrams find their shard
+///
+/// The kernel spreads the remote addresses over the sockets of a `SO_REUSEPORT` group by a hash
+/// of the 4-tuple, so a remote address stays on one socket, and a new client's Initial lands on
+/// the shard the kernel picked, which accepts it. But a connection is not an address: when the
+/// peer's address changes (NAT rebinding, migration), or when a shard dialed out and the answer
+/// hashes to another socket, a datagram of a live connection reaches a shard that does not hold
+/// it. Every shard shares the identity's connection-ID key, so it would find the CID valid,
+/// find no connection for it, and answer with a stateless reset: killing a live connection of
+/// another shard.
+///
+/// So each shard's connection IDs name the shard (`Config::shard`, the first byte, covered by
+/// the identity's tag). On every datagram the driver asks its machine which shard owns it
+/// ([`SansIo::datagram_shard`]); one that names another shard is handed to that shard through
+/// a bounded queue ([`FORWARD_QUEUE`] datagrams; when full, the datagram is dropped, as a full
+/// socket buffer would drop it) and that shard's poll is woken. The owner answers from its own
+/// socket, bound to the same address and port, so the peer sees nothing. Only datagrams naming
+/// this shard, or no live shard (a CID of an earlier process that had more shards), take the
+/// stateless-reset path, on the shard that received them.
+///
+/// # What a shard does not know
+///
+/// Each shard is a whole [`Manager`](crate::Manager) of its own; nothing else is shared:
+///
+/// * **Peers.** A shard knows only the connections it holds. A peer connected through one
+///   shard that dials again from an address the kernel hashes to another has two connections
+///   to the node; quicpeer peers keep one of them (make-before-break, tie-break by PeerId),
+///   but the node's shards each see their own. Dial a peer from one shard only, and ask every
+///   shard when looking for a peer (each driver's handle runs commands on its shard).
+/// * **Limits.** Each shard enforces its own [`Limits`](crate::Limits). Build shard `i` of `n`
+///   with [`Config::for_shard`](crate::Config::for_shard), which splits the global bounds
+///   (connections, handshakes in flight, pending dials, the peer book, the stateless-response
+///   rate) so that the shards together stay within them; the price is that a shard at its
+///   share refuses while another has room (the kernel's hash is even enough for this to
+///   matter only near the limit). The pace of peer-book dials is not split: it is what one
+///   core completes, and each shard has its own.
+/// * **Peer book, metrics, events.** Per shard: each shard's events go to its own callback,
+///   with its own `now`; a peer book to persist is the union of the shards' books.
+/// * **Outbound dials.** A dial goes out of its shard's socket, but the answers come back to
+///   whichever socket the kernel's hash picks, so half of them (with two shards) are handed
+///   over, for the connection's whole life. Inbound connections pay this only after an
+///   address change.
+///
+/// # Example
 ///
 /// ```no_run
 /// use std::time::{Instant, SystemTime};
