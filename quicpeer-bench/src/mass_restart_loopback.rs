@@ -35,7 +35,7 @@ use quicpeer::PeerId;
 
 use super::plot::{Plot, YAxis};
 use super::{percentile, schedstat_cpu_time, thread_cpu_time, BenchError, Cell, Report};
-use quicpeer::driver::{Driver, DriverStats, Handle};
+use quicpeer::driver::{Context, DriverStats, Handle, Sharded, ShardedThreads};
 use quicpeer::{Cause, Config, Event, Identity, Manager};
 
 /// More peers than any open-file limit lets one process bind sockets for.
@@ -67,6 +67,9 @@ pub struct Params {
     /// each peer then finds the restart when the hub's handshake reaches it (the restart
     /// epoch), not at its next keep-alive.
     pub hub_peer_book: bool,
+    /// Shards of the hub: one manager per thread, all on the hub's port (`SO_REUSEPORT`,
+    /// [`Sharded`]); 1 is the plain driver.
+    pub hub_threads: usize,
 }
 
 impl Params {
@@ -82,6 +85,7 @@ impl Params {
             hub_max_inbound_handshakes: None,
             hub_retry_above: None,
             hub_peer_book: false,
+            hub_threads: 1,
         }
     }
 }
@@ -153,16 +157,21 @@ pub fn measure(params: &Params) -> Result<Outcome, BenchError> {
             params.peers
         )));
     }
+    if params.hub_threads == 0 || params.hub_threads > 255 {
+        return Err(BenchError::Setup("hub threads: 1 to 255".into()));
+    }
     let peers = params.peers;
     let mut config = Config::default();
     config.keep_alive = Some(params.keep_alive);
     config.limits.max_connections = peers.saturating_mul(2).saturating_add(64);
     let hub_identity = Identity::from_ed25519_seed([0; 32]);
     let hub_peer = hub_identity.peer_id();
-    let (socket, hub_recv_buffer) = bind_hub(None, params.hub_recv_buffer)?;
-    let hub_addr = socket
-        .local_addr()
-        .map_err(|e| BenchError::Setup(format!("hub socket: {e}")))?;
+    let (sockets, hub_recv_buffer) =
+        bind_hub_shards(None, params.hub_threads, params.hub_recv_buffer)?;
+    let hub_addr = sockets
+        .first()
+        .and_then(|s| s.local_addr().ok())
+        .ok_or_else(|| BenchError::Setup("hub socket without an address".into()))?;
     let mut hub_config = config.clone();
     if let Some(max) = params.hub_max_inbound_handshakes {
         hub_config.limits.max_inbound_handshakes = max;
@@ -170,7 +179,7 @@ pub fn measure(params: &Params) -> Result<Outcome, BenchError> {
     if let Some(above) = params.hub_retry_above {
         hub_config.limits.retry_above = Some(above);
     }
-    let hub = Hub::spawn(hub_identity.clone(), hub_config.clone(), socket, 1)?;
+    let hub = Hub::spawn_shards(hub_identity.clone(), hub_config.clone(), sockets, 1)?;
 
     let started = Instant::now();
     let shared = Arc::new(Shared::default());
@@ -226,14 +235,16 @@ pub fn measure(params: &Params) -> Result<Outcome, BenchError> {
     shared.restarting.store(true, Ordering::Release);
     let _old = hub.crash()?;
     let crashed = Instant::now();
-    let (socket, _) = bind_hub(Some(hub_addr), params.hub_recv_buffer)?;
-    let hub = Hub::spawn(hub_identity, hub_config, socket, 2)?;
+    let (sockets, _) = bind_hub_shards(Some(hub_addr), params.hub_threads, params.hub_recv_buffer)?;
+    let hub = Hub::spawn_shards(hub_identity, hub_config, sockets, 2)?;
     let hub_back_up = crashed.elapsed();
     if !book.is_empty() {
-        let dialing = hub.handle.execute(move |manager, now| {
-            manager.dial_peer_book(now, book, usize::MAX);
-        });
-        dialing.map_err(|e| BenchError::Setup(format!("hub peer book: {e}")))?;
+        // Each shard dials its share of the book (every n-th record).
+        let (book, shards) = (Arc::new(book), params.hub_threads);
+        hub.execute_all(move |shard, manager, now| {
+            let share: Vec<_> = (book.iter().skip(shard).step_by(shards).cloned()).collect();
+            manager.dial_peer_book(now, share, usize::MAX);
+        })?;
     }
     let reconnected = wait_for(&shared.fresh, peers, params.timeout, &fleet);
     let drops_after = udp_counter("RcvbufErrors");
@@ -246,12 +257,13 @@ pub fn measure(params: &Params) -> Result<Outcome, BenchError> {
         hub_connected = hub.connected_peers();
     }
     let hub_resumed = hub
-        .query(|m| {
+        .query_all(|m| {
             m.metrics()
                 .handshakes_resumed
                 .get(quicpeer::Direction::Inbound)
         })
-        .unwrap_or(0);
+        .iter()
+        .sum();
     // The hub first: peers that vanish first would draw ICMP errors to the hub's sends.
     let new_hub = hub.crash()?;
     shared.stop.store(true, Ordering::Relaxed);
@@ -324,6 +336,7 @@ pub fn run(peer_counts: &[usize], template: &Params) -> Result<Report, BenchErro
         "mass-restart-loopback",
         &[
             "peers",
+            "hub threads",
             "hub peer book",
             "setup (s)",
             "hub back up (ms)",
@@ -334,6 +347,7 @@ pub fn run(peer_counts: &[usize], template: &Params) -> Result<Report, BenchErro
             "detect max (ms)",
             "peer restarted",
             "failed dials",
+            "timed out",
             "app redials",
             "hub connected",
             "resumed",
@@ -342,6 +356,7 @@ pub fn run(peer_counts: &[usize], template: &Params) -> Result<Report, BenchErro
             "peers CPU (ms)",
             "hub rcvbuf (KiB)",
             "rcvbuf drops",
+            "handed over",
         ],
     );
     let load_before = load_average();
@@ -360,10 +375,20 @@ pub fn run(peer_counts: &[usize], template: &Params) -> Result<Report, BenchErro
         } else {
             ""
         };
-        plot.series(format!("{peers} peers{book}"), o.fresh_each.clone());
+        let threads = template.hub_threads;
+        plot.series(
+            format!("{peers} peers{book}, hub threads {threads}"),
+            o.fresh_each.clone(),
+        );
+        let timed_out = (o.failure_causes.iter())
+            .chain(&o.other_causes)
+            .filter(|(cause, _)| cause.contains("TimedOut"))
+            .map(|(_, n)| n)
+            .sum::<usize>();
         let cpu = |c: Option<Duration>| c.map_or(Cell::Missing, Cell::millis);
         report.rows.push(vec![
             Cell::num(o.peers as f64, 0),
+            Cell::num(threads as f64, 0),
             Cell::text(if template.hub_peer_book { "yes" } else { "no" }),
             Cell::num(o.setup.as_secs_f64(), 1),
             Cell::millis(o.hub_back_up),
@@ -374,6 +399,7 @@ pub fn run(peer_counts: &[usize], template: &Params) -> Result<Report, BenchErro
             Cell::millis(o.detection.1),
             Cell::text(format!("{}/{}", o.by_reset, o.peers)),
             Cell::num(o.failed_dials as f64, 0),
+            Cell::num(timed_out as f64, 0),
             Cell::num(o.app_redials as f64, 0),
             Cell::num(o.hub_connected as f64, 0),
             Cell::num(o.hub_resumed as f64, 0),
@@ -384,6 +410,7 @@ pub fn run(peer_counts: &[usize], template: &Params) -> Result<Report, BenchErro
             Cell::num(o.hub_recv_buffer as f64 / 1024.0, 0),
             o.recv_buffer_drops
                 .map_or(Cell::Missing, |d| Cell::num(d as f64, 0)),
+            Cell::num(o.hub_driver.forwarded_out as f64, 0),
         ]);
         if !o.other_causes.is_empty() {
             let causes: Vec<String> = (o.other_causes.iter())
@@ -407,12 +434,16 @@ pub fn run(peer_counts: &[usize], template: &Params) -> Result<Report, BenchErro
         }
     }
     report.notes.push(format!(
-        "loopback UDP on 127.0.0.1: the hub on the mio driver (one thread), the peers each with \
+        "loopback UDP on 127.0.0.1: the hub on the mio driver ('hub threads' shards on one port \
+         with SO_REUSEPORT, one thread each), the peers each with \
          its own socket, all on one other thread; keep-alive {} ms; peers dialed at {dial_rate}/s, \
          then idle; the hub is crashed (dropped, nothing sent) and rebound on the same port at \
          once; times are wall-clock from the crash; 'hub CPU' and 'peers CPU' cover the restart \
-         phase; 'hub rcvbuf' is the hub socket's receive buffer as Linux reports it (twice what \
-         was asked); 'rcvbuf drops' counts every UDP socket of the machine",
+         phase (all hub threads together); 'timed out' counts handshakes and old connections \
+         that ended HandshakeFailed(TimedOut); 'hub rcvbuf' is each hub socket's receive buffer \
+         as Linux reports it (twice what was asked); 'rcvbuf drops' counts every UDP socket of \
+         the machine; 'handed over' counts the new hub's datagrams that reached a shard other \
+         than their connection's and were handed to it",
         keep_alive.as_millis(),
     ));
     report.notes.push(format!(
@@ -426,101 +457,142 @@ pub fn run(peer_counts: &[usize], template: &Params) -> Result<Report, BenchErro
 
 // ---- the hub ----
 
-/// The hub: a manager on the mio driver, on a thread of its own.
+/// The hub: managers of one identity on the mio driver, one shard per thread, all on one
+/// port ([`Sharded`]; a single shard is the plain driver on its own thread).
 pub(crate) struct Hub {
-    pub(crate) handle: Handle<Manager>,
-    thread: JoinHandle<HubReport>,
-    /// The hub thread's `schedstat` file, to read its CPU time from outside (Linux).
-    schedstat: Option<String>,
+    shards: Vec<Handle<Manager>>,
+    threads: ShardedThreads<Manager>,
+    /// Each shard thread's `schedstat` file, to read its CPU time from outside (Linux).
+    schedstat: Vec<Option<String>>,
+    /// The shards' CPU time when they started.
+    cpu_start: Option<Duration>,
 }
 
-/// What a hub's thread reports when it ends.
+/// What a hub reports when it ends.
 pub(crate) struct HubReport {
     pub(crate) cpu: Option<Duration>,
+    /// Every shard's counters, added up.
     pub(crate) stats: DriverStats,
 }
 
 impl Hub {
+    /// A hub of one shard on `socket`.
     pub(crate) fn spawn(
         identity: Identity,
         config: Config,
         socket: std::net::UdpSocket,
         seed: u8,
     ) -> Result<Self, BenchError> {
-        let (tx, rx) = mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name(format!("hub-{seed}"))
-            .spawn(move || {
-                let cpu = thread_cpu_time();
-                let driver = Manager::new(
-                    Instant::now(),
-                    SystemTime::now(),
-                    identity,
-                    config,
-                    [seed; 32],
-                )
-                .map_err(|e| BenchError::Setup(format!("hub manager: {e}")))
-                .and_then(|manager| {
-                    let addr = socket
-                        .local_addr()
-                        .map_err(|e| BenchError::Setup(e.to_string()))?;
-                    Driver::from_sockets(manager, vec![(addr, socket)])
-                        .map_err(|e| BenchError::Setup(format!("hub driver: {e}")))
-                });
-                let mut driver = match driver {
-                    Ok(driver) => {
-                        let schedstat =
-                            std::fs::read_link("/proc/thread-self").ok().and_then(|p| {
-                                let tid = p.file_name()?.to_str()?.to_owned();
-                                Some(format!("/proc/self/task/{tid}/schedstat"))
-                            });
-                        let _ = tx.send(Ok((driver.handle(), schedstat)));
-                        driver
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Err(e));
-                        return HubReport {
-                            cpu: None,
-                            stats: DriverStats::default(),
-                        };
-                    }
-                };
-                if let Err(e) = driver.run(|_, _| {}) {
-                    tracing::warn!("hub driver failed: {e}");
-                }
-                let stats = driver.stats();
-                // A crash: the driver and its socket go without a word to the peers.
-                drop(driver);
-                HubReport {
-                    cpu: cpu.and_then(|before| Some(thread_cpu_time()?.saturating_sub(before))),
-                    stats,
-                }
-            })
-            .map_err(|e| BenchError::Setup(format!("hub thread: {e}")))?;
-        match rx.recv() {
-            Ok(Ok((handle, schedstat))) => Ok(Self {
-                handle,
-                thread,
-                schedstat,
-            }),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(BenchError::Setup("the hub thread ended early".into())),
+        Self::spawn_shards(identity, config, vec![socket], seed)
+    }
+
+    /// A hub of one shard per socket (sockets sharing a port with `SO_REUSEPORT`; see
+    /// [`bind_hub_shards`]); with several, shard `i` gets `config.for_shard(i, n)`.
+    pub(crate) fn spawn_shards(
+        identity: Identity,
+        config: Config,
+        sockets: Vec<std::net::UdpSocket>,
+        seed: u8,
+    ) -> Result<Self, BenchError> {
+        let count = u8::try_from(sockets.len())
+            .map_err(|_| BenchError::Setup("at most 255 hub shards".into()))?;
+        let mut managers = Vec::new();
+        let mut bound = Vec::new();
+        for (i, socket) in (0..count).zip(sockets) {
+            let config = match count {
+                1 => config.clone(),
+                _ => config.for_shard(i, count),
+            };
+            let manager = Manager::new(
+                Instant::now(),
+                SystemTime::now(),
+                identity.clone(),
+                config,
+                [seed.wrapping_add(i.wrapping_mul(16)); 32],
+            )
+            .map_err(|e| BenchError::Setup(format!("hub manager: {e}")))?;
+            let addr = socket
+                .local_addr()
+                .map_err(|e| BenchError::Setup(e.to_string()))?;
+            managers.push(manager);
+            bound.push((addr, socket));
         }
+        let threads = Sharded::from_sockets(managers, bound)
+            .map_err(|e| BenchError::Setup(format!("hub driver: {e}")))?
+            .spawn(|_| |_: &mut Context<'_, Manager>, _| {})
+            .map_err(|e| BenchError::Setup(format!("hub thread: {e}")))?;
+        let shards = threads.handles();
+        let mut hub = Self {
+            shards,
+            threads,
+            schedstat: Vec::new(),
+            cpu_start: None,
+        };
+        // Each shard names its thread's schedstat file from that thread.
+        hub.schedstat = hub.query_all(|_| {
+            std::fs::read_link("/proc/thread-self").ok().and_then(|p| {
+                let tid = p.file_name()?.to_str()?.to_owned();
+                Some(format!("/proc/self/task/{tid}/schedstat"))
+            })
+        });
+        if hub.schedstat.len() != usize::from(count) {
+            return Err(BenchError::Setup("a hub shard did not answer".into()));
+        }
+        hub.cpu_start = hub.cpu();
+        Ok(hub)
     }
 
-    /// CPU time the hub's thread has used so far.
+    /// Runs `command` on every shard's thread (with its manager and `now`).
+    pub(crate) fn execute_all(
+        &self,
+        command: impl Fn(usize, &mut Manager, Instant) + Clone + Send + 'static,
+    ) -> Result<(), BenchError> {
+        for (i, handle) in self.shards.iter().enumerate() {
+            let command = command.clone();
+            handle
+                .execute(move |manager, now| command(i, manager, now))
+                .map_err(|e| BenchError::Setup(format!("hub shard {i}: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// CPU time the hub's threads have used so far, all shards together.
     pub(crate) fn cpu(&self) -> Option<Duration> {
-        schedstat_cpu_time(self.schedstat.as_deref()?)
+        self.schedstat
+            .iter()
+            .map(|path| schedstat_cpu_time(path.as_deref()?))
+            .sum()
     }
 
-    /// Asks the hub's manager on its own thread; `None` if the hub does not answer within
-    /// 10 s (stopped, or stuck).
+    /// Asks every shard's manager on its own thread, shard `i` at `i`; shards that do not
+    /// answer within 10 s (stopped, or stuck) are left out.
+    pub(crate) fn query_all<T: Send + 'static>(
+        &self,
+        ask: impl Fn(&Manager) -> T + Clone + Send + 'static,
+    ) -> Vec<T> {
+        let receivers: Vec<_> = (self.shards.iter())
+            .filter_map(|handle| {
+                let (tx, rx) = mpsc::channel();
+                let ask = ask.clone();
+                let asked = handle.execute(move |manager, _| {
+                    let _ = tx.send(ask(manager));
+                });
+                asked.ok().map(|()| rx)
+            })
+            .collect();
+        (receivers.into_iter())
+            .filter_map(|rx| rx.recv_timeout(Duration::from_secs(10)).ok())
+            .collect()
+    }
+
+    /// Asks the (first) shard's manager on its own thread; `None` if it does not answer
+    /// within 10 s (stopped, or stuck).
     pub(crate) fn query<T: Send + 'static>(
         &self,
         ask: impl FnOnce(&Manager) -> T + Send + 'static,
     ) -> Option<T> {
         let (tx, rx) = mpsc::channel();
-        let asked = self.handle.execute(move |manager, _| {
+        let asked = self.shards.first()?.execute(move |manager, _| {
             let _ = tx.send(ask(manager));
         });
         asked
@@ -528,25 +600,81 @@ impl Hub {
             .and_then(|()| rx.recv_timeout(Duration::from_secs(10)).ok())
     }
 
-    /// How many peers the hub holds connections to.
+    /// How many peers the hub holds connections to, all shards together (a peer connected
+    /// to two shards counts twice).
     fn connected_peers(&self) -> usize {
-        self.query(|m| m.connected_peers().len()).unwrap_or(0)
+        self.query_all(|m| m.connected_peers().len()).iter().sum()
     }
 
-    /// The hub's peer book.
+    /// The hub's peer book: every shard's.
     fn peer_book(&self) -> Vec<quicpeer::PeerRecord> {
-        self.query(Manager::peer_book).unwrap_or_default()
+        self.query_all(Manager::peer_book).concat()
     }
 
-    /// Stops the hub's thread, which drops its driver without closing anything.
+    /// Stops the hub's threads, which drop their drivers without closing anything.
     pub(crate) fn crash(self) -> Result<HubReport, BenchError> {
-        self.handle
-            .stop()
-            .map_err(|e| BenchError::Setup(format!("stopping the hub: {e}")))?;
-        self.thread
-            .join()
-            .map_err(|_| BenchError::Setup("the hub thread panicked".into()))
+        let cpu = self
+            .cpu()
+            .zip(self.cpu_start)
+            .map(|(now, start)| now.saturating_sub(start));
+        let mut stats = DriverStats::default();
+        for stopped in self.threads.stop() {
+            let (driver, run) =
+                stopped.map_err(|_| BenchError::Setup("a hub thread panicked".into()))?;
+            if let Err(e) = run {
+                tracing::warn!("hub driver failed: {e}");
+            }
+            let s = driver.stats();
+            stats.wakeups += s.wakeups;
+            stats.timeouts += s.timeouts;
+            stats.recv_calls += s.recv_calls;
+            stats.datagrams_received += s.datagrams_received;
+            stats.send_calls += s.send_calls;
+            stats.datagrams_sent += s.datagrams_sent;
+            stats.send_blocked += s.send_blocked;
+            stats.unroutable += s.unroutable;
+            stats.unreachable += s.unreachable;
+            stats.forwarded_out += s.forwarded_out;
+            stats.forward_dropped += s.forward_dropped;
+            stats.forwarded_in += s.forwarded_in;
+            // A crash: the driver and its socket go without a word to the peers.
+            drop(driver);
+        }
+        Ok(HubReport { cpu, stats })
     }
+}
+
+/// Binds `shards` hub sockets on one loopback port (`addr`, or a free one) as
+/// [`Sharded::bind`] does (`SO_REUSEPORT` where more than one), then sets the receive buffer
+/// asked, if any; returns them with the receive buffer granted to each.
+pub(crate) fn bind_hub_shards(
+    addr: Option<SocketAddr>,
+    shards: usize,
+    recv_buffer: Option<usize>,
+) -> Result<(Vec<std::net::UdpSocket>, usize), BenchError> {
+    if shards <= 1 {
+        let (socket, granted) = bind_hub(addr, recv_buffer)?;
+        return Ok((vec![socket], granted));
+    }
+    let mut addr = addr.unwrap_or(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
+    let mut sockets = Vec::new();
+    let mut granted = 0;
+    for _ in 0..shards {
+        let socket = quicpeer::driver::bind_reuse_port(addr)
+            .map_err(|e| BenchError::Setup(format!("binding a hub shard to {addr}: {e}")))?;
+        addr = socket
+            .local_addr()
+            .map_err(|e| BenchError::Setup(format!("hub socket: {e}")))?;
+        let socket = socket2::Socket::from(socket);
+        if let Some(bytes) = recv_buffer {
+            socket
+                .set_recv_buffer_size(bytes)
+                .map_err(|e| BenchError::Setup(format!("hub receive buffer: {e}")))?;
+        }
+        granted = socket.recv_buffer_size().unwrap_or(0);
+        sockets.push(socket.into());
+    }
+    Ok((sockets, granted))
 }
 
 /// Binds the hub's socket on loopback (`addr`, or a free port) as the driver binds its own,

@@ -57,3 +57,25 @@ fn a_hub_that_dials_its_peer_book_is_found_by_every_peer_through_the_restart_epo
     assert_eq!(outcome.app_redials, 0, "{outcome:?}");
     assert_eq!(outcome.hub_driver.unroutable, 0, "{outcome:?}");
 }
+
+#[test]
+fn a_sharded_hub_restarts_under_its_peers_and_hands_over_the_answers_to_its_dials() {
+    let peers = 16;
+    let params = Params {
+        keep_alive: Duration::from_secs(5),
+        timeout: Duration::from_secs(30),
+        hub_peer_book: true,
+        hub_threads: 2,
+        ..Params::new(peers)
+    };
+    let outcome = measure(&params).expect("the mass restart completes");
+    assert_eq!(outcome.peers, peers);
+    // Each shard dials its share of the book; the answers come back to whichever socket the
+    // kernel's hash picks, and those for the other shard are handed over, not reset: every
+    // peer is found through the restart epoch and none has to dial.
+    assert_eq!(outcome.by_reset, peers, "{outcome:?}");
+    assert!(outcome.hub_connected >= peers, "{outcome:?}");
+    assert_eq!(outcome.failed_dials, 0, "{outcome:?}");
+    assert_eq!(outcome.app_redials, 0, "{outcome:?}");
+    assert_eq!(outcome.hub_driver.forward_dropped, 0, "{outcome:?}");
+}

@@ -74,6 +74,10 @@ enum Which {
         /// peer finds the restart when the hub's handshake reaches it (restart epoch).
         #[arg(long, requires = "loopback")]
         hub_peer_book: bool,
+        /// With `--loopback`: the hub's threads, each a shard (its own manager) on the hub's
+        /// one port (SO_REUSEPORT); the global limits are split between them.
+        #[arg(long, default_value_t = 1, requires = "loopback", value_parser = clap::value_parser!(u8).range(1..))]
+        hub_threads: u8,
     },
     /// A hub holding established peers on loopback under a flood of Initials, forged
     /// short-header packets, would-be resets and unknown versions from many sources:
@@ -195,6 +199,7 @@ pub fn run(args: &Args, out: Output) -> Result<ExitCode, UsageError> {
             hub_max_inbound_handshakes,
             hub_retry_above,
             hub_peer_book,
+            hub_threads,
         } => {
             let mut template = bench::mass_restart_loopback::Params::new(0);
             template.keep_alive = Duration::from_millis(*keep_alive_ms);
@@ -203,6 +208,7 @@ pub fn run(args: &Args, out: Output) -> Result<ExitCode, UsageError> {
             template.hub_max_inbound_handshakes = *hub_max_inbound_handshakes;
             template.hub_retry_above = *hub_retry_above;
             template.hub_peer_book = *hub_peer_book;
+            template.hub_threads = usize::from(*hub_threads);
             bench::mass_restart_loopback::run(peers, &template)
         }
         Which::Hostile {

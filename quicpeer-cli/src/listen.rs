@@ -1,11 +1,12 @@
 //! `quicpeer listen`: a node that accepts connections and answers `/ipfs/ping/1.0.0` until
 //! SIGINT/SIGTERM. With `--peer-book FILE` it dials the peers of its previous run as it starts
-//! ([`crate::peer_book_args`]).
+//! ([`crate::peer_book_args`]). With `--threads N` it runs N shards on the one port
+//! (`quicpeer::driver::Sharded`), one per thread.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime};
 
-use quicpeer::driver::{Driver, Exit};
+use quicpeer::driver::{Driver, Exit, Sharded};
 use quicpeer::{Host, HostConfig, Manager};
 
 use crate::identity_args::IdentityArgs;
@@ -41,6 +42,11 @@ pub struct Args {
     metrics: MetricsArgs,
     #[command(flatten)]
     transport: TransportArgs,
+    /// Threads: with more than one, the node runs that many shards on its one port
+    /// (SO_REUSEPORT; Unix), each a manager of the same identity on a thread of its own, the
+    /// connection limits split between them. Not yet with --peer-book or --metrics.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..))]
+    threads: u8,
 }
 
 pub fn run(args: &Args, out: Output) -> Result<ExitCode, UsageError> {
@@ -52,6 +58,9 @@ pub fn run(args: &Args, out: Output) -> Result<ExitCode, UsageError> {
             "{}: the /p2p/ part is not this node's PeerId {peer_id}",
             args.listen
         )));
+    }
+    if args.threads > 1 {
+        return run_sharded(args, identity, listen.socket, out);
     }
     let (mut book, records) = args.peer_book.load(peer_id, &out);
     let manager = Manager::new(
@@ -128,6 +137,110 @@ pub fn run(args: &Args, out: Output) -> Result<ExitCode, UsageError> {
         let now = driver.now();
         book.save(now, driver.machine().manager());
     }
+    report::stopped(&out, closed);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `listen --threads N` with N > 1: shard 0 runs on this thread (signals stop it), the others
+/// on threads of their own; at the end every shard closes its connections at once.
+fn run_sharded(
+    args: &Args,
+    identity: quicpeer::Identity,
+    socket: std::net::SocketAddr,
+    out: Output,
+) -> Result<ExitCode, UsageError> {
+    if args.peer_book.is_set() || args.metrics.metrics.is_some() {
+        return Err(UsageError(
+            "--threads above 1 does not take --peer-book or --metrics yet".into(),
+        ));
+    }
+    let peer_id = identity.peer_id();
+    let config = args.transport.config()?;
+    let shards = args.threads;
+    let mut hosts = Vec::new();
+    for shard in 0..shards {
+        let manager = Manager::new(
+            Instant::now(),
+            SystemTime::now(),
+            identity.clone(),
+            config.for_shard(shard, shards),
+            rand::random(),
+        )
+        .map_err(|e| UsageError(format!("cannot start the node: {e}")))?;
+        hosts.push(Host::new(
+            Instant::now(),
+            manager,
+            HostConfig::default(),
+            rand::random(),
+        ));
+    }
+    let sharded = Sharded::bind(hosts, socket).map_err(|e| UsageError(e.to_string()))?;
+    let local = sharded.local_addr();
+    let mut drivers = sharded.into_drivers().into_iter();
+    let Some(mut first) = drivers.next() else {
+        return Err(UsageError("no shard".into()));
+    };
+    signals::stop_on_termination(first.handle())
+        .map_err(|e| UsageError(format!("cannot install signal handlers: {e}")))?;
+    let mut others = Vec::new();
+    for driver in drivers {
+        let thread = driver.spawn(move |cx, event| {
+            report::host_event(&out, cx.now(), &event);
+        });
+        others.push(thread.map_err(|e| UsageError(format!("cannot start a shard: {e}")))?);
+    }
+    if let Some(local) = local {
+        let full = addr::format(local, Some(&peer_id));
+        out.emit(
+            Instant::now(),
+            Json::event("listen")
+                .str("addr", &full)
+                .int("threads", u64::from(shards)),
+            || format!("LISTEN {full}"),
+        );
+    }
+    let result = first.run(|cx, event| {
+        report::host_event(&out, cx.now(), &event);
+    });
+    let mut drivers = vec![first];
+    for thread in others {
+        match thread.stop() {
+            Ok((driver, _)) => drivers.push(driver),
+            Err(_) => eprintln!("error: a shard's thread panicked"),
+        }
+    }
+    if let Err(e) = result {
+        eprintln!("error: {e}");
+        return Ok(ExitCode::FAILURE);
+    }
+    let open: usize = (drivers.iter())
+        .map(|d| d.machine().manager().connected_peers().len())
+        .sum();
+    out.emit(
+        Instant::now(),
+        Json::event("shutting_down").int("peers", open as u64),
+        || format!("SHUTTING DOWN: closing connections to {open} peer(s)"),
+    );
+    // Every shard closes at once, each on a thread of its own.
+    let closed = std::thread::scope(|scope| {
+        let closing: Vec<_> = (drivers.iter_mut())
+            .map(|driver| {
+                scope.spawn(move || {
+                    if let Some(ms) = args.restart_downtime_ms {
+                        let now = driver.now();
+                        (driver.machine_mut().manager_mut())
+                            .close_all_restarting(now, Duration::from_millis(ms));
+                    }
+                    driver
+                        .shutdown(CLOSE_GRACE, |cx, event| {
+                            report::host_event(&out, cx.now(), &event);
+                        })
+                        .unwrap_or(false)
+                })
+            })
+            .collect();
+        (closing.into_iter()).all(|c| c.join().unwrap_or(false))
+    });
     report::stopped(&out, closed);
     Ok(ExitCode::SUCCESS)
 }

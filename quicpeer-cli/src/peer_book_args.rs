@@ -32,6 +32,11 @@ pub struct PeerBookArgs {
 }
 
 impl PeerBookArgs {
+    /// Whether `--peer-book` was given.
+    pub fn is_set(&self) -> bool {
+        self.peer_book.is_some()
+    }
+
     /// Reads the book of `local`: the keeper that saves it, and the records to dial. Without
     /// `--peer-book`, or with a book that cannot be used (reported on stderr and, with `--json`,
     /// as a `peer_book_error` line), there is no keeper and nothing to dial.

@@ -47,6 +47,19 @@ pub trait SansIo {
     fn set_max_datagrams(&mut self, max: usize) {
         let _ = max;
     }
+    /// The shard this machine is, if it is one of several on one port (`Config::shard`).
+    /// A driver running shards checks it against the shard it gives the machine's socket.
+    /// The default: not a shard.
+    fn shard(&self) -> Option<u8> {
+        None
+    }
+    /// The shard that owns the connection `datagram` is addressed to, for a driver running
+    /// several shards on one port ([`Manager::datagram_shard`]). The default: none, every
+    /// datagram is fed to the machine whose socket received it.
+    fn datagram_shard(&self, datagram: &[u8]) -> Option<u8> {
+        let _ = datagram;
+        None
+    }
 }
 
 impl SansIo for Manager {
@@ -84,6 +97,14 @@ impl SansIo for Manager {
 
     fn set_max_datagrams(&mut self, max: usize) {
         Manager::set_max_datagrams(self, max)
+    }
+
+    fn shard(&self) -> Option<u8> {
+        Manager::shard(self)
+    }
+
+    fn datagram_shard(&self, datagram: &[u8]) -> Option<u8> {
+        Manager::datagram_shard(self, datagram)
     }
 }
 

@@ -38,6 +38,17 @@
 //! destination's family (IPv4-mapped IPv6 destinations go out of the IPv4 socket). IPv6 sockets
 //! are IPv6-only, so `0.0.0.0:P` and `[::]:P` can be bound side by side.
 //!
+//! # Shards: every core on one port
+//!
+//! One driver runs one machine on one thread. [`Sharded`] runs N of them on one UDP port
+//! (`SO_REUSEPORT`, [`bind_reuse_port`]), each a manager of the same identity built with
+//! `Config::for_shard(i, n)`: the kernel spreads remote addresses over the sockets, and a
+//! datagram whose connection ID names another shard (its sender's address changed, or it
+//! answers another shard's dial) is handed to that shard through a bounded queue
+//! ([`FORWARD_QUEUE`]) and its waker, never answered with a stateless reset. Each shard knows
+//! only its own connections and enforces its share of the limits; the [`Sharded`]
+//! documentation says what that means for peers, limits, peer books and dials.
+//!
 //! # Batching
 //!
 //! Through quinn-udp: on Linux one `recvmmsg` returns up to a batch of datagrams, each buffer
@@ -82,10 +93,12 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod shards;
 mod socket;
 mod thread;
 
-pub use socket::{bind, SOCKET_BUFFER};
+pub use shards::{Sharded, ShardedThreads, FORWARD_QUEUE};
+pub use socket::{bind, bind_reuse_port, SOCKET_BUFFER};
 pub use thread::{DriverThread, Stopped};
 
 use std::collections::VecDeque;
@@ -93,7 +106,7 @@ use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::{Deref, DerefMut};
-use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -134,6 +147,18 @@ pub enum DriverError {
     /// No address was given, or two of one family: the driver needs one socket per family.
     #[error("the driver needs one socket per address family, one or two in all; got {0:?}")]
     Sockets(Vec<SocketAddr>),
+    /// [`Sharded`]: no machine, more than 256, as many sockets as machines not given, or a
+    /// machine that is not the shard of its position (build shard `i` with
+    /// `Config::for_shard(i, n)`).
+    #[error("shard {index} of {count}: {problem}")]
+    Shard {
+        /// The position of the machine (or socket) at fault.
+        index: usize,
+        /// How many shards were asked for.
+        count: usize,
+        /// What is wrong.
+        problem: String,
+    },
     /// The poll (epoll, kqueue, ...) failed. The driver cannot go on.
     #[error("poll failed: {0}")]
     Poll(#[source] io::Error),
@@ -272,6 +297,44 @@ pub struct DriverStats {
     pub unroutable: u64,
     /// ICMP errors that declared a destination unreachable (Linux only).
     pub unreachable: u64,
+    /// [`Sharded`]: datagrams that arrived here for a connection of another shard and were
+    /// handed to it.
+    pub forwarded_out: u64,
+    /// [`Sharded`]: datagrams dropped because the owning shard's queue was full
+    /// ([`FORWARD_QUEUE`]); QUIC recovers from them as from any loss.
+    pub forward_dropped: u64,
+    /// [`Sharded`]: datagrams other shards handed to this one.
+    pub forwarded_in: u64,
+}
+
+/// A datagram that arrived on one shard's socket for a connection of another.
+struct Forwarded {
+    from: SocketAddr,
+    local_ip: Option<IpAddr>,
+    data: Vec<u8>,
+}
+
+/// The way into one shard: its queue of handed-over datagrams and the waker of its poll.
+#[derive(Clone)]
+struct ShardDoor {
+    tx: SyncSender<Forwarded>,
+    waker: Arc<Waker>,
+}
+
+/// What a driver that is one shard of a [`Sharded`] knows of the others.
+struct ShardLink {
+    index: u8,
+    /// Every shard's door, this one's included, by index.
+    doors: Vec<ShardDoor>,
+    inbox: Receiver<Forwarded>,
+}
+
+impl ShardLink {
+    /// The door of the shard that must handle `shard`'s datagram, if that is another shard.
+    fn door_for(&self, shard: Option<u8>) -> Option<&ShardDoor> {
+        let shard = shard.filter(|s| *s != self.index)?;
+        self.doors.get(usize::from(shard))
+    }
 }
 
 /// A datagram taken from the machine, waiting in `Outbox::buf`.
@@ -311,6 +374,8 @@ pub struct Driver<M: SansIo> {
     scratch: Vec<u8>,
     outbox: Outbox,
     stats: DriverStats,
+    /// Set when this driver is one shard of a [`Sharded`].
+    shard: Option<ShardLink>,
 }
 
 impl<M: SansIo> Driver<M> {
@@ -370,6 +435,7 @@ impl<M: SansIo> Driver<M> {
             scratch: Vec::new(),
             outbox: Outbox::default(),
             stats: DriverStats::default(),
+            shard: None,
         })
     }
 
@@ -520,12 +586,22 @@ impl<M: SansIo> Driver<M> {
                             };
                             for datagram in data.chunks(stride.max(1)) {
                                 self.stats.datagrams_received += 1;
-                                self.machine.handle_datagram(
-                                    now,
-                                    meta.addr,
-                                    meta.dst_ip.or(local_ip),
-                                    datagram,
-                                );
+                                let local_ip = meta.dst_ip.or(local_ip);
+                                if let Some(link) = &self.shard {
+                                    let owner = self.machine.datagram_shard(datagram);
+                                    if let Some(door) = link.door_for(owner) {
+                                        forward(
+                                            door,
+                                            meta.addr,
+                                            local_ip,
+                                            datagram,
+                                            &mut self.stats,
+                                        );
+                                        continue;
+                                    }
+                                }
+                                self.machine
+                                    .handle_datagram(now, meta.addr, local_ip, datagram);
                             }
                         }
                     }
@@ -541,6 +617,32 @@ impl<M: SansIo> Driver<M> {
                 }
             }
         }
+        self.receive_forwarded();
+    }
+
+    /// Feeds the datagrams other shards handed over (up to a turn's budget).
+    fn receive_forwarded(&mut self) {
+        let Some(link) = &self.shard else {
+            return;
+        };
+        for _ in 0..RECV_CALLS_PER_TURN * RECV_BATCH {
+            let Ok(forwarded) = link.inbox.try_recv() else {
+                return;
+            };
+            self.stats.forwarded_in += 1;
+            let now = {
+                self.last_now = self.last_now.max(Instant::now());
+                self.last_now
+            };
+            let Forwarded {
+                from,
+                local_ip,
+                data,
+            } = forwarded;
+            self.machine.handle_datagram(now, from, local_ip, &data);
+        }
+        // More than a turn's worth: come back for the rest without sleeping.
+        self.more_work = true;
     }
 
     /// Drains the socket's ICMP errors (before anything is sent: a pending error would fail
@@ -729,6 +831,36 @@ impl<M: SansIo> Driver<M> {
             .iter()
             .position(|s| s.is_ipv4() == destination.is_ipv4())?;
         Some((index, destination))
+    }
+}
+
+/// Hands `datagram` to another shard: queued if its queue has room (dropped otherwise, as a
+/// full socket buffer would), and that shard's poll woken.
+fn forward(
+    door: &ShardDoor,
+    from: SocketAddr,
+    local_ip: Option<IpAddr>,
+    datagram: &[u8],
+    stats: &mut DriverStats,
+) {
+    let forwarded = Forwarded {
+        from,
+        local_ip,
+        data: datagram.to_vec(),
+    };
+    match door.tx.try_send(forwarded) {
+        Ok(()) => {
+            stats.forwarded_out += 1;
+            if let Err(e) = door.waker.wake() {
+                warn!("cannot wake a shard: {e}");
+            }
+        }
+        Err(TrySendError::Full(_)) => {
+            stats.forward_dropped += 1;
+            trace!(%from, "the owning shard's queue is full: datagram dropped");
+        }
+        // The shard's driver is gone (stopped): nobody will handle its connections.
+        Err(TrySendError::Disconnected(_)) => stats.forward_dropped += 1,
     }
 }
 

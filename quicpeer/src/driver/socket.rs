@@ -40,14 +40,43 @@ pub const SOCKET_BUFFER: usize = 4 << 20;
 /// For [`Driver::from_sockets`](super::Driver::from_sockets) when the application must own
 /// the socket (to rebind the same port, say) but wants the driver's settings.
 pub fn bind(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    bind_with(addr, false)
+}
+
+/// Like [`bind`], with `SO_REUSEPORT` set before binding, so that several sockets (of this
+/// process, or of any process of the same user that sets it too) share `addr`'s port and the
+/// kernel spreads the remote addresses over them by a hash of the 4-tuple: what
+/// [`Sharded`](super::Sharded) binds. Unix only (`Unsupported` elsewhere); on Linux every
+/// socket of the group must set it.
+pub fn bind_reuse_port(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    bind_with(addr, true)
+}
+
+fn bind_with(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::UdpSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
+    }
+    if reuse_port {
+        set_reuse_port(&socket)?;
     }
     grow_buffers(&socket);
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     Ok(socket.into())
+}
+
+#[cfg(unix)]
+fn set_reuse_port(socket: &Socket) -> io::Result<()> {
+    socket.set_reuse_port(true)
+}
+
+#[cfg(not(unix))]
+fn set_reuse_port(_: &Socket) -> io::Result<()> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "SO_REUSEPORT is a Unix socket option",
+    ))
 }
 
 /// Asks for [`SOCKET_BUFFER`]-sized buffers; what the kernel grants is logged, and a receive

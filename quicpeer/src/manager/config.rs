@@ -248,6 +248,14 @@ pub struct Config {
     /// [`NullCrypto`](crate::identity::null_crypto::NullCrypto).
     #[cfg(feature = "fuzzing")]
     pub null_crypto: Option<crate::identity::null_crypto::NullCrypto>,
+    /// This manager is shard `index` of several on one UDP port (`SO_REUSEPORT`, the mio
+    /// driver's `Sharded`): every connection ID it issues names the shard in its first byte,
+    /// under the identity's tag, so that a datagram that reaches another shard (its sender's
+    /// address changed) is handed to this one instead of drawing a stateless reset
+    /// ([`Manager::datagram_shard`](super::Manager::datagram_shard)). Needs restart keys that
+    /// every shard shares (`KeyMode::DerivedFromIdentity` or `Explicit`). `None` (the
+    /// default): not sharded. [`Config::for_shard`] sets it and splits the limits.
+    pub shard: Option<u8>,
 }
 
 impl Default for Config {
@@ -278,6 +286,47 @@ impl Default for Config {
             key_log: None,
             #[cfg(feature = "fuzzing")]
             null_crypto: None,
+            shard: None,
+        }
+    }
+}
+
+impl Config {
+    /// The configuration of shard `index` of `shards` on one port: [`Config::shard`] set, and
+    /// the global bounds split between the shards ([`Limits::per_shard`], and the stateless
+    /// response rate, which bounds what the node answers to strangers), so that the shards
+    /// together hold what one manager with this configuration would. Each shard knows only its own connections: a shard at its
+    /// connection limit refuses even while another has room.
+    pub fn for_shard(&self, index: u8, shards: u8) -> Config {
+        let n = u32::from(shards.max(1));
+        let mut config = self.clone();
+        config.shard = Some(index);
+        config.limits = self.limits.per_shard(shards);
+        config.stateless_responses = ResponseRate::new(
+            self.stateless_responses.burst.div_ceil(n),
+            self.stateless_responses.per_second.div_ceil(n),
+        );
+        config
+    }
+}
+
+impl Limits {
+    /// These limits split between `shards` managers (each bound divided, rounded up, at least
+    /// 1): what each shard of a sharded node gets so that the node as a whole stays within
+    /// them. The per-peer bound and the flapping grace stay as they are, and so does the pace
+    /// of peer-book dials: it is set to what one core completes, and each shard has a core.
+    pub fn per_shard(&self, shards: u8) -> Limits {
+        let n = usize::from(shards.max(1));
+        let split = |v: usize| v.div_ceil(n).max(1);
+        Limits {
+            max_connections: split(self.max_connections),
+            max_connections_per_peer: self.max_connections_per_peer,
+            max_pending_dials: split(self.max_pending_dials),
+            max_inbound_handshakes: split(self.max_inbound_handshakes),
+            retry_above: self.retry_above.map(|v| v.div_ceil(n)),
+            flap_grace: self.flap_grace,
+            max_peer_book: split(self.max_peer_book),
+            peer_book_dials: self.peer_book_dials,
         }
     }
 }

@@ -80,7 +80,7 @@ use crate::identity::{
 use backoff::Backoff;
 pub use book::PeerRecord;
 use book::Seen;
-use cid::KeyedCidGenerator;
+use cid::{KeyedCidGenerator, ShardRouter};
 pub use config::{Config, KeyMode, Limits, ReconnectPolicy, ResponseRate};
 use conn::{Conn, Phase, Probe};
 use dial::Peer;
@@ -148,6 +148,11 @@ pub enum ConfigError {
     /// TLS_AES_128_GCM_SHA256).
     #[error("the TLS configuration lacks a QUIC initial cipher suite")]
     NoQuicCipherSuite,
+    /// `shard` is set but the restart keys are random per process: the shards would not
+    /// recognise each other's connection IDs. Use `KeyMode::DerivedFromIdentity` (with an
+    /// identity whose secret can be extracted) or `KeyMode::Explicit`.
+    #[error("a sharded manager needs restart keys shared by every shard")]
+    ShardWithoutSharedKeys,
 }
 
 /// The sans-IO connection manager. See the [module documentation](self) for the run loop.
@@ -203,6 +208,8 @@ pub struct Manager {
     accepting: bool,
     /// Datagrams one transmit may carry (see `set_max_datagrams`).
     max_datagrams: usize,
+    /// Which shard owns a datagram's connection, where this manager is a shard (`Config::shard`).
+    router: Option<ShardRouter>,
     /// What the manager has counted (its gauges are filled in by `metrics`).
     metrics: Metrics,
     buf: Vec<u8>,
@@ -318,12 +325,17 @@ impl Manager {
             ring::hmac::HMAC_SHA256,
             &keys.reset_key,
         )));
+        let shard = config.shard;
+        if shard.is_some() && !derived {
+            return Err(ConfigError::ShardWithoutSharedKeys.into());
+        }
+        let router = shard.map(|own| ShardRouter::new(&keys.cid_key, own));
         if derived {
             let mut cid_seed = [0u8; 32];
             rng.fill_bytes(&mut cid_seed);
             let cid_key = keys.cid_key;
             endpoint_config
-                .cid_generator(move || Box::new(KeyedCidGenerator::new(&cid_key, cid_seed)));
+                .cid_generator(move || Box::new(KeyedCidGenerator::new(&cid_key, cid_seed, shard)));
         } else {
             let key = rng.next_u64();
             endpoint_config
@@ -393,6 +405,7 @@ impl Manager {
             restart_notice: None,
             accepting: true,
             max_datagrams: 1,
+            router,
             metrics: Metrics::default(),
             buf: Vec::new(),
             span,
@@ -414,6 +427,21 @@ impl Manager {
     /// The most datagrams one [`Transmit`] may carry (see [`Manager::set_max_datagrams`]).
     pub fn max_datagrams(&self) -> usize {
         self.max_datagrams
+    }
+
+    /// The shard this manager is ([`Config::shard`]), if it is one.
+    pub fn shard(&self) -> Option<u8> {
+        self.config.shard
+    }
+
+    /// Where this manager is a shard: the shard that owns the connection `datagram` is
+    /// addressed to, read from its destination connection ID (whose tag is checked, unless it
+    /// names this shard). A driver running several shards on one port hands a datagram that
+    /// names another shard to that shard; one for this shard, or naming none (a new client's
+    /// Initial, a CID of an earlier process with more shards, junk), it feeds here, where an
+    /// unknown CID of ours is answered with a stateless reset. `None` when not sharded.
+    pub fn datagram_shard(&self, datagram: &[u8]) -> Option<u8> {
+        self.router.as_ref()?.shard_of(datagram)
     }
 
     /// The connection currently used for `peer`, if any.

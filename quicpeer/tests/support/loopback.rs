@@ -282,12 +282,12 @@ impl Drop for Node {
 
 /// Echoes data on streams the peer opened; forwards data on our own streams and every event.
 #[derive(Default)]
-struct Echo {
+pub struct Echo {
     inbound: HashSet<StreamId>,
 }
 
 impl Echo {
-    fn on_event(
+    pub fn on_event(
         &mut self,
         cx: &mut quicpeer::driver::Context<'_, Manager>,
         event: Event,

@@ -1094,6 +1094,14 @@ impl<S: Store> SansIo for Channels<S> {
         self.host.set_max_datagrams(max);
     }
 
+    fn shard(&self) -> Option<u8> {
+        self.host.shard()
+    }
+
+    fn datagram_shard(&self, datagram: &[u8]) -> Option<u8> {
+        self.host.datagram_shard(datagram)
+    }
+
     /// Takes in what arrived since the last call, commits it in one batch (with what was
     /// accepted), then writes: nothing leaves before the commit it depends on.
     fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {

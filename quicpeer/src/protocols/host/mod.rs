@@ -902,6 +902,14 @@ impl SansIo for Host {
         self.manager.set_max_datagrams(max);
     }
 
+    fn shard(&self) -> Option<u8> {
+        self.manager.shard()
+    }
+
+    fn datagram_shard(&self, datagram: &[u8]) -> Option<u8> {
+        self.manager.datagram_shard(datagram)
+    }
+
     /// The host flushes here: it first takes in what the manager has to report (including
     /// what the application's own commands through [`Host::manager_mut`] caused), and what it
     /// writes in answer (pings, negotiations) goes out in the same run of calls. So

@@ -1003,6 +1003,14 @@ impl SansIo for Relay {
         self.host.set_max_datagrams(max);
     }
 
+    fn shard(&self) -> Option<u8> {
+        self.host.shard()
+    }
+
+    fn datagram_shard(&self, datagram: &[u8]) -> Option<u8> {
+        self.host.datagram_shard(datagram)
+    }
+
     /// As the host's: takes in the host's events first (connection deaths among them), and
     /// what the relay writes in answer goes out in the same run of calls.
     fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
