@@ -177,7 +177,10 @@ impl Endpoint for QuicpeerEnd {
 pub(crate) struct QuinnEnd {
     endpoint: quinn_proto::Endpoint,
     client: Option<quinn_proto::ClientConfig>,
-    conns: BTreeMap<ConnectionHandle, quinn_proto::Connection>,
+    /// Boxed, as quinn's own async layer holds each connection in its own allocation (and as
+    /// the manager does): inline, a B-tree node of eleven 6 KB connections would be what the
+    /// memory benchmark weighs.
+    conns: BTreeMap<ConnectionHandle, Box<quinn_proto::Connection>>,
     /// Connections that may have something to send.
     dirty: BTreeSet<ConnectionHandle>,
     responses: VecDeque<(SocketAddr, Vec<u8>)>,
@@ -191,6 +194,14 @@ pub(crate) struct QuinnEnd {
 impl QuinnEnd {
     /// A client (A) and a server (B) with a minimal TLS configuration (see the module docs).
     pub(crate) fn pair() -> Result<(Self, Self), BenchError> {
+        Self::pair_with(quinn_proto::TransportConfig::default())
+    }
+
+    /// [`pair`](Self::pair) with this transport configuration on both sides.
+    pub(crate) fn pair_with(
+        transport: quinn_proto::TransportConfig,
+    ) -> Result<(Self, Self), BenchError> {
+        let transport = Arc::new(transport);
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let versions = &[&rustls::version::TLS13];
         let setup = |e: &dyn std::fmt::Display| BenchError::Setup(format!("baseline TLS: {e}"));
@@ -211,7 +222,8 @@ impl QuinnEnd {
         server.send_tls13_tickets = 0;
         server.max_early_data_size = 0;
         let server = QuicServerConfig::try_from(server).map_err(|e| setup(&e))?;
-        let server = quinn_proto::ServerConfig::with_crypto(Arc::new(server));
+        let mut server = quinn_proto::ServerConfig::with_crypto(Arc::new(server));
+        server.transport_config(transport.clone());
 
         let mut roots = rustls::RootCertStore::empty();
         roots.add(cert).map_err(|e| setup(&e))?;
@@ -223,7 +235,8 @@ impl QuinnEnd {
         client.alpn_protocols = vec![b"bench".to_vec()];
         client.resumption = Resumption::disabled();
         let client = QuicClientConfig::try_from(client).map_err(|e| setup(&e))?;
-        let client = quinn_proto::ClientConfig::new(Arc::new(client));
+        let mut client = quinn_proto::ClientConfig::new(Arc::new(client));
+        client.transport_config(transport);
 
         let end = |server: Option<quinn_proto::ServerConfig>, client, seed| Self {
             endpoint: quinn_proto::Endpoint::new(
@@ -246,7 +259,7 @@ impl QuinnEnd {
     }
 
     fn insert(&mut self, handle: ConnectionHandle, conn: quinn_proto::Connection) {
-        self.conns.insert(handle, conn);
+        self.conns.insert(handle, Box::new(conn));
         self.newest = Some(handle);
         self.drive(handle);
     }
@@ -459,6 +472,11 @@ impl<E: Endpoint> Wire<E> {
             scratch: Vec::new(),
             to_a: VecDeque::new(),
         }
+    }
+
+    /// The two endpoints, A first.
+    pub(crate) fn into_ends(self) -> (E, E) {
+        (self.a, self.b)
     }
 
     /// Delivers datagrams both ways at the current time until neither side sends more.

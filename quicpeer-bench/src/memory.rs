@@ -12,7 +12,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::endpoint::wall_start;
+use super::endpoint::{wall_start, QuinnEnd, Wire};
 use super::{hub_and_peers, BenchError, Cell, Report};
 use quicpeer::sim::{Network, NodeId};
 use quicpeer::{Config, Identity, Manager};
@@ -33,6 +33,9 @@ pub struct Outcome {
     pub hub: usize,
     /// Bytes one peer's manager owned with its one connection.
     pub peer: usize,
+    /// The floor: bytes a bare quinn-proto server endpoint owned with no connection, one, and
+    /// `connections`, same transport configuration, minimal TLS (see [`bare_quinn_server`]).
+    pub quinn: [usize; 3],
 }
 
 impl Outcome {
@@ -45,6 +48,17 @@ impl Outcome {
     /// allocates once for the whole endpoint is left out).
     pub fn marginal_per_connection(&self) -> f64 {
         self.hub.saturating_sub(self.hub_one) as f64
+            / self.connections.saturating_sub(1).max(1) as f64
+    }
+
+    /// [`per_connection_hub`](Self::per_connection_hub) of the bare quinn-proto server.
+    pub fn quinn_per_connection(&self) -> f64 {
+        self.quinn[2].saturating_sub(self.quinn[0]) as f64 / self.connections.max(1) as f64
+    }
+
+    /// [`marginal_per_connection`](Self::marginal_per_connection) of the bare quinn-proto server.
+    pub fn quinn_marginal_per_connection(&self) -> f64 {
+        self.quinn[2].saturating_sub(self.quinn[1]) as f64
             / self.connections.saturating_sub(1).max(1) as f64
     }
 }
@@ -71,12 +85,18 @@ pub fn measure(connections: usize, allocated: &dyn Fn() -> usize) -> Result<Outc
     };
     let (hub_one, peer) = hub_and_peer(1, &config, allocated)?;
     let (hub, _) = hub_and_peer(connections, &config, allocated)?;
+    let quinn = [
+        bare_quinn_server(0, &config, allocated)?,
+        bare_quinn_server(1, &config, allocated)?,
+        bare_quinn_server(connections, &config, allocated)?,
+    ];
     Ok(Outcome {
         connections,
         empty_manager,
         hub_one,
         hub,
         peer,
+        quinn,
     })
 }
 
@@ -115,6 +135,44 @@ fn hub_and_peer(
     let hub_bytes = footprint(&mut net, hub);
     let peer_bytes = peers.first().map_or(0, |&p| footprint(&mut net, p));
     Ok((hub_bytes, peer_bytes))
+}
+
+/// The footprint of a bare quinn-proto server endpoint (the per-datagram benchmark's
+/// baseline, connections boxed) holding `connections` idle connections from one client
+/// endpoint, with the transport parameters a manager gives quinn under `config` (stream limits,
+/// windows, idle timeout, keep-alive). Its TLS is the minimal one of the baseline: no client
+/// certificate to verify and keep, no libp2p extension; so this is quinn's and rustls' floor,
+/// not a libp2p endpoint's.
+fn bare_quinn_server(
+    connections: usize,
+    config: &Config,
+    allocated: &dyn Fn() -> usize,
+) -> Result<usize, BenchError> {
+    let setup = |what: &str| BenchError::Setup(format!("bare quinn-proto transport: {what}"));
+    let mut transport = quinn_proto::TransportConfig::default();
+    let idle =
+        quinn_proto::IdleTimeout::try_from(config.idle_timeout).map_err(|_| setup("idle"))?;
+    let window = |w: u64| quinn_proto::VarInt::from_u64(w).map_err(|_| setup("window"));
+    transport
+        .max_idle_timeout(Some(idle))
+        .keep_alive_interval(config.keep_alive)
+        .max_concurrent_bidi_streams(config.max_concurrent_bidi_streams.into())
+        .max_concurrent_uni_streams(config.max_concurrent_uni_streams.into())
+        .stream_receive_window(window(config.stream_receive_window)?)
+        .receive_window(window(config.receive_window)?)
+        .datagram_receive_buffer_size(None);
+    let (client, server) = QuinnEnd::pair_with(transport)?;
+    let mut wire = Wire::new(client, server, Instant::now());
+    for _ in 0..connections {
+        wire.connect()?;
+    }
+    wire.advance(Duration::from_secs(1));
+    let (client, server) = wire.into_ends();
+    let before = allocated();
+    drop(server);
+    let freed = before.saturating_sub(allocated());
+    drop(client);
+    Ok(freed)
 }
 
 /// Whether `allocated` sees an allocation.
@@ -169,6 +227,31 @@ pub fn run(connections: usize, allocated: &dyn Fn() -> usize) -> Result<Report, 
         Cell::num(o.per_connection_hub(), 0),
         Cell::num(o.marginal_per_connection(), 0),
     ]);
+    report.rows.push(vec![
+        Cell::text("bare quinn-proto server"),
+        Cell::num(0.0, 0),
+        bytes(o.quinn[0]),
+        Cell::Missing,
+        Cell::Missing,
+    ]);
+    report.rows.push(vec![
+        Cell::text("bare quinn-proto server"),
+        Cell::num(1.0, 0),
+        bytes(o.quinn[1]),
+        Cell::num(o.quinn[1].saturating_sub(o.quinn[0]) as f64, 0),
+        Cell::Missing,
+    ]);
+    report.rows.push(vec![
+        Cell::text("bare quinn-proto server"),
+        Cell::num(o.connections as f64, 0),
+        bytes(o.quinn[2]),
+        Cell::num(o.quinn_per_connection(), 0),
+        Cell::num(o.quinn_marginal_per_connection(), 0),
+    ]);
+    report.notes.push(format!(
+        "hub / bare quinn-proto server, marginal bytes per connection: {:.2}",
+        o.marginal_per_connection() / o.quinn_marginal_per_connection().max(1.0)
+    ));
     report.notes.push(
         "bytes a manager frees when dropped; avg: above an empty manager, per connection; \
          marginal: what each connection after the first adds (the first also allocates \

@@ -1189,11 +1189,12 @@ struct FrameHarness {
 impl FrameHarness {
     fn new(target_dialed: bool, crypto: Crypto) -> Self {
         let log = Arc::new(SecretLog::default());
-        // quicpeer's default stream limits: the frames forge stream IDs in the hundreds.
+        // quicpeer's default bidirectional limit, and as many unidirectional streams (off by
+        // default, but an embedder may allow them): the frames forge stream IDs in the hundreds.
         let defaults = Config::default();
         let streams = |mut config: Config| {
             config.max_concurrent_bidi_streams = defaults.max_concurrent_bidi_streams;
-            config.max_concurrent_uni_streams = defaults.max_concurrent_uni_streams;
+            config.max_concurrent_uni_streams = defaults.max_concurrent_bidi_streams;
             config
         };
         let mut config = streams(peer_config(crypto));

@@ -162,7 +162,7 @@ impl Manager {
         self.timers.touch(id);
         self.conns.insert(
             id,
-            Conn {
+            Box::new(Conn {
                 handle,
                 inner,
                 slot,
@@ -184,7 +184,7 @@ impl Manager {
                 started: now,
                 quinn_floor: None,
                 span,
-            },
+            }),
         );
         self.drive(id, now);
     }

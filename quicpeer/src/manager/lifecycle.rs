@@ -20,18 +20,22 @@ pub(super) fn suspicion_deadline(conn: &Conn, ptos: u32) -> Option<Instant> {
 /// which every libp2p implementation generates afresh in each process, differs. Where either is
 /// unknown, or an implementation keeps its certificate key across restarts, the answer is no and
 /// the old connection is probed as before.
-fn other_incarnation(conns: &BTreeMap<ConnId, Conn>, old: ConnId, new: ConnId) -> bool {
+fn other_incarnation(conns: &BTreeMap<ConnId, Box<Conn>>, old: ConnId, new: ConnId) -> bool {
     new_incarnation(conns, certificate_key(conns, old), new)
 }
 
 /// Whether the peer on `new` presented another certificate key than `old_key` (a key noted
 /// earlier, such as a dial's `replaces_key`, whose connection may be gone by now).
-fn new_incarnation(conns: &BTreeMap<ConnId, Conn>, old_key: Option<Vec<u8>>, new: ConnId) -> bool {
+fn new_incarnation(
+    conns: &BTreeMap<ConnId, Box<Conn>>,
+    old_key: Option<Vec<u8>>,
+    new: ConnId,
+) -> bool {
     matches!((old_key, certificate_key(conns, new)), (Some(a), Some(b)) if a != b)
 }
 
 /// The certificate key the peer on `id` presented, once verified.
-pub(super) fn certificate_key(conns: &BTreeMap<ConnId, Conn>, id: ConnId) -> Option<Vec<u8>> {
+pub(super) fn certificate_key(conns: &BTreeMap<ConnId, Box<Conn>>, id: ConnId) -> Option<Vec<u8>> {
     conns.get(&id).and_then(|c| c.slot.certificate_key())
 }
 
