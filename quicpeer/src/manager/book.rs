@@ -102,7 +102,7 @@ impl Manager {
         book: impl IntoIterator<Item = PeerRecord>,
         max: usize,
     ) -> usize {
-        let _span = self.span.clone().entered();
+        let _span = self.entered_span();
         self.set_time(now);
         let local = self.identity.peer_id();
         let mut records: Vec<PeerRecord> = book

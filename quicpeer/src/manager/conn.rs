@@ -208,16 +208,20 @@ impl Manager {
                     conn.inner.handle_event(event);
                 }
             }
-            let mut events = Vec::new();
+            // The manager's buffer, taken: acting on an event may drive again (which then
+            // allocates a buffer of its own).
+            let mut events = std::mem::take(&mut self.quinn_events);
             while let Some(event) = conn.inner.poll() {
                 events.push(event);
             }
             if events.is_empty() {
+                self.quinn_events = events;
                 break;
             }
-            for event in events {
+            for event in events.drain(..) {
                 self.on_quinn_event(id, event, now);
             }
+            self.quinn_events = events;
         }
         // A probed connection that is still open and heard from the peer is alive. (Checked
         // after its events: the datagram may have been the stateless reset that killed it.)
