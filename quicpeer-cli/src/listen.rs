@@ -12,7 +12,7 @@ use quicpeer::{Host, HostConfig, Manager};
 use crate::identity_args::IdentityArgs;
 use crate::metrics_server::MetricsArgs;
 use crate::output::{Json, Output};
-use crate::peer_book_args::{self, BookKeeper, PeerBookArgs};
+use crate::peer_book_args::{self, BookKeeper, PeerBookArgs, ShardedBook};
 use crate::transport_args::TransportArgs;
 use crate::{addr, report, signals, UsageError};
 
@@ -44,7 +44,7 @@ pub struct Args {
     transport: TransportArgs,
     /// Threads: with more than one, the node runs that many shards on its one port
     /// (SO_REUSEPORT; Unix), each a manager of the same identity on a thread of its own, the
-    /// connection limits split between them. Not yet with --peer-book or --metrics.
+    /// connection limits split between them; --peer-book and --metrics cover all of them.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..))]
     threads: u8,
 }
@@ -149,12 +149,8 @@ fn run_sharded(
     socket: std::net::SocketAddr,
     out: Output,
 ) -> Result<ExitCode, UsageError> {
-    if args.peer_book.is_set() || args.metrics.metrics.is_some() {
-        return Err(UsageError(
-            "--threads above 1 does not take --peer-book or --metrics yet".into(),
-        ));
-    }
     let peer_id = identity.peer_id();
+    let (keeper, records) = args.peer_book.load(peer_id, &out);
     let config = args.transport.config()?;
     let shards = args.threads;
     let mut hosts = Vec::new();
@@ -176,16 +172,32 @@ fn run_sharded(
     }
     let sharded = Sharded::bind(hosts, socket).map_err(|e| UsageError(e.to_string()))?;
     let local = sharded.local_addr();
-    let mut drivers = sharded.into_drivers().into_iter();
+    let mut drivers = sharded.into_drivers();
+    // The book's peers, dealt out between the shards; queued now, sent when the loops start.
+    let mut managers: Vec<_> = (drivers.iter_mut())
+        .map(|d| {
+            let now = d.now();
+            (d.machine_mut().manager_mut(), now)
+        })
+        .collect();
+    peer_book_args::dial_shares(&mut managers, keeper.as_ref(), records, &out);
+    let book = keeper.map(|k| ShardedBook::new(k, usize::from(shards)));
+    args.metrics
+        .start_sharded(drivers.iter().map(|d| d.handle()).collect(), &out)?;
+    let mut drivers = drivers.into_iter();
     let Some(mut first) = drivers.next() else {
         return Err(UsageError("no shard".into()));
     };
     signals::stop_on_termination(first.handle())
         .map_err(|e| UsageError(format!("cannot install signal handlers: {e}")))?;
     let mut others = Vec::new();
-    for driver in drivers {
+    for (shard, driver) in (1..).zip(drivers) {
+        let book = book.clone();
         let thread = driver.spawn(move |cx, event| {
             report::host_event(&out, cx.now(), &event);
+            if let Some(book) = book.as_ref().filter(|_| BookKeeper::changes(&event)) {
+                book.changed(shard, cx.now(), cx.manager());
+            }
         });
         others.push(thread.map_err(|e| UsageError(format!("cannot start a shard: {e}")))?);
     }
@@ -199,9 +211,27 @@ fn run_sharded(
             || format!("LISTEN {full}"),
         );
     }
-    let result = first.run(|cx, event| {
-        report::host_event(&out, cx.now(), &event);
-    });
+    // Shard 0 wakes at least once per save interval to write changes the others left waiting.
+    let result = loop {
+        let due = book
+            .as_ref()
+            .map(|_| Instant::now() + peer_book_args::SAVE_INTERVAL);
+        let result = first.run_until(due, |cx, event| {
+            report::host_event(&out, cx.now(), &event);
+            if let Some(book) = book.as_ref().filter(|_| BookKeeper::changes(&event)) {
+                book.changed(0, cx.now(), cx.manager());
+            }
+        });
+        match result {
+            Ok(Exit::Stopped) => break Ok(()),
+            Ok(_) => {
+                if let Some(book) = &book {
+                    book.tick(first.now());
+                }
+            }
+            Err(e) => break Err(e),
+        }
+    };
     let mut drivers = vec![first];
     for thread in others {
         match thread.stop() {
@@ -241,6 +271,10 @@ fn run_sharded(
             .collect();
         (closing.into_iter()).all(|c| c.join().unwrap_or(false))
     });
+    if let Some(book) = &book {
+        let managers: Vec<_> = drivers.iter().map(|d| d.machine().manager()).collect();
+        book.save(Instant::now(), &managers);
+    }
     report::stopped(&out, closed);
     Ok(ExitCode::SUCCESS)
 }

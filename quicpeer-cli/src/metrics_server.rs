@@ -42,20 +42,30 @@ impl MetricsArgs {
     /// Serves the host's metrics if `--metrics` was given, and prints where (a `METRICS <url>`
     /// line, or a `metrics` JSON event with the `url`).
     pub fn start(&self, handle: Handle<Host>, out: &Output) -> Result<(), UsageError> {
-        self.start_with(handle, |host: &Host| host.manager().metrics(), out)
+        self.start_sharded(vec![handle], out)
     }
 
-    /// As [`start`](Self::start), for any machine with a manager inside.
+    /// As [`start`](Self::start), for a node of several shards: each scrape adds up every
+    /// shard's metrics ([`Metrics::merge`]).
+    pub fn start_sharded(
+        &self,
+        handles: Vec<Handle<Host>>,
+        out: &Output,
+    ) -> Result<(), UsageError> {
+        self.start_with(handles, |host: &Host| host.manager().metrics(), out)
+    }
+
+    /// As [`start_sharded`](Self::start_sharded), for any machine with a manager inside.
     pub fn start_with<M: 'static>(
         &self,
-        handle: Handle<M>,
+        handles: Vec<Handle<M>>,
         snapshot: fn(&M) -> Metrics,
         out: &Output,
     ) -> Result<(), UsageError> {
         let Some(at) = self.metrics else {
             return Ok(());
         };
-        let bound = serve(at, handle, snapshot)
+        let bound = serve(at, handles, snapshot)
             .map_err(|e| UsageError(format!("cannot serve metrics on {at}: {e}")))?;
         let url = format!("http://{bound}/metrics");
         out.emit(
@@ -68,10 +78,11 @@ impl MetricsArgs {
 }
 
 /// Serves `GET /metrics` on `addr` from a thread of its own until the process ends; `snapshot`
-/// runs on the driver's thread. Returns the bound address.
+/// runs on each driver's thread, and the shards' snapshots are added up. Returns the bound
+/// address.
 pub fn serve<M: 'static>(
     addr: SocketAddr,
-    handle: Handle<M>,
+    handles: Vec<Handle<M>>,
     snapshot: fn(&M) -> Metrics,
 ) -> io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)?;
@@ -81,7 +92,7 @@ pub fn serve<M: 'static>(
         .spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { continue };
-                if let Err(e) = answer(stream, &handle, snapshot) {
+                if let Err(e) = answer(stream, &handles, snapshot) {
                     tracing::debug!("metrics request failed: {e}");
                 }
             }
@@ -91,7 +102,7 @@ pub fn serve<M: 'static>(
 
 fn answer<M: 'static>(
     mut stream: TcpStream,
-    handle: &Handle<M>,
+    handles: &[Handle<M>],
     snapshot: fn(&M) -> Metrics,
 ) -> io::Result<()> {
     stream.set_read_timeout(Some(TIMEOUT))?;
@@ -102,11 +113,25 @@ fn answer<M: 'static>(
         .and_then(|rest| rest.split_whitespace().next());
     let (status, content_type, body) = match path {
         Some("/metrics") => {
-            let (tx, rx) = mpsc::sync_channel(1);
-            let asked = handle.execute(move |machine, _| {
-                let _ = tx.send(snapshot(machine));
+            // Every shard is asked at once; the answer waits for all of them.
+            let (tx, rx) = mpsc::sync_channel(handles.len());
+            let asked = handles.iter().all(|handle| {
+                let tx = tx.clone();
+                let asked = handle.execute(move |machine, _| {
+                    let _ = tx.send(snapshot(machine));
+                });
+                asked.is_ok()
             });
-            match asked.ok().and_then(|_| rx.recv_timeout(TIMEOUT).ok()) {
+            let mut total = Metrics::default();
+            let answered = asked
+                && (0..handles.len()).all(|_| match rx.recv_timeout(TIMEOUT) {
+                    Ok(metrics) => {
+                        total.merge(&metrics);
+                        true
+                    }
+                    Err(_) => false,
+                });
+            match answered.then_some(total) {
                 Some(metrics) => (
                     "200 OK",
                     "application/openmetrics-text; version=1.0.0; charset=utf-8",

@@ -6,7 +6,9 @@
 //! does not write over it (it may be another node's book, a later version, or not a book at
 //! all). Remove the file to start a new one.
 
+use std::collections::hash_map::{Entry, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use quicpeer::{Event, HostEvent, Manager, PeerId, PeerRecord};
@@ -32,11 +34,6 @@ pub struct PeerBookArgs {
 }
 
 impl PeerBookArgs {
-    /// Whether `--peer-book` was given.
-    pub fn is_set(&self) -> bool {
-        self.peer_book.is_some()
-    }
-
     /// Reads the book of `local`: the keeper that saves it, and the records to dial. Without
     /// `--peer-book`, or with a book that cannot be used (reported on stderr and, with `--json`,
     /// as a `peer_book_error` line), there is no keeper and nothing to dial.
@@ -72,11 +69,29 @@ pub fn dial(
     records: Vec<PeerRecord>,
     out: &Output,
 ) {
+    dial_shares(&mut [(manager, now)], keeper, records, out);
+}
+
+/// Dials the peers of a loaded book from several managers (the shards of one node): each takes
+/// every n-th record, most recent first, and the dials at start ([`DIAL_AT_START`]) are split
+/// between them. Says how many in one line.
+pub fn dial_shares(
+    shards: &mut [(&mut Manager, Instant)],
+    keeper: Option<&BookKeeper>,
+    records: Vec<PeerRecord>,
+    out: &Output,
+) {
     let Some(keeper) = keeper else {
         return;
     };
     let peers = records.len();
-    let dialing = manager.dial_peer_book(now, records, DIAL_AT_START);
+    let n = shards.len().max(1);
+    let mut dialing = 0;
+    for (i, (manager, now)) in shards.iter_mut().enumerate() {
+        let share: Vec<_> = records.iter().skip(i).step_by(n).cloned().collect();
+        let at_start = DIAL_AT_START / n + usize::from(i < DIAL_AT_START % n);
+        dialing += manager.dial_peer_book(*now, share, at_start);
+    }
     let path = keeper.path().display().to_string();
     out.emit(
         Instant::now(),
@@ -142,17 +157,26 @@ impl BookKeeper {
 
     /// Writes a waiting change if the interval since the last write has passed.
     pub fn save_if_due(&mut self, now: Instant, manager: &Manager) {
+        self.save_if_due_with(now, || manager.peer_book());
+    }
+
+    /// As [`save_if_due`](Self::save_if_due), with the book's records from `records`.
+    fn save_if_due_with(&mut self, now: Instant, records: impl FnOnce() -> Vec<PeerRecord>) {
         if self.pending && self.last_save.is_none_or(|t| now >= t + SAVE_INTERVAL) {
-            self.save(now, manager);
+            self.save_records(now, &records());
         }
     }
 
     /// Writes the book now (at a graceful exit).
     pub fn save(&mut self, now: Instant, manager: &Manager) {
+        self.save_records(now, &manager.peer_book());
+    }
+
+    /// Writes these records as the book now.
+    pub fn save_records(&mut self, now: Instant, records: &[PeerRecord]) {
         self.pending = false;
         self.last_save = Some(now);
-        let records = manager.peer_book();
-        if let Err(e) = peer_book::write(&self.path, self.local, &records) {
+        if let Err(e) = peer_book::write(&self.path, self.local, records) {
             if !std::mem::replace(&mut self.failed, true) {
                 eprintln!(
                     "warning: cannot write the peer book {}: {e} (the node carries on; this is \
@@ -161,5 +185,114 @@ impl BookKeeper {
                 );
             }
         }
+    }
+}
+/// The books of several managers (the shards of one node) as one: the most recent record of
+/// each peer, most recent first, within the book's bound ([`peer_book::max_records`]).
+pub fn merge(books: impl IntoIterator<Item = Vec<PeerRecord>>) -> Vec<PeerRecord> {
+    let mut newest: HashMap<PeerId, PeerRecord> = HashMap::new();
+    for record in books.into_iter().flatten() {
+        match newest.entry(record.peer) {
+            Entry::Occupied(mut kept) if kept.get().last_seen < record.last_seen => {
+                kept.insert(record);
+            }
+            Entry::Occupied(_) => {}
+            Entry::Vacant(slot) => {
+                slot.insert(record);
+            }
+        }
+    }
+    let mut records: Vec<_> = newest.into_values().collect();
+    records.sort_by(|a, b| b.last_seen.cmp(&a.last_seen).then(a.peer.cmp(&b.peer)));
+    records.truncate(peer_book::max_records());
+    records
+}
+
+/// One node's book kept by several shards, each on a thread of its own: a shard that sees a
+/// connection made or lost leaves its book here ([`ShardedBook::changed`]); the file holds them
+/// all ([`merge`]), written at most once per [`SAVE_INTERVAL`] by whichever thread finds it due.
+#[derive(Debug, Clone)]
+pub struct ShardedBook(Arc<Mutex<SharedBook>>);
+
+#[derive(Debug)]
+struct SharedBook {
+    keeper: BookKeeper,
+    /// Each shard's book as it last left it.
+    shards: Vec<Vec<PeerRecord>>,
+}
+
+impl ShardedBook {
+    /// A book kept by `shards` shards.
+    pub fn new(keeper: BookKeeper, shards: usize) -> Self {
+        Self(Arc::new(Mutex::new(SharedBook {
+            keeper,
+            shards: vec![Vec::new(); shards],
+        })))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SharedBook> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Shard `shard`'s book changed (see [`BookKeeper::changes`]): keeps its records and writes
+    /// the file if due.
+    pub fn changed(&self, shard: usize, now: Instant, manager: &Manager) {
+        let records = manager.peer_book();
+        let mut book = self.lock();
+        let book = &mut *book;
+        if let Some(slot) = book.shards.get_mut(shard) {
+            *slot = records;
+        }
+        book.keeper.pending = true;
+        let shards = &book.shards;
+        book.keeper
+            .save_if_due_with(now, || merge(shards.iter().cloned()));
+    }
+
+    /// Writes a change that waited for the interval, if it is due now. Call it at least once
+    /// per [`SAVE_INTERVAL`].
+    pub fn tick(&self, now: Instant) {
+        let mut book = self.lock();
+        let book = &mut *book;
+        let shards = &book.shards;
+        book.keeper
+            .save_if_due_with(now, || merge(shards.iter().cloned()));
+    }
+
+    /// Writes the shards' final books now (at a graceful exit).
+    pub fn save(&self, now: Instant, managers: &[&Manager]) {
+        let records = merge(managers.iter().map(|m| m.peer_book()));
+        self.lock().keeper.save_records(now, &records);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::time::{Duration, SystemTime};
+
+    use quicpeer::{Direction, Identity, PeerRecord};
+
+    use super::merge;
+
+    fn record(seed: u8, secs: u64) -> PeerRecord {
+        let peer = Identity::from_ed25519_seed([seed; 32]).peer_id();
+        let addr = SocketAddr::from(([127, 0, 0, 1], 4000 + u16::from(seed)));
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+        PeerRecord::new(peer, vec![addr], Direction::Inbound, at)
+    }
+
+    #[test]
+    fn merged_shard_books_keep_each_peers_newest_record_newest_first() {
+        let shard0 = vec![record(1, 10), record(2, 30)];
+        let shard1 = vec![record(2, 20), record(3, 40)];
+        let merged = merge([shard0, shard1]);
+        let got: Vec<_> = merged.iter().map(|r| (r.peer, r.last_seen)).collect();
+        let want: Vec<_> = [record(3, 40), record(2, 30), record(1, 10)]
+            .iter()
+            .map(|r| (r.peer, r.last_seen))
+            .collect();
+        assert_eq!(got, want);
+        assert!(merge(Vec::<Vec<PeerRecord>>::new()).is_empty());
     }
 }

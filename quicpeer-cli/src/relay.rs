@@ -129,7 +129,7 @@ pub fn run(args: &Args, out: Output) -> Result<ExitCode, UsageError> {
         );
     }
     (args.metrics).start_with(
-        driver.handle(),
+        vec![driver.handle()],
         |relay: &Relay| relay.host().manager().metrics(),
         &out,
     )?;

@@ -712,3 +712,90 @@ fn metrics_count_a_restart_seen_by_the_pinger() {
         value("quicpeer_recovery_seconds_sum")
     );
 }
+
+/// `listen --threads 2` with `--peer-book` and `--metrics`: the shards keep one book, which
+/// names every pinger whichever shard the kernel gave it, a scrape adds up the shards' metrics,
+/// and the listener restarted with that book (SIGTERM, then the same command) dials them all.
+#[cfg(unix)]
+#[test]
+fn a_sharded_listener_keeps_one_peer_book_and_serves_every_shards_metrics() {
+    const PINGERS: usize = 4;
+    let book = temp_path("sharded-book.json");
+    let book_arg = book.to_str().expect("a UTF-8 temp path").to_owned();
+    let at = format!("/ip4/127.0.0.1/udp/{}/quic-v1", free_udp_port());
+    let args = [
+        "listen",
+        "--seed",
+        "33",
+        "--listen",
+        &at,
+        "--threads",
+        "2",
+        "--peer-book",
+        &book_arg,
+        "--metrics",
+        "127.0.0.1:0",
+        "--json",
+    ];
+    let wait = Duration::from_secs(10);
+    let (listener, mut listener_lines) = spawn(&args);
+    let line = (listener_lines.wait(0, wait, |l| event(l) == "listen")).expect("LISTEN line");
+    let addr = field(&line, "addr").as_str().expect("addr").to_owned();
+    let url = (listener_lines.wait(0, wait, |l| event(l) == "metrics"))
+        .map(|l| field(&l, "url").as_str().unwrap_or_default().to_owned())
+        .expect("METRICS line");
+
+    // Each pinger its own process and source port: the kernel spreads them over the shards.
+    let mut pingers = Vec::new();
+    let mut ids = Vec::new();
+    for _ in 0..PINGERS {
+        let (pinger, mut lines) = pinging(&addr);
+        let id = (lines.wait(0, wait, |l| event(l) == "pinging"))
+            .map(|l| {
+                field(&l, "local_peer")
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .expect("the pinger names itself");
+        ids.push(id);
+        pingers.push((pinger, lines));
+    }
+    let body = scrape(&url).expect("scrape the sharded listener");
+    assert_eq!(
+        sample(
+            &body,
+            "quicpeer_handshakes_completed_total{direction=\"inbound\"}"
+        ),
+        Some(PINGERS as f64),
+        "{body}"
+    );
+    assert_eq!(
+        sample(&body, "quicpeer_connections_established"),
+        Some(PINGERS as f64),
+        "{body}"
+    );
+    assert!(
+        poll_until(wait, || {
+            let named = book_peers(&book);
+            ids.iter().all(|id| named.contains(id))
+        }),
+        "the book names every pinger {ids:?}: {:?}",
+        fs::read_to_string(&book)
+    );
+
+    // A graceful stop writes the book once more; the restarted listener dials every pinger.
+    terminate(&listener);
+    assert!(
+        (listener_lines.wait(0, wait, |l| event(l) == "stopped")).is_some(),
+        "the listener stops"
+    );
+    drop(listener);
+    drop(pingers);
+    let (_listener, mut lines) = spawn(&args);
+    let book_line = (lines.wait(0, wait, |l| event(l) == "peer_book"))
+        .expect("the restarted listener reads its book");
+    assert_eq!(field(&book_line, "peers"), PINGERS, "{book_line}");
+    assert_eq!(field(&book_line, "dialing"), PINGERS, "{book_line}");
+    let _ = fs::remove_file(&book);
+}

@@ -68,6 +68,13 @@ impl<K: Label> CountsBy<K> {
             *count += 1;
         }
     }
+
+    /// Adds another counter's counts, label by label.
+    pub fn merge(&mut self, other: &Self) {
+        for (count, more) in self.counts.iter_mut().zip(other.counts.iter()) {
+            *count = count.saturating_add(*more);
+        }
+    }
 }
 
 impl<K: Label> fmt::Debug for CountsBy<K> {
@@ -298,6 +305,15 @@ impl Histogram {
         self.count
     }
 
+    /// Adds another histogram's observations (bucket by bucket, sum and count).
+    pub fn merge(&mut self, other: &Self) {
+        for (count, more) in self.counts.iter_mut().zip(other.counts.iter()) {
+            *count = count.saturating_add(*more);
+        }
+        self.sum = self.sum.saturating_add(other.sum);
+        self.count = self.count.saturating_add(other.count);
+    }
+
     /// The sum of every observation.
     pub fn sum(&self) -> Duration {
         self.sum
@@ -352,6 +368,54 @@ mod tests {
         assert_eq!(h.quantile_bound(0.5), Some(Duration::from_millis(2)));
         assert_eq!(h.quantile_bound(1.0), None);
         assert_eq!(Histogram::default().quantile_bound(0.5), None);
+    }
+
+    #[test]
+    fn merged_metrics_add_counters_gauges_and_histograms() {
+        let mut a = Metrics {
+            established: 2,
+            peers_connected: 2,
+            stateless_resets_sent: 5,
+            ..Metrics::default()
+        };
+        a.handshakes_started.add(Direction::Inbound);
+        a.handshake_latency.observe(Duration::from_millis(3));
+        let mut b = Metrics {
+            established: 1,
+            peers_connected: 1,
+            ..Metrics::default()
+        };
+        b.handshakes_started.add(Direction::Inbound);
+        b.handshakes_started.add(Direction::Outbound);
+        b.handshake_latency.observe(Duration::from_millis(40));
+        b.handshake_latency.observe(Duration::from_secs(90));
+
+        let mut node = a.clone();
+        node.merge(&b);
+        assert_eq!(node.established, 3);
+        assert_eq!(node.peers_connected, 3);
+        assert_eq!(node.stateless_resets_sent, 5);
+        assert_eq!(node.handshakes_started.get(Direction::Inbound), 2);
+        assert_eq!(node.handshakes_started.get(Direction::Outbound), 1);
+        assert_eq!(node.handshake_latency.count(), 3);
+        assert_eq!(node.handshake_latency.sum(), Duration::from_millis(90_043));
+        let buckets: Vec<_> = node
+            .handshake_latency
+            .buckets()
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        assert_eq!(
+            buckets,
+            [
+                (Some(Duration::from_millis(5)), 1),
+                (Some(Duration::from_millis(50)), 1),
+                (None, 1)
+            ]
+        );
+        // Merging nothing changes nothing.
+        let before = node.clone();
+        node.merge(&Metrics::default());
+        assert_eq!(node, before);
     }
 }
 
@@ -410,4 +474,70 @@ pub struct Metrics {
     /// From losing a peer's last connection to a dead peer (a reset, a silence, an announced
     /// restart) to the next established connection with it: how long the peer was cut off.
     pub recovery_latency: Histogram,
+}
+
+impl Metrics {
+    /// Adds another manager's metrics to these: what a node of several managers reports, such
+    /// as the shards of [`driver::Sharded`](crate::driver::Sharded) behind one port, each of
+    /// which counts only its own connections. Counters and histograms add up exactly, and so do
+    /// the connection gauges (a connection lives in one shard). `peers_connected` adds up too,
+    /// which counts a peer connected through two shards twice: an upper bound.
+    ///
+    /// ```
+    /// # use quicpeer::Metrics;
+    /// let shards = [Metrics::default(), Metrics::default()];
+    /// let mut node = Metrics::default();
+    /// for shard in &shards {
+    ///     node.merge(shard);
+    /// }
+    /// assert_eq!(node, Metrics::default());
+    /// ```
+    pub fn merge(&mut self, other: &Metrics) {
+        // Destructured, so that a new field cannot be forgotten here.
+        let Metrics {
+            handshaking,
+            established,
+            draining,
+            peers_connected,
+            handshakes_started,
+            handshakes_completed,
+            handshakes_resumed,
+            handshakes_failed,
+            connections_lost,
+            restarts_detected,
+            stateless_resets_sent,
+            stateless_resets_received,
+            retries_sent,
+            responses_dropped,
+            redials,
+            refusals,
+            handshake_latency,
+            recovery_latency,
+        } = other;
+        for (mine, theirs) in [
+            (&mut self.handshaking, handshaking),
+            (&mut self.established, established),
+            (&mut self.draining, draining),
+            (&mut self.peers_connected, peers_connected),
+            (&mut self.stateless_resets_sent, stateless_resets_sent),
+            (
+                &mut self.stateless_resets_received,
+                stateless_resets_received,
+            ),
+            (&mut self.retries_sent, retries_sent),
+            (&mut self.responses_dropped, responses_dropped),
+        ] {
+            *mine = mine.saturating_add(*theirs);
+        }
+        self.handshakes_started.merge(handshakes_started);
+        self.handshakes_completed.merge(handshakes_completed);
+        self.handshakes_resumed.merge(handshakes_resumed);
+        self.handshakes_failed.merge(handshakes_failed);
+        self.connections_lost.merge(connections_lost);
+        self.restarts_detected.merge(restarts_detected);
+        self.redials.merge(redials);
+        self.refusals.merge(refusals);
+        self.handshake_latency.merge(handshake_latency);
+        self.recovery_latency.merge(recovery_latency);
+    }
 }
