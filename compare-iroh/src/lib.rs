@@ -21,6 +21,10 @@
 
 #![deny(missing_docs)]
 
+pub mod handshake;
+pub mod reconnect;
+pub mod throughput;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
