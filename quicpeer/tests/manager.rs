@@ -745,6 +745,57 @@ fn garbage_datagrams_never_panic_and_never_get_an_answer_larger_than_themselves(
     let _ = Link::default();
 }
 
+/// quinn pads a stateless reset to just under the datagram that drew it; a jumbo datagram
+/// (a path with a larger MTU, or a forged one) must not draw a reset larger than the
+/// `max_udp_payload` we are configured to send. Found by the `datagram` fuzz target.
+#[test]
+fn a_stateless_reset_to_a_jumbo_datagram_fits_max_udp_payload() {
+    let mut net = Network::new(8);
+    let a = net.add_node("a", identity(1), Config::default());
+    let b = net.add_node("b", identity(2), Config::default());
+    net.capture_payloads = true;
+    connect(&mut net, a, b);
+    net.capture_payloads = false;
+    // The start of a short-header packet b sent on the connection: a's connection ID, which
+    // a restarted a recognises as its own (derived keys) but no longer has a connection for.
+    let header: Vec<u8> = (net.captured().iter().rev())
+        .find(|c| c.node == b && c.data.first().is_some_and(|x| x & 0x80 == 0))
+        .map(|c| c.data[..21].to_vec())
+        .expect("b sent a short-header packet");
+    net.restart(a);
+    let max = usize::from(Config::default().max_udp_payload);
+    let from = net.addr(b);
+    let mut next = xorshift(0x2545f4914f6cdd1d);
+    let mut buf = Vec::new();
+    let mut resets = 0;
+    for (i, len) in [1_000usize, max, max + 1, 4_000, 9_000]
+        .into_iter()
+        .enumerate()
+    {
+        // A stale connection's short-header packet, `len` bytes long.
+        let mut datagram: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        datagram[..header.len()].copy_from_slice(&header);
+        // quinn sends at most one reset per 20 ms.
+        net.run_for(Duration::from_millis(50));
+        let now = net.now();
+        let m = net.manager(a).expect("up");
+        m.handle_datagram(now, from, None, &datagram);
+        while let Some(t) = m.poll_transmit(now, &mut buf) {
+            assert_eq!(t.conn, None, "datagram {i}");
+            assert!(t.size <= max, "a {}-byte reset to {len} bytes", t.size);
+            assert!(t.size < len, "a {}-byte reset to {len} bytes", t.size);
+            assert!(t.size >= 21, "a reset of {} bytes is too short", t.size);
+            assert_eq!(
+                buf[0] & 0xc0,
+                0x40,
+                "a reset looks like a short-header packet"
+            );
+            resets += 1;
+        }
+    }
+    assert_eq!(resets, 5, "every datagram drew a reset");
+}
+
 #[test]
 fn after_close_all_new_connections_are_refused_and_dials_fail() {
     let mut net = Network::new(7);

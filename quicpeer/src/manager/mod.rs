@@ -1046,11 +1046,12 @@ impl Manager {
             self.metrics.responses_dropped += 1;
             return;
         }
-        let bytes = buf.get(..transmit.size).unwrap_or(buf).to_vec();
+        let mut bytes = buf.get(..transmit.size).unwrap_or(buf).to_vec();
         // quinn's stateless responses are Retry, version negotiation and refusals (long
         // headers), and stateless resets, which look like short-header packets.
         if bytes.first().is_some_and(|b| b & 0x80 == 0) {
             self.metrics.stateless_resets_sent += 1;
+            fit_reset(&mut bytes, usize::from(self.config.max_udp_payload));
         }
         self.responses.push_back((
             Transmit {
@@ -1063,6 +1064,20 @@ impl Manager {
             },
             bytes,
         ));
+    }
+}
+
+/// Shortens a stateless reset to `max` bytes where it is longer. quinn pads a reset to just
+/// under the datagram that drew it (RFC 9000 §10.3: smaller, so two endpoints cannot reset each
+/// other forever), whatever our `max_udp_payload`, so a peer's jumbo datagram (or a forged one)
+/// drew a reset larger than any datagram we are configured to send. A reset is a first byte,
+/// unpredictable bits and the 16-byte token last: dropping bits from the middle keeps it one.
+fn fit_reset(reset: &mut Vec<u8>, max: usize) {
+    const TOKEN: usize = 16;
+    // RFC 9000 §10.3: a reset shorter than 21 bytes cannot be told from a real packet's end.
+    let max = max.max(TOKEN + 5);
+    if reset.len() > max {
+        reset.drain(max - TOKEN..reset.len() - TOKEN);
     }
 }
 
@@ -1192,4 +1207,29 @@ fn peer_deadline(peer: &Peer) -> Option<Instant> {
         peer.dial.as_ref().and_then(|d| d.next_at),
         peer.retry.map(|(at, _)| at),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fit_reset;
+
+    #[test]
+    fn a_shortened_reset_keeps_its_first_byte_and_its_token() {
+        let reset: Vec<u8> = (0..1_700u32).map(|i| i as u8).collect();
+        let mut short = reset.clone();
+        fit_reset(&mut short, 1_452);
+        assert_eq!(short.len(), 1_452);
+        assert_eq!(short[..1_436], reset[..1_436]);
+        assert_eq!(
+            short[1_436..],
+            reset[1_700 - 16..],
+            "the token is the last 16 bytes"
+        );
+        let mut fits = reset[..1_000].to_vec();
+        fit_reset(&mut fits, 1_452);
+        assert_eq!(fits, reset[..1_000], "a reset that fits is left alone");
+        let mut tiny = reset.clone();
+        fit_reset(&mut tiny, 3);
+        assert_eq!(tiny.len(), 21, "never below the 21 bytes a reset needs");
+    }
 }
