@@ -19,7 +19,6 @@ mod identity_args;
 mod listen;
 mod metrics_server;
 mod output;
-mod peer_book;
 mod peer_book_args;
 mod ping;
 mod pinger;

@@ -1,4 +1,4 @@
-//! `--peer-book FILE`: a node keeps its peer book on disk ([`crate::peer_book`]). At start the
+//! `--peer-book FILE`: a node keeps its peer book on disk ([`quicpeer::book_file`]). At start the
 //! book is read and its peers dialed; every connection made or lost rewrites the file (at most
 //! once per [`SAVE_INTERVAL`], the rest coalesced), and so does a graceful exit.
 //!
@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use quicpeer::{Event, HostEvent, Manager, PeerId, PeerRecord};
 
 use crate::output::{Json, Output};
-use crate::peer_book;
+use quicpeer::book_file as peer_book;
 
 /// The least time between two writes of the book: a churn of connections costs one write (and
 /// one `fsync`) per interval, not one per event.

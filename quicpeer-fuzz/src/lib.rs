@@ -28,6 +28,7 @@
 //!   in fragments.
 //! - [`address`]: multiaddrs as text and as bytes, into the address parser, round trips and
 //!   `peer_addrs` checked.
+//! - [`peer_book`]: bytes as a peer book file, into its reader, bounds and round trip checked.
 //!
 //! Every target checks invariants after each step and panics, with the invariant's name, when
 //! one fails: a panic here is a finding. [`seeds`] builds the seed corpora from real packets.
@@ -40,6 +41,7 @@ mod frames;
 mod invariants;
 mod multistream;
 mod ops;
+mod peer_book;
 mod relay;
 pub mod seeds;
 
@@ -52,6 +54,7 @@ pub use frames::{
 };
 pub use multistream::{multistream, Role, PING_PAYLOAD, PROPOSALS, SUPPORTED};
 pub use ops::{ops, ops_tls, LinkChange, Op, OpsInput};
+pub use peer_book::{book_owner, peer_book};
 pub use relay::{relay, RelayKind};
 
 /// Reads a whole fuzz input as a `T` the way libFuzzer's `arbitrary` integration does, except

@@ -19,8 +19,8 @@ use quicpeer::{Config, Identity};
 /// One seed: the target it is for, a file name, and its bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Seed {
-    /// `datagram`, `frames`, `ops`, `certificate`, `multistream`, `relay`, `channel` or
-    /// `address`.
+    /// `datagram`, `frames`, `ops`, `certificate`, `multistream`, `relay`, `channel`,
+    /// `address` or `peer_book`.
     pub target: &'static str,
     /// A descriptive file name.
     pub name: String,
@@ -40,6 +40,96 @@ pub fn all(vectors: &[(String, Vec<u8>)]) -> Vec<Seed> {
     seeds.extend(relay_seeds());
     seeds.extend(channel_seeds());
     seeds.extend(address_seeds());
+    seeds.extend(peer_book_seeds());
+    seeds
+}
+
+/// Books of the target's node: written by `book_file::encode` (none, one, several records, an
+/// IPv6 address, the most addresses a record may have), and hand-written ones the reader must
+/// refuse or tolerate (unknown fields, another version, another node's book, a bad address).
+fn peer_book_seeds() -> Vec<Seed> {
+    use quicpeer::book_file::{encode, MAX_ADDRS};
+    use quicpeer::{Direction, PeerId, PeerRecord};
+    use std::time::SystemTime;
+
+    let owner = crate::book_owner();
+    let peer = |seed: u8| Identity::from_ed25519_seed([seed; 32]).peer_id();
+    let at = |ms: u64| SystemTime::UNIX_EPOCH + Duration::from_millis(ms);
+    let many: Vec<SocketAddr> = (0..MAX_ADDRS as u16)
+        .map(|i| SocketAddr::from(([10, 0, 0, 1], 4000 + i)))
+        .collect();
+    let books = [
+        ("empty", Vec::new()),
+        (
+            "one",
+            vec![PeerRecord::new(
+                peer(2),
+                vec![SocketAddr::from(([127, 0, 0, 1], 4001))],
+                Direction::Outbound,
+                at(1_700_000_000_123),
+            )],
+        ),
+        (
+            "several",
+            vec![
+                PeerRecord::new(
+                    peer(3),
+                    vec!["[::1]:4002"
+                        .parse()
+                        .unwrap_or(SocketAddr::from(([0; 4], 0)))],
+                    Direction::Inbound,
+                    at(1_700_000_000_000),
+                ),
+                PeerRecord::new(peer(4), many, Direction::Inbound, at(5)),
+                PeerRecord::new(peer(5), Vec::new(), Direction::Outbound, at(0)),
+            ],
+        ),
+    ];
+    let mut seeds: Vec<Seed> = books
+        .into_iter()
+        .filter_map(|(name, records)| {
+            Some(Seed {
+                target: "peer_book",
+                name: format!("written-{name}"),
+                data: encode(owner, &records).ok()?,
+            })
+        })
+        .collect();
+    let head = |version: u64, book_peer: PeerId| {
+        format!(r#"{{"format":"quicpeer-peer-book","version":{version},"peer":"{book_peer}""#)
+    };
+    let texts = [
+        (
+            "unknown-fields",
+            format!(
+                r#"{},"extra":[1,2,{{}}],"records":[{{"peer":"{}","addrs":["127.0.0.1:1"],"direction":"inbound","last_seen_ms":18446744073709551615,"note":null}}]}}"#,
+                head(1, owner),
+                peer(6)
+            ),
+        ),
+        (
+            "later-version",
+            format!(r#"{},"records":[]}}"#, head(2, owner)),
+        ),
+        ("foreign", format!(r#"{},"records":[]}}"#, head(1, peer(7)))),
+        (
+            "bad-addr",
+            format!(
+                r#"{},"records":[{{"peer":"{}","addrs":["localhost:80"],"direction":"outbound","last_seen_ms":1}}]}}"#,
+                head(1, owner),
+                peer(8)
+            ),
+        ),
+        (
+            "cut-short",
+            format!(r#"{},"records":[{{"peer":"#, head(1, owner)),
+        ),
+    ];
+    seeds.extend(texts.into_iter().map(|(name, text)| Seed {
+        target: "peer_book",
+        name: format!("text-{name}"),
+        data: text.into_bytes(),
+    }));
     seeds
 }
 

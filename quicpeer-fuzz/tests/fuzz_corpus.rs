@@ -107,6 +107,11 @@ fn address_corpus_replays() {
     replay("address", fuzz::address);
 }
 
+#[test]
+fn peer_book_corpus_replays() {
+    replay("peer_book", fuzz::peer_book);
+}
+
 fn spec_vectors() -> Vec<(String, Vec<u8>)> {
     vectors::load()
         .into_iter()

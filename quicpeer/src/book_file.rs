@@ -1,5 +1,11 @@
-//! The peer book on disk: what `--peer-book FILE` reads at start and writes as connections come
-//! and go, so that a node restarted with the same identity dials its recent peers at once.
+//! The peer book on disk (feature `book-file`): a node saves [`Manager::peer_book`] as
+//! connections come and go, and a restart with the same identity reads it back and hands it to
+//! [`Manager::dial_peer_book`], so that the node dials its recent peers at once instead of
+//! waiting for them to notice the restart. The `quicpeer` command's `--peer-book FILE` is this
+//! format; an embedder may keep its book anywhere, this is the one quicpeer reads and writes.
+//!
+//! [`Manager::peer_book`]: crate::Manager::peer_book
+//! [`Manager::dial_peer_book`]: crate::Manager::dial_peer_book
 //!
 //! One JSON object (version 1):
 //!
@@ -29,7 +35,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use quicpeer::{Direction, Limits, PeerId, PeerRecord};
+use crate::{Direction, Limits, PeerId, PeerRecord};
 use serde::de::{Deserializer, IgnoredAny, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
@@ -50,42 +56,76 @@ pub fn max_records() -> usize {
 
 /// Why a peer book could not be used.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ReadError {
     /// The file exists but cannot be read.
     #[error("cannot read the file: {0}")]
     Unreadable(#[source] io::Error),
     /// The file is over the size bound.
     #[error("larger than {max} bytes")]
-    TooLarge { max: u64 },
+    TooLarge {
+        /// The bound, in bytes.
+        max: u64,
+    },
     /// Not JSON, or not a peer book's shape.
     #[error("not a peer book: {0}")]
     Malformed(#[source] serde_json::Error),
     /// A JSON object with another `format` tag.
     #[error("not a peer book: format {found:?}, expected {FORMAT:?}")]
-    WrongFormat { found: String },
+    WrongFormat {
+        /// The tag found.
+        found: String,
+    },
     /// A peer book of a version this program does not read.
     #[error("peer book version {found} is not supported (this program reads version {VERSION})")]
-    UnsupportedVersion { found: u64 },
+    UnsupportedVersion {
+        /// The version found.
+        found: u64,
+    },
     /// More records than the bound.
     #[error("{count} records, more than the {max} accepted")]
-    TooManyRecords { count: usize, max: usize },
+    TooManyRecords {
+        /// Records found.
+        count: usize,
+        /// The bound.
+        max: usize,
+    },
     /// The book's own `peer` is not a PeerId.
     #[error("the book's own peer {value:?} is not a PeerId")]
-    BadLocalPeerId { value: String },
+    BadLocalPeerId {
+        /// The text found.
+        value: String,
+    },
     /// The book belongs to another node.
     #[error("the book belongs to another node, {found}")]
-    Foreign { found: PeerId },
+    Foreign {
+        /// The node it belongs to.
+        found: PeerId,
+    },
     /// A record's `peer` is not a PeerId.
     #[error("record {index}: {value:?} is not a PeerId")]
-    BadPeerId { index: usize, value: String },
+    BadPeerId {
+        /// The record's position in the list.
+        index: usize,
+        /// The text found.
+        value: String,
+    },
     /// A record's address is not `ip:port`.
     #[error("record {index}: {value:?} is not an ip:port address")]
-    BadAddr { index: usize, value: String },
+    BadAddr {
+        /// The record's position in the list.
+        index: usize,
+        /// The text found.
+        value: String,
+    },
     /// A record with more addresses than the bound.
     #[error("record {index}: {count} addresses, more than the {max} accepted")]
     TooManyAddrs {
+        /// The record's position in the list.
         index: usize,
+        /// Addresses found.
         count: usize,
+        /// The bound.
         max: usize,
     },
 }
@@ -368,7 +408,7 @@ impl<'de, T: Deserialize<'de>, B: Bound> Deserialize<'de> for Bounded<T, B> {
 mod tests {
     use super::*;
 
-    use quicpeer::Identity;
+    use crate::Identity;
 
     fn peer(seed: u8) -> PeerId {
         Identity::from_ed25519_seed([seed; 32]).peer_id()

@@ -137,6 +137,8 @@
 #![deny(missing_docs)]
 
 pub mod address;
+#[cfg(feature = "book-file")]
+pub mod book_file;
 #[cfg(feature = "mio")]
 pub mod driver;
 #[cfg(all(feature = "icmp", target_os = "linux"))]
