@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use iroh::endpoint::{Connection, ConnectionError};
 use iroh::{Endpoint, EndpointAddr};
 use quicpeer_bench::compare::reconnect::{self as rc, Pair, Sample};
-use quicpeer_bench::compare::{median, percentile, Cell, CompareError, Report};
+use quicpeer_bench::compare::{CompareError, Report};
 
 use crate::{bind, current_thread, direct_addr, Setup, ALPN, DIALER_SEED, LISTENER_SEED};
 
@@ -56,62 +56,9 @@ pub fn run(settings: &Settings, progress: &mut dyn FnMut(String)) -> Result<Repo
         let samples = measure(settings, progress)?;
         results.push(("iroh → iroh".into(), samples));
     }
-    let mut report = Report::new(
-        "reconnect",
-        &[
-            "dialer → listener",
-            "restarts",
-            "recovered",
-            "detected by",
-            "detection p50 (ms)",
-            "detection p90 (ms)",
-            "detection max (ms)",
-            "first ping p50 (ms)",
-            "first ping p90 (ms)",
-            "first ping max (ms)",
-            "first ping mean (ms)",
-            "p50 vs quicpeer → quicpeer",
-            "listener back up p50 (ms)",
-        ],
-    );
-    let sorted = |samples: &[Sample], f: fn(&Sample) -> Option<Duration>| {
-        let mut v: Vec<Duration> = samples.iter().filter_map(f).collect();
-        v.sort();
-        v
-    };
+    let mut report = Report::new("reconnect", &rc::COLUMNS);
     let qq = Pair::new(rc::Stack::Quicpeer, rc::Stack::Quicpeer).label();
-    let reference = results
-        .iter()
-        .find(|(label, _)| *label == qq)
-        .and_then(|(_, s)| percentile(&sorted(s, |s| s.first_ping), 50));
-    let millis = |d: Option<Duration>| d.map_or(Cell::Missing, |d| Cell::num(ms(d), 1));
-    for (label, samples) in &results {
-        let detection = sorted(samples, |s| s.detection);
-        let first = sorted(samples, |s| s.first_ping);
-        let back_up: Vec<f64> = samples.iter().map(|s| ms(s.back_up)).collect();
-        let mean = (!first.is_empty()).then(|| first.iter().sum::<Duration>() / first.len() as u32);
-        let ratio = match (percentile(&first, 50), reference) {
-            (Some(p50), Some(reference)) if !reference.is_zero() => {
-                Cell::num(p50.as_secs_f64() / reference.as_secs_f64(), 1)
-            }
-            _ => Cell::Missing,
-        };
-        report.rows.push(vec![
-            Cell::text(label.clone()),
-            Cell::num(samples.len() as f64, 0),
-            Cell::num(first.len() as f64, 0),
-            Cell::text(ways(samples)),
-            millis(percentile(&detection, 50)),
-            millis(percentile(&detection, 90)),
-            millis(detection.last().copied()),
-            millis(percentile(&first, 50)),
-            millis(percentile(&first, 90)),
-            millis(first.last().copied()),
-            millis(mean),
-            ratio,
-            median(&back_up).map_or(Cell::Missing, |m| Cell::num(m, 1)),
-        ]);
-    }
+    report.rows = rc::rows(&results, &qq);
     report.notes.push(format!(
         "each sample from the crash of the listener (state and socket dropped, no close sent; \
          rebuilt with the same identity on the same port) at a random phase of the dialer's \
@@ -253,23 +200,6 @@ fn reason_name(reason: &ConnectionError) -> String {
         ConnectionError::Reset => "stateless reset".into(),
         other => other.to_string(),
     }
-}
-
-/// How the detections went, most common first: "idle timeout 3/3".
-fn ways(samples: &[Sample]) -> String {
-    let mut counts: Vec<(String, usize)> = Vec::new();
-    for s in samples {
-        match counts.iter_mut().find(|(how, _)| *how == s.how) {
-            Some((_, n)) => *n += 1,
-            None => counts.push((s.how.clone(), 1)),
-        }
-    }
-    counts.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
-    counts
-        .iter()
-        .map(|(how, n)| format!("{how} {n}/{}", samples.len()))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 // ---- the listener ----

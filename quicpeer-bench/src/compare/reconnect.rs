@@ -237,66 +237,28 @@ pub fn run(settings: &Settings, progress: &mut dyn FnMut(String)) -> Result<Repo
         let samples = measure(pair, settings, progress)?;
         results.push((pair, samples));
     }
-    let mut report = super::report(
-        "reconnect",
-        &[
-            "dialer → listener",
-            "restarts",
-            "recovered",
-            "detected by",
-            "detection p50 (ms)",
-            "detection p90 (ms)",
-            "detection max (ms)",
-            "first ping p50 (ms)",
-            "first ping p90 (ms)",
-            "first ping max (ms)",
-            "first ping mean (ms)",
-            "p50 vs quicpeer → quicpeer",
-            "listener back up p50 (ms)",
-        ],
+    let mut report = super::report("reconnect", &COLUMNS);
+    let labelled: Vec<(String, Vec<Sample>)> = (results.iter())
+        .map(|(pair, samples)| (pair.label(), samples.clone()))
+        .collect();
+    report.rows = rows(
+        &labelled,
+        &Pair::new(Stack::Quicpeer, Stack::Quicpeer).label(),
     );
-    let sorted = |samples: &[Sample], f: fn(&Sample) -> Option<Duration>| {
-        let mut v: Vec<Duration> = samples.iter().filter_map(f).collect();
-        v.sort();
-        v
-    };
-    let reference = results
-        .iter()
-        .find(|(p, _)| *p == Pair::new(Stack::Quicpeer, Stack::Quicpeer))
-        .and_then(|(_, s)| percentile(&sorted(s, |s| s.first_ping), 50));
     let mut plot = Plot::new(
         "A listener restarts under a pinging dialer",
         "ms after the listener's crash",
         YAxis::Fraction,
     );
-    for (pair, samples) in &results {
-        let detection = sorted(samples, |s| s.detection);
-        let first = sorted(samples, |s| s.first_ping);
-        plot.series(format!("{}: detection", pair.label()), detection.clone());
-        plot.series(format!("{}: first ping", pair.label()), first.clone());
-        let back_up: Vec<f64> = samples.iter().map(|s| ms(s.back_up)).collect();
-        let mean = (!first.is_empty()).then(|| first.iter().sum::<Duration>() / first.len() as u32);
-        let ratio = match (percentile(&first, 50), reference) {
-            (Some(p50), Some(reference)) if !reference.is_zero() => {
-                Cell::num(p50.as_secs_f64() / reference.as_secs_f64(), 1)
-            }
-            _ => Cell::Missing,
-        };
-        report.rows.push(vec![
-            Cell::text(pair.label()),
-            Cell::num(samples.len() as f64, 0),
-            Cell::num(first.len() as f64, 0),
-            Cell::text(ways(samples)),
-            super::millis(percentile(&detection, 50), 1),
-            super::millis(percentile(&detection, 90), 1),
-            super::millis(detection.last().copied(), 1),
-            super::millis(percentile(&first, 50), 1),
-            super::millis(percentile(&first, 90), 1),
-            super::millis(first.last().copied(), 1),
-            super::millis(mean, 1),
-            ratio,
-            median(&back_up).map_or(Cell::Missing, |m| Cell::num(m, 1)),
-        ]);
+    for (label, samples) in &labelled {
+        plot.series(
+            format!("{label}: detection"),
+            sorted(samples, |s| s.detection),
+        );
+        plot.series(
+            format!("{label}: first ping"),
+            sorted(samples, |s| s.first_ping),
+        );
     }
     report.notes.push(format!(
         "each sample from the crash of the listener (state and socket dropped, no close sent; \
@@ -325,6 +287,68 @@ pub fn run(settings: &Settings, progress: &mut dyn FnMut(String)) -> Result<Repo
     report.notes.push(super::load_note("after"));
     report.plot = Some(plot);
     Ok(report)
+}
+
+/// The columns of the reconnect report, one row per dialer → listener pair ([`rows`]).
+pub const COLUMNS: [&str; 13] = [
+    "dialer → listener",
+    "restarts",
+    "recovered",
+    "detected by",
+    "detection p50 (ms)",
+    "detection p90 (ms)",
+    "detection max (ms)",
+    "first ping p50 (ms)",
+    "first ping p90 (ms)",
+    "first ping max (ms)",
+    "first ping mean (ms)",
+    "p50 vs quicpeer → quicpeer",
+    "listener back up p50 (ms)",
+];
+
+/// One row of [`COLUMNS`] per labelled run of samples; the first-ping median is also given
+/// relative to the run labelled `reference` (quicpeer → quicpeer). Other benchmarks that add
+/// their own pairs (the iroh comparison) build their rows with it too.
+pub fn rows(results: &[(String, Vec<Sample>)], reference: &str) -> Vec<Vec<Cell>> {
+    let reference = (results.iter())
+        .find(|(label, _)| label == reference)
+        .and_then(|(_, s)| percentile(&sorted(s, |s| s.first_ping), 50));
+    let mut rows = Vec::new();
+    for (label, samples) in results {
+        let detection = sorted(samples, |s| s.detection);
+        let first = sorted(samples, |s| s.first_ping);
+        let back_up: Vec<f64> = samples.iter().map(|s| ms(s.back_up)).collect();
+        let mean = (!first.is_empty()).then(|| first.iter().sum::<Duration>() / first.len() as u32);
+        let ratio = match (percentile(&first, 50), reference) {
+            (Some(p50), Some(reference)) if !reference.is_zero() => {
+                Cell::num(p50.as_secs_f64() / reference.as_secs_f64(), 1)
+            }
+            _ => Cell::Missing,
+        };
+        rows.push(vec![
+            Cell::text(label.clone()),
+            Cell::num(samples.len() as f64, 0),
+            Cell::num(first.len() as f64, 0),
+            Cell::text(ways(samples)),
+            super::millis(percentile(&detection, 50), 1),
+            super::millis(percentile(&detection, 90), 1),
+            super::millis(detection.last().copied(), 1),
+            super::millis(percentile(&first, 50), 1),
+            super::millis(percentile(&first, 90), 1),
+            super::millis(first.last().copied(), 1),
+            super::millis(mean, 1),
+            ratio,
+            median(&back_up).map_or(Cell::Missing, |m| Cell::num(m, 1)),
+        ]);
+    }
+    rows
+}
+
+/// One measure of the samples, sorted (the samples that have it).
+fn sorted(samples: &[Sample], f: fn(&Sample) -> Option<Duration>) -> Vec<Duration> {
+    let mut v: Vec<Duration> = samples.iter().filter_map(f).collect();
+    v.sort();
+    v
 }
 
 /// How the restarts were detected, most common first: "stateless reset 20/20".
