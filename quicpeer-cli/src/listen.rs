@@ -182,8 +182,8 @@ fn run_sharded(
         .collect();
     peer_book_args::dial_shares(&mut managers, keeper.as_ref(), records, &out);
     let book = keeper.map(|k| ShardedBook::new(k, usize::from(shards)));
-    args.metrics
-        .start_sharded(drivers.iter().map(|d| d.handle()).collect(), &out)?;
+    let handles: Vec<_> = drivers.iter().map(|d| d.handle()).collect();
+    args.metrics.start_sharded(handles.clone(), &out)?;
     let mut drivers = drivers.into_iter();
     let Some(mut first) = drivers.next() else {
         return Err(UsageError("no shard".into()));
@@ -196,7 +196,7 @@ fn run_sharded(
         let thread = driver.spawn(move |cx, event| {
             report::host_event(&out, cx.now(), &event);
             if let Some(book) = book.as_ref().filter(|_| BookKeeper::changes(&event)) {
-                book.changed(shard, cx.now(), cx.manager());
+                book.changed(shard);
             }
         });
         others.push(thread.map_err(|e| UsageError(format!("cannot start a shard: {e}")))?);
@@ -211,7 +211,8 @@ fn run_sharded(
             || format!("LISTEN {full}"),
         );
     }
-    // Shard 0 wakes at least once per save interval to write changes the others left waiting.
+    // Shard 0 wakes once per save interval and has each shard whose book changed hand it over,
+    // on that shard's thread; the last one in writes the file.
     let result = loop {
         let due = book
             .as_ref()
@@ -219,14 +220,22 @@ fn run_sharded(
         let result = first.run_until(due, |cx, event| {
             report::host_event(&out, cx.now(), &event);
             if let Some(book) = book.as_ref().filter(|_| BookKeeper::changes(&event)) {
-                book.changed(0, cx.now(), cx.manager());
+                book.changed(0);
             }
         });
         match result {
             Ok(Exit::Stopped) => break Ok(()),
             Ok(_) => {
-                if let Some(book) = &book {
-                    book.tick(first.now());
+                let Some(book) = &book else { continue };
+                for shard in book.stale() {
+                    if shard == 0 {
+                        book.refresh(0, first.now(), first.machine().manager());
+                    } else if let Some(handle) = handles.get(shard) {
+                        let book = book.clone();
+                        let _ = handle.execute(move |host: &mut Host, now| {
+                            book.refresh(shard, now, host.manager());
+                        });
+                    }
                 }
             }
             Err(e) => break Err(e),

@@ -208,17 +208,33 @@ pub fn merge(books: impl IntoIterator<Item = Vec<PeerRecord>>) -> Vec<PeerRecord
     records
 }
 
-/// One node's book kept by several shards, each on a thread of its own: a shard that sees a
-/// connection made or lost leaves its book here ([`ShardedBook::changed`]); the file holds them
-/// all ([`merge`]), written at most once per [`SAVE_INTERVAL`] by whichever thread finds it due.
+/// One node's book kept by several shards, each on a thread of its own. A shard that sees a
+/// connection made or lost only marks its book stale ([`ShardedBook::changed`]: nothing is
+/// copied on the event's path); at most once per [`SAVE_INTERVAL`] the node's loop has each
+/// stale shard hand over its book on its own thread ([`ShardedBook::refresh`]), and the file
+/// is written with all of them merged ([`merge`]) once none is stale.
 #[derive(Debug, Clone)]
 pub struct ShardedBook(Arc<Mutex<SharedBook>>);
 
 #[derive(Debug)]
 struct SharedBook {
     keeper: BookKeeper,
-    /// Each shard's book as it last left it.
+    /// Each shard's book as it last handed it over.
     shards: Vec<Vec<PeerRecord>>,
+    /// Shards whose book changed since.
+    stale: Vec<bool>,
+}
+
+impl SharedBook {
+    /// Writes the merged book if a change waits, the interval has passed and every shard's
+    /// book is current.
+    fn save_if_due(&mut self, now: Instant) {
+        if self.stale.iter().any(|s| *s) {
+            return;
+        }
+        let shards = &self.shards;
+        (self.keeper).save_if_due_with(now, || merge(shards.iter().cloned()));
+    }
 }
 
 impl ShardedBook {
@@ -227,6 +243,7 @@ impl ShardedBook {
         Self(Arc::new(Mutex::new(SharedBook {
             keeper,
             shards: vec![Vec::new(); shards],
+            stale: vec![false; shards],
         })))
     }
 
@@ -234,29 +251,34 @@ impl ShardedBook {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Shard `shard`'s book changed (see [`BookKeeper::changes`]): keeps its records and writes
-    /// the file if due.
-    pub fn changed(&self, shard: usize, now: Instant, manager: &Manager) {
-        let records = manager.peer_book();
+    /// Shard `shard`'s book changed (see [`BookKeeper::changes`]).
+    pub fn changed(&self, shard: usize) {
         let mut book = self.lock();
-        let book = &mut *book;
-        if let Some(slot) = book.shards.get_mut(shard) {
-            *slot = records;
+        if let Some(stale) = book.stale.get_mut(shard) {
+            *stale = true;
         }
         book.keeper.pending = true;
-        let shards = &book.shards;
-        book.keeper
-            .save_if_due_with(now, || merge(shards.iter().cloned()));
     }
 
-    /// Writes a change that waited for the interval, if it is due now. Call it at least once
-    /// per [`SAVE_INTERVAL`].
-    pub fn tick(&self, now: Instant) {
-        let mut book = self.lock();
-        let book = &mut *book;
-        let shards = &book.shards;
-        book.keeper
-            .save_if_due_with(now, || merge(shards.iter().cloned()));
+    /// The shards whose book changed since they last handed it over; the node's loop asks them
+    /// for it ([`refresh`](Self::refresh)) once per [`SAVE_INTERVAL`].
+    pub fn stale(&self) -> Vec<usize> {
+        let book = self.lock();
+        (book.stale.iter().enumerate())
+            .filter_map(|(shard, stale)| stale.then_some(shard))
+            .collect()
+    }
+
+    /// Shard `shard` hands over its book (on its own thread); the file is written if due.
+    pub fn refresh(&self, shard: usize, now: Instant, manager: &Manager) {
+        let records = manager.peer_book();
+        let mut guard = self.lock();
+        let book = &mut *guard;
+        if let (Some(slot), Some(stale)) = (book.shards.get_mut(shard), book.stale.get_mut(shard)) {
+            *slot = records;
+            *stale = false;
+        }
+        book.save_if_due(now);
     }
 
     /// Writes the shards' final books now (at a graceful exit).
