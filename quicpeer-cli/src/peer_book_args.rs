@@ -212,7 +212,7 @@ pub fn merge(books: impl IntoIterator<Item = Vec<PeerRecord>>) -> Vec<PeerRecord
 /// connection made or lost only marks its book stale ([`ShardedBook::changed`]: nothing is
 /// copied on the event's path); at most once per [`SAVE_INTERVAL`] the node's loop has each
 /// stale shard hand over its book on its own thread ([`ShardedBook::refresh`]), and the file
-/// is written with all of them merged ([`merge`]) once none is stale.
+/// is written with the books as last handed over, merged ([`merge`]), at most once per interval.
 #[derive(Debug, Clone)]
 pub struct ShardedBook(Arc<Mutex<SharedBook>>);
 
@@ -226,14 +226,16 @@ struct SharedBook {
 }
 
 impl SharedBook {
-    /// Writes the merged book if a change waits, the interval has passed and every shard's
-    /// book is current.
+    /// Writes the merged book if a change waits and the interval has passed. A shard whose
+    /// book changed again since it handed it over keeps a change waiting, so that its newer
+    /// book is written at a later turn (under constant churn the file still moves once per
+    /// interval, never waiting for every shard to be current at once).
     fn save_if_due(&mut self, now: Instant) {
-        if self.stale.iter().any(|s| *s) {
-            return;
-        }
         let shards = &self.shards;
         (self.keeper).save_if_due_with(now, || merge(shards.iter().cloned()));
+        if self.stale.iter().any(|s| *s) {
+            self.keeper.pending = true;
+        }
     }
 }
 
