@@ -237,6 +237,7 @@ fn run_sharded(
                         });
                     }
                 }
+                book.tick(first.now());
             }
             Err(e) => break Err(e),
         }

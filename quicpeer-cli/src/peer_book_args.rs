@@ -283,6 +283,12 @@ impl ShardedBook {
         book.save_if_due(now);
     }
 
+    /// Writes a change that waited for the interval, if it is due now (the node's loop calls it
+    /// once per [`SAVE_INTERVAL`], after asking the stale shards for their books).
+    pub fn tick(&self, now: Instant) {
+        self.lock().save_if_due(now);
+    }
+
     /// Writes the shards' final books now (at a graceful exit).
     pub fn save(&self, now: Instant, managers: &[&Manager]) {
         let records = merge(managers.iter().map(|m| m.peer_book()));
