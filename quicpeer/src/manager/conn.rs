@@ -54,10 +54,9 @@ pub(super) struct Conn {
     pub(super) eliciting_sent: u64,
     /// When the connection started, for `Metrics::handshake_latency`.
     pub(super) started: Instant,
-    /// quinn's own deadline is reported no earlier than this: set just past `now` when
-    /// quinn's `handle_timeout(now)` left its deadline at or before `now` (see
-    /// `Manager::handle_timeout`).
-    pub(super) quinn_floor: Option<Instant>,
+    /// The last instant quinn's timers ran at (`handle_timeout`): a quinn deadline at or
+    /// before it is reported just past it (see `Manager::handle_timeout`).
+    pub(super) quinn_handled: Option<Instant>,
     pub(super) span: Span,
 }
 
@@ -182,7 +181,7 @@ impl Manager {
                 resuspect_at: None,
                 eliciting_sent: 0,
                 started: now,
-                quinn_floor: None,
+                quinn_handled: None,
                 span,
             }),
         );

@@ -616,19 +616,16 @@ impl Manager {
             };
             if conn.inner.poll_timeout().is_some_and(|t| t <= now) {
                 conn.inner.handle_timeout(now);
+                // quinn can set a deadline at or before an instant its timers already ran at,
+                // which running them again at that instant does nothing about: its pacer, asked
+                // by `poll_transmit(now)`, answers with a time at or before `now` when it has
+                // not gained tokens since (its delay rounds to zero on a near-zero RTT, or it
+                // counts from its last refill), and the pacing timer's expiry does nothing but
+                // let the next `poll_transmit` ask again. Reported as is, a driver whose clock
+                // has not moved would spin; such a deadline is reported a microsecond after
+                // the instant the timers ran at (`conn_deadline`), when the pacer has gained.
+                conn.quinn_handled = Some(now);
                 self.drive(id, now);
-                // quinn can leave a deadline at or before `now` that its own timer handling
-                // does nothing about (its pacer's delay rounds to zero nanoseconds on a link
-                // with a near-zero RTT, and the pacing timer's expiry does nothing): reported
-                // as is, a driver whose clock has not moved would spin. It is reported a
-                // microsecond later, when the pacer has gained tokens.
-                if let Some(conn) = self.conns.get_mut(&id) {
-                    conn.quinn_floor = conn
-                        .inner
-                        .poll_timeout()
-                        .filter(|t| *t <= now)
-                        .map(|_| now + QUINN_TIMER_FLOOR);
-                }
             }
         }
 
@@ -1184,11 +1181,12 @@ fn conn_deadline(conn: &mut Conn, suspicion_ptos: Option<u32>) -> Option<Instant
         _ => None,
     };
     let suspicion = suspicion_ptos.and_then(|ptos| suspicion_deadline(conn, ptos));
-    let floor = conn.quinn_floor;
+    let handled = conn.quinn_handled;
     [
-        conn.inner
-            .poll_timeout()
-            .map(|t| floor.map_or(t, |floor| t.max(floor))),
+        conn.inner.poll_timeout().map(|t| match handled {
+            Some(handled) if t <= handled => handled + QUINN_TIMER_FLOOR,
+            _ => t,
+        }),
         handshake,
         conn.probe.map(|p| p.deadline),
         suspicion,
@@ -1198,7 +1196,8 @@ fn conn_deadline(conn: &mut Conn, suspicion_ptos: Option<u32>) -> Option<Instant
     .min()
 }
 
-/// How far past `now` a quinn deadline that `handle_timeout(now)` left in place is reported.
+/// How far past the instant quinn's timers last ran at a quinn deadline at or before it is
+/// reported.
 const QUINN_TIMER_FLOOR: Duration = Duration::from_micros(1);
 
 /// The earliest timer of a peer: the next staggered dial attempt, or the reconnect backoff.
