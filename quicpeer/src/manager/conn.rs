@@ -57,6 +57,8 @@ pub(super) struct Conn {
     /// The last instant quinn's timers ran at (`handle_timeout`): a quinn deadline at or
     /// before it is reported just past it (see `Manager::handle_timeout`).
     pub(super) quinn_handled: Option<Instant>,
+    /// Queued in `Manager::dirty`: it may have something to send.
+    pub(super) dirty: bool,
     pub(super) span: Span,
 }
 
@@ -182,6 +184,7 @@ impl Manager {
                 eliciting_sent: 0,
                 started: now,
                 quinn_handled: None,
+                dirty: false,
                 span,
             }),
         );
@@ -217,21 +220,35 @@ impl Manager {
                 self.quinn_events = events;
                 break;
             }
+            // Acting on most events only tells the application (a stream became readable):
+            // then quinn has nothing new to say, and is not asked again.
+            let mut again = false;
             for event in events.drain(..) {
+                again |= !informs_only(&event);
                 self.on_quinn_event(id, event, now);
             }
             self.quinn_events = events;
+            if !again {
+                break;
+            }
         }
         // A probed connection that is still open and heard from the peer is alive. (Checked
         // after its events: the datagram may have been the stateless reset that killed it.)
-        if let Some(conn) = self.conns.get(&id) {
+        let mut alive = None;
+        if let Some(conn) = self.conns.get_mut(&id) {
+            if !conn.dirty {
+                conn.dirty = true;
+                self.dirty.push_back(id);
+            }
             if let Some(probe) = conn.probe.filter(|_| conn.phase == Phase::Established) {
                 if conn.inner.stats().udp_rx.datagrams > probe.rx_before {
-                    self.resolve_probe(id, probe, now);
+                    alive = Some(probe);
                 }
             }
         }
-        self.dirty.insert(id);
+        if let Some(probe) = alive {
+            self.resolve_probe(id, probe, now);
+        }
         if drained {
             if self
                 .conns
@@ -247,7 +264,7 @@ impl Manager {
                 // (a reconnect) may own the same handle already.
                 self.by_handle.remove_if(conn.handle, id);
             }
-            self.dirty.remove(&id);
+            // Its entry in the dirty queue, if any, is skipped when reached.
             self.timers.touch(id);
         }
     }
@@ -284,7 +301,7 @@ impl Manager {
                             }
                             conn.recv_open.insert(sid);
                             let stream = StreamId { conn: id, id: sid };
-                            self.events.push_back(Event::StreamOpened { peer, stream });
+                            self.events.push(Event::StreamOpened { peer, stream });
                         }
                         return;
                     }
@@ -314,7 +331,7 @@ impl Manager {
                     // The manager opens bidirectional streams only.
                     S::Available { dir: Dir::Uni } => return,
                 };
-                self.events.push_back(event);
+                self.events.push(event);
             }
         }
     }
@@ -419,4 +436,23 @@ pub(super) fn parse_restart_reason(reason: &[u8]) -> Duration {
         .and_then(|ms| ms.parse::<u64>().ok())
         .unwrap_or(0);
     Duration::from_millis(ms).min(MAX_ANNOUNCED_DOWNTIME)
+}
+
+/// Whether acting on `event` ([`Manager::on_quinn_event`]) only queues an event for the
+/// application (or nothing), leaving quinn's state as it was.
+fn informs_only(event: &quinn_proto::Event) -> bool {
+    use quinn_proto::{Event as E, StreamEvent as S};
+    matches!(
+        event,
+        E::HandshakeDataReady
+            | E::DatagramReceived
+            | E::DatagramsUnblocked
+            | E::Stream(
+                S::Readable { .. }
+                    | S::Writable { .. }
+                    | S::Finished { .. }
+                    | S::Stopped { .. }
+                    | S::Available { .. }
+            )
+    )
 }

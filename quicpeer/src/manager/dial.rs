@@ -219,7 +219,7 @@ impl Manager {
             }
         }
         info!(%peer, errors = ?dial.errors, ?retry_at, "dial failed");
-        self.events.push_back(Event::DialFailed {
+        self.events.push(Event::DialFailed {
             peer,
             errors: dial.errors,
             retry_at,
@@ -251,7 +251,7 @@ impl Manager {
         }
         let attempt = entry.backoff.failures() + 1;
         info!(%peer, %lost, attempt, "reconnecting");
-        self.events.push_back(Event::Reconnecting {
+        self.events.push(Event::Reconnecting {
             peer,
             lost,
             attempt,

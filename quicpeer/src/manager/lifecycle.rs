@@ -195,7 +195,7 @@ impl Manager {
                 direction,
             },
         );
-        self.events.push_back(Event::Connected {
+        self.events.push(Event::Connected {
             peer,
             conn: id,
             addr,
@@ -235,7 +235,7 @@ impl Manager {
         });
         conn.span
             .in_scope(|| debug!(%challenger, ?wait, "probing the older connection"));
-        self.dirty.insert(old);
+        self.mark_dirty(old);
     }
 
     /// Ends a probe: if `old` heard back it is alive and one of the two goes by tie-break;
@@ -296,7 +296,7 @@ impl Manager {
         self.live = self.live.saturating_sub(1);
         let (direction, addr, announced) = (conn.direction, conn.addr, conn.announced);
         if conn.standalone && !announced {
-            self.events.push_back(Event::ConnectFailed {
+            self.events.push(Event::ConnectFailed {
                 conn: id,
                 addr,
                 cause: cause.clone(),
@@ -324,7 +324,7 @@ impl Manager {
         let Some(peer) = peer else { return };
 
         if announced {
-            self.events.push_back(Event::ConnectionLost {
+            self.events.push(Event::ConnectionLost {
                 peer,
                 conn: id,
                 addr,
@@ -439,7 +439,7 @@ impl Manager {
         if !self.config.suspicion_redial {
             // The application redials (a libp2p Swarm): tell it about every silent connection.
             conn.span.in_scope(|| info!(?since, "unanswered"));
-            self.events.push_back(Event::Unresponsive {
+            self.events.push(Event::Unresponsive {
                 peer,
                 conn: id,
                 since,
@@ -459,7 +459,7 @@ impl Manager {
         } else {
             conn.span
                 .in_scope(|| info!(?since, "unanswered: racing it with a fresh dial"));
-            self.events.push_back(Event::Unresponsive {
+            self.events.push(Event::Unresponsive {
                 peer,
                 conn: id,
                 since,

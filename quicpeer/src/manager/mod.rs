@@ -52,6 +52,7 @@ mod event;
 mod lifecycle;
 mod metrics;
 mod pacing;
+mod queue;
 mod streams;
 pub(crate) mod timers;
 
@@ -94,6 +95,7 @@ pub use metrics::{
     RestartSignal,
 };
 use pacing::TokenBucket;
+use queue::EventQueue;
 use timers::TimerIndex;
 
 /// Application close code: normal close.
@@ -176,10 +178,12 @@ pub struct Manager {
     by_handle: HandleMap,
     peers: BTreeMap<PeerId, Peer>,
     next_conn: u64,
-    events: VecDeque<Event>,
+    events: EventQueue,
     responses: VecDeque<(Transmit, Vec<u8>)>,
-    /// Connections that may have something to send.
-    dirty: BTreeSet<ConnId>,
+    /// Connections that may have something to send, each once (`Conn::dirty`), in the order
+    /// they became so: a flag and a queue rather than a set, as the receive path marks its
+    /// connection at every datagram. Entries of connections gone since are skipped.
+    dirty: VecDeque<ConnId>,
     /// Each connection's next deadline, so that `poll_timeout` and `handle_timeout` never visit
     /// every connection.
     timers: TimerIndex<ConnId>,
@@ -396,9 +400,9 @@ impl Manager {
             by_handle: HandleMap::default(),
             peers: BTreeMap::new(),
             next_conn: 1,
-            events: VecDeque::new(),
+            events: EventQueue::default(),
             responses: VecDeque::new(),
-            dirty: BTreeSet::new(),
+            dirty: VecDeque::new(),
             timers: TimerIndex::default(),
             timed_peers: BTreeSet::new(),
             dialing_conns: BTreeSet::new(),
@@ -908,9 +912,9 @@ impl Manager {
             buf.extend_from_slice(&bytes);
             return Some(transmit);
         }
-        while let Some(&id) = self.dirty.first() {
+        while let Some(&id) = self.dirty.front() {
             let Some(conn) = self.conns.get_mut(&id) else {
-                self.dirty.remove(&id);
+                self.dirty.pop_front();
                 continue;
             };
             match conn.inner.poll_transmit(now, self.max_datagrams, buf) {
@@ -933,7 +937,8 @@ impl Manager {
                     });
                 }
                 None => {
-                    self.dirty.remove(&id);
+                    conn.dirty = false;
+                    self.dirty.pop_front();
                     // Leaving the dirty set: index the deadline its last changes left.
                     self.timers.touch(id);
                 }
@@ -954,15 +959,8 @@ impl Manager {
     /// A `StreamReadable` queued before the application read the stream to its end (or reset,
     /// or stopped it) is dropped here: a read would only fail with `Closed`.
     pub fn poll_event(&mut self) -> Option<Event> {
-        while let Some(event) = self.events.pop_front() {
-            if let Event::StreamReadable { stream } = &event {
-                if self.read_ended(*stream) {
-                    continue;
-                }
-            }
-            return Some(event);
-        }
-        None
+        let conns = &self.conns;
+        self.events.pop(|stream| read_ended(conns, stream))
     }
 
     /// Whether events wait for [`Manager::poll_event`] (some may still be dropped by it).
@@ -973,9 +971,7 @@ impl Manager {
     /// The application can read nothing more from `stream`: it read its end or reset, or
     /// stopped it (false while its connection is unknown: reads say why).
     pub(crate) fn read_ended(&self, stream: StreamId) -> bool {
-        self.conns
-            .get(&stream.conn)
-            .is_some_and(|c| !c.recv_open.contains(&stream.id))
+        read_ended(&self.conns, stream)
     }
 
     /// When [`Manager::handle_timeout`] must be called next, if ever.
@@ -1006,6 +1002,16 @@ impl Manager {
             next = min_deadline(next, peer_deadline(peer));
         }
         next
+    }
+
+    /// Notes that `id` may have something to send.
+    pub(super) fn mark_dirty(&mut self, id: ConnId) {
+        if let Some(conn) = self.conns.get_mut(&id) {
+            if !conn.dirty {
+                conn.dirty = true;
+                self.dirty.push_back(id);
+            }
+        }
     }
 
     /// Re-indexes the deadlines of connections that changed (and of those waiting to send,
@@ -1194,6 +1200,13 @@ fn conn_deadline(conn: &mut Conn, suspicion_ptos: Option<u32>) -> Option<Instant
     .into_iter()
     .flatten()
     .min()
+}
+
+/// Whether nothing more can be read from `stream` ([`Manager::read_ended`]).
+fn read_ended(conns: &BTreeMap<ConnId, Box<Conn>>, stream: StreamId) -> bool {
+    conns
+        .get(&stream.conn)
+        .is_some_and(|c| !c.recv_open.contains(&stream.id))
 }
 
 /// How far past the instant quinn's timers last ran at a quinn deadline at or before it is

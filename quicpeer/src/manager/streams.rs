@@ -30,7 +30,7 @@ impl Manager {
                 quinn_proto::WriteError::Stopped(code) => StreamError::Reset(code.into_inner()),
                 quinn_proto::WriteError::ClosedStream => StreamError::Closed,
             })?;
-        self.dirty.insert(stream.conn);
+        self.mark_dirty(stream.conn);
         Ok(written)
     }
 
@@ -44,7 +44,7 @@ impl Manager {
                 quinn_proto::FinishError::Stopped(code) => StreamError::Reset(code.into_inner()),
                 quinn_proto::FinishError::ClosedStream => StreamError::Closed,
             })?;
-        self.dirty.insert(stream.conn);
+        self.mark_dirty(stream.conn);
         Ok(())
     }
 
@@ -58,7 +58,7 @@ impl Manager {
             .reset(code)
             .map_err(|_| StreamError::Closed)?;
         c.send_open.remove(&stream.id);
-        self.dirty.insert(stream.conn);
+        self.mark_dirty(stream.conn);
         Ok(())
     }
 
@@ -72,7 +72,7 @@ impl Manager {
             .stop(code)
             .map_err(|_| StreamError::Closed)?;
         c.recv_open.remove(&stream.id);
-        self.dirty.insert(stream.conn);
+        self.mark_dirty(stream.conn);
         Ok(())
     }
 
@@ -99,7 +99,7 @@ impl Manager {
             c.recv_open.remove(&stream.id);
         }
         if transmit {
-            self.dirty.insert(stream.conn);
+            self.mark_dirty(stream.conn);
         }
         result
     }
@@ -180,7 +180,7 @@ impl Manager {
             c.recv_open.remove(&stream.id);
         }
         if transmit {
-            self.dirty.insert(stream.conn);
+            self.mark_dirty(stream.conn);
         }
         result.map(|status| ChunksRead { bytes, status })
     }

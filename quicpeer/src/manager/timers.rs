@@ -91,14 +91,24 @@ impl<K: Copy + Ord + Hash> TimerIndex<K> {
     /// Indexes `id` at `deadline`; `None` removes it.
     pub(crate) fn set(&mut self, id: K, deadline: Option<Instant>) {
         match deadline {
-            Some(at) => {
-                if self.armed.insert(id, at) != Some(at) {
+            Some(at) => match self.armed.insert(id, at) {
+                Some(old) if old == at => {}
+                old => {
+                    // One busy thing (a bulk transfer) is usually the earliest too, and its
+                    // deadline moves at every datagram: its entry at the top is moved in place
+                    // (one sift on a vector) rather than pushed anew and its old one popped.
+                    if let (Some(old), Some(mut top)) = (old, self.heap.peek_mut()) {
+                        if top.0 == (old, id) {
+                            top.0 .0 = at;
+                            return;
+                        }
+                    }
                     self.heap.push(Reverse((at, id)));
                     if self.heap.len() > 2 * self.armed.len() + 32 {
                         self.compact();
                     }
                 }
-            }
+            },
             None => {
                 // Its heap entry is discarded when it reaches the top.
                 self.armed.remove(&id);
@@ -180,6 +190,28 @@ mod tests {
         index.refresh(|_| Some(at(30))); // 1 unchanged
         assert_eq!(index.len(), 2);
         assert_eq!(index.due(at(100)), vec![ConnId(1), ConnId(2)]);
+    }
+
+    #[test]
+    fn the_earliest_moved_in_place_keeps_the_order() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut index = TimerIndex::default();
+        index.set(ConnId(1), Some(at(10)));
+        index.set(ConnId(2), Some(at(20)));
+        index.set(ConnId(3), Some(at(30)));
+        // 1 is at the top; moving it later moves its entry, without a second one.
+        index.set(ConnId(1), Some(at(25)));
+        assert_eq!(index.heap.len(), 3);
+        assert_eq!(index.next(), Some(at(20)));
+        index.set(ConnId(1), Some(at(40)));
+        assert_eq!(index.due(at(35)), vec![ConnId(2), ConnId(3)]);
+        assert_eq!(index.next(), Some(at(40)));
+        // Moved earlier than everything, and back to a value it had: still one live entry.
+        index.set(ConnId(1), Some(at(5)));
+        index.set(ConnId(1), Some(at(40)));
+        assert_eq!(index.due(at(100)), vec![ConnId(1)]);
+        assert_eq!(index.next(), None);
     }
 
     #[test]
