@@ -293,7 +293,8 @@ impl Manager {
                 let Some(peer) = conn.peer.filter(|_| conn.phase == Phase::Established) else {
                     return;
                 };
-                let event = match event {
+                // Built as queued (a few words), not as an `Event` to be converted.
+                let queued = match event {
                     S::Opened { dir } => {
                         while let Some(sid) = conn.inner.streams().accept(dir) {
                             if dir == Dir::Bi {
@@ -305,33 +306,26 @@ impl Manager {
                         }
                         return;
                     }
-                    S::Readable { id: sid } => Event::StreamReadable {
-                        stream: StreamId { conn: id, id: sid },
-                    },
-                    S::Writable { id: sid } => Event::StreamWritable {
-                        stream: StreamId { conn: id, id: sid },
-                    },
+                    S::Readable { id: sid } => Queued::Readable(StreamId { conn: id, id: sid }),
+                    S::Writable { id: sid } => Queued::Writable(StreamId { conn: id, id: sid }),
                     S::Finished { id: sid } => {
                         conn.send_open.remove(&sid);
-                        Event::StreamFinished {
-                            stream: StreamId { conn: id, id: sid },
-                        }
+                        Queued::Finished(StreamId { conn: id, id: sid })
                     }
                     S::Stopped {
                         id: sid,
                         error_code,
                     } => {
                         conn.send_open.remove(&sid);
-                        Event::StreamStopped {
-                            stream: StreamId { conn: id, id: sid },
-                            code: error_code.into_inner(),
-                        }
+                        Queued::Stopped(StreamId { conn: id, id: sid }, error_code.into_inner())
                     }
-                    S::Available { dir: Dir::Bi } => Event::StreamsAvailable { peer, conn: id },
+                    S::Available { dir: Dir::Bi } => {
+                        Queued::Other(Box::new(Event::StreamsAvailable { peer, conn: id }))
+                    }
                     // The manager opens bidirectional streams only.
                     S::Available { dir: Dir::Uni } => return,
                 };
-                self.events.push(event);
+                self.events.push_queued(queued);
             }
         }
     }

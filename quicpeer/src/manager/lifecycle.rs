@@ -8,12 +8,13 @@ use rustls::pki_types::CertificateDer;
 /// When an established connection becomes suspect: `ptos` probe timeouts after the first
 /// unanswered ack-eliciting packet, or when a failed suspicion redial's backoff ends.
 pub(super) fn suspicion_deadline(conn: &Conn, ptos: u32) -> Option<Instant> {
+    // Most connections, most of the time, wait for no answer: that is checked first.
+    let since = conn.unanswered_since?;
     if conn.phase != Phase::Established || conn.suspected {
         return None;
     }
     let pto = conn.inner.rtt() * 3 + Duration::from_millis(25);
-    conn.unanswered_since
-        .map(|since| (since + pto * ptos).max(conn.resuspect_at.unwrap_or(since)))
+    Some((since + pto * ptos).max(conn.resuspect_at.unwrap_or(since)))
 }
 
 /// Whether the peer on `new` is another incarnation than the one on `old`: the certificate key,

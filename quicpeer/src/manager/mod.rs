@@ -95,7 +95,7 @@ pub use metrics::{
     RestartSignal,
 };
 use pacing::TokenBucket;
-use queue::EventQueue;
+use queue::{EventQueue, Queued};
 use timers::TimerIndex;
 
 /// Application close code: normal close.
@@ -978,11 +978,13 @@ impl Manager {
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         self.refresh_timers();
         let mut next = self.timers.next();
-        let peers = &self.peers;
-        self.timed_peers
-            .retain(|p| peers.get(p).and_then(peer_deadline).is_some());
-        for peer in self.timed_peers.iter().filter_map(|p| peers.get(p)) {
-            next = min_deadline(next, peer_deadline(peer));
+        if !self.timed_peers.is_empty() {
+            let peers = &self.peers;
+            self.timed_peers
+                .retain(|p| peers.get(p).and_then(peer_deadline).is_some());
+            for peer in self.timed_peers.iter().filter_map(|p| peers.get(p)) {
+                next = min_deadline(next, peer_deadline(peer));
+            }
         }
         #[cfg(debug_assertions)]
         debug_assert_eq!(next, self.scan_timeout(), "the timer index lost a deadline");
@@ -1182,24 +1184,22 @@ fn min_deadline(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
 /// The earliest instant at which `conn` needs `handle_timeout`: quinn's timers, the handshake
 /// deadline, the liveness probe, the suspicion deadline.
 fn conn_deadline(conn: &mut Conn, suspicion_ptos: Option<u32>) -> Option<Instant> {
-    let handshake = match conn.phase {
-        Phase::Handshaking { deadline } => Some(deadline),
-        _ => None,
-    };
-    let suspicion = suspicion_ptos.and_then(|ptos| suspicion_deadline(conn, ptos));
+    // Asked for each connection a datagram touched: plain comparisons, cheapest first.
     let handled = conn.quinn_handled;
-    [
-        conn.inner.poll_timeout().map(|t| match handled {
-            Some(handled) if t <= handled => handled + QUINN_TIMER_FLOOR,
-            _ => t,
-        }),
-        handshake,
-        conn.probe.map(|p| p.deadline),
-        suspicion,
-    ]
-    .into_iter()
-    .flatten()
-    .min()
+    let mut next = conn.inner.poll_timeout().map(|t| match handled {
+        Some(handled) if t <= handled => handled + QUINN_TIMER_FLOOR,
+        _ => t,
+    });
+    if let Phase::Handshaking { deadline } = conn.phase {
+        next = min_deadline(next, Some(deadline));
+    }
+    if let Some(probe) = conn.probe {
+        next = min_deadline(next, Some(probe.deadline));
+    }
+    if let Some(ptos) = suspicion_ptos {
+        next = min_deadline(next, suspicion_deadline(conn, ptos));
+    }
+    next
 }
 
 /// Whether nothing more can be read from `stream` ([`Manager::read_ended`]).

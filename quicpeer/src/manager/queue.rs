@@ -12,7 +12,7 @@ use super::event::{Event, StreamId};
 
 /// One queued event: stream events inline, the rest boxed.
 #[derive(Debug)]
-enum Queued {
+pub(super) enum Queued {
     Readable(StreamId),
     Writable(StreamId),
     Finished(StreamId),
@@ -35,6 +35,12 @@ impl EventQueue {
             Event::StreamStopped { stream, code } => Queued::Stopped(stream, code),
             other => Queued::Other(Box::new(other)),
         });
+    }
+
+    /// Queues an event built as queued (the receive path builds stream events so).
+    #[inline]
+    pub(super) fn push_queued(&mut self, queued: Queued) {
+        self.0.push_back(queued);
     }
 
     /// Takes the oldest event, skipping `StreamReadable` events of streams `read_ended` says

@@ -60,6 +60,9 @@ pub(crate) struct TimerIndex<K> {
     armed: HashMap<K, Instant, BuildHasherDefault<IdHasher>>,
     /// Things whose deadline may have changed since it was indexed (duplicates allowed).
     stale: Vec<K>,
+    /// The heap's top entry is known to be live (`armed` holds it): `next` answers without
+    /// looking it up. Cleared by anything that may change the top or its liveness.
+    top_live: bool,
 }
 
 impl<K> Default for TimerIndex<K> {
@@ -68,6 +71,7 @@ impl<K> Default for TimerIndex<K> {
             heap: BinaryHeap::new(),
             armed: HashMap::default(),
             stale: Vec::new(),
+            top_live: false,
         }
     }
 }
@@ -97,29 +101,39 @@ impl<K: Copy + Ord + Hash> TimerIndex<K> {
                     // One busy thing (a bulk transfer) is usually the earliest too, and its
                     // deadline moves at every datagram: its entry at the top is moved in place
                     // (one sift on a vector) rather than pushed anew and its old one popped.
+                    let mut moved = false;
                     if let (Some(old), Some(mut top)) = (old, self.heap.peek_mut()) {
                         if top.0 == (old, id) {
                             top.0 .0 = at;
-                            return;
+                            moved = true;
                         }
                     }
-                    self.heap.push(Reverse((at, id)));
-                    if self.heap.len() > 2 * self.armed.len() + 32 {
-                        self.compact();
+                    if !moved {
+                        self.heap.push(Reverse((at, id)));
+                        if self.heap.len() > 2 * self.armed.len() + 32 {
+                            self.compact();
+                        }
                     }
+                    // Whatever else is at the top now has not been checked.
+                    self.top_live = self.heap.peek() == Some(&Reverse((at, id)));
                 }
             },
             None => {
                 // Its heap entry is discarded when it reaches the top.
                 self.armed.remove(&id);
+                self.top_live = false;
             }
         }
     }
 
     /// The earliest deadline indexed.
     pub(crate) fn next(&mut self) -> Option<Instant> {
+        if self.top_live {
+            return self.heap.peek().map(|Reverse((at, _))| *at);
+        }
         while let Some(&Reverse((at, id))) = self.heap.peek() {
             if self.armed.get(&id) == Some(&at) {
+                self.top_live = true;
                 return Some(at);
             }
             self.heap.pop(); // replaced or removed since it was pushed
@@ -136,6 +150,7 @@ impl<K: Copy + Ord + Hash> TimerIndex<K> {
                 break;
             }
             self.heap.pop();
+            self.top_live = false;
             if self.armed.get(&id) == Some(&at) {
                 self.armed.remove(&id);
                 self.stale.push(id);
@@ -153,6 +168,7 @@ impl<K: Copy + Ord + Hash> TimerIndex<K> {
             .map(|(id, at)| Reverse((*at, *id)))
             .collect();
         self.heap = BinaryHeap::from(live);
+        self.top_live = false;
     }
 
     /// Things indexed.
