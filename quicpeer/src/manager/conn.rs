@@ -62,6 +62,18 @@ pub(super) struct Conn {
     pub(super) span: Span,
 }
 
+impl Conn {
+    /// Queues this connection (`id`) in the manager's dirty queue, once: it may have something
+    /// to send. Taking the queue, not the manager, lets a caller that already holds the
+    /// connection skip a second lookup.
+    pub(super) fn queue_dirty(&mut self, id: ConnId, dirty: &mut VecDeque<ConnId>) {
+        if !self.dirty {
+            self.dirty = true;
+            dirty.push_back(id);
+        }
+    }
+}
+
 impl Manager {
     pub(super) fn accept(
         &mut self,
@@ -236,10 +248,7 @@ impl Manager {
         // after its events: the datagram may have been the stateless reset that killed it.)
         let mut alive = None;
         if let Some(conn) = self.conns.get_mut(&id) {
-            if !conn.dirty {
-                conn.dirty = true;
-                self.dirty.push_back(id);
-            }
+            conn.queue_dirty(id, &mut self.dirty);
             if let Some(probe) = conn.probe.filter(|_| conn.phase == Phase::Established) {
                 if conn.inner.stats().udp_rx.datagrams > probe.rx_before {
                     alive = Some(probe);

@@ -1009,10 +1009,7 @@ impl Manager {
     /// Notes that `id` may have something to send.
     pub(super) fn mark_dirty(&mut self, id: ConnId) {
         if let Some(conn) = self.conns.get_mut(&id) {
-            if !conn.dirty {
-                conn.dirty = true;
-                self.dirty.push_back(id);
-            }
+            conn.queue_dirty(id, &mut self.dirty);
         }
     }
 
