@@ -18,6 +18,10 @@
 //! - [`ops`]: arbitrary sequences of operations (dials, closes, restarts, link failures, time,
 //!   streams) against a [`sim::Network`](quicpeer::sim::Network) of two to four nodes, on the
 //!   null handshake; [`ops_tls`] on real TLS;
+//! - [`host`]: two [`Host`](quicpeer::protocols::Host)s (multistream-select, ping, queued
+//!   opens, timeouts) whose applications open, ping, register, read, abandon, and write raw
+//!   bytes past their host onto the other's, across lossy links and restarts; on the null
+//!   handshake;
 //! - [`certificate`]: arbitrary bytes as a peer's certificate, into the verifier and, when they
 //!   pass it, into a TLS handshake;
 //! - [`multistream`]: arbitrary bytes on a fresh libp2p stream, into the multistream-select
@@ -38,6 +42,7 @@ mod certificate;
 mod channel;
 mod datagram;
 mod frames;
+mod host;
 mod invariants;
 mod multistream;
 mod ops;
@@ -52,6 +57,7 @@ pub use datagram::{datagram, datagram_tls, Crypto, DatagramInput, Mode, Payload,
 pub use frames::{
     frames, frames_tls, Data, Frame, FramesInput, Step as FrameStep, Value, VARINT_MAX,
 };
+pub use host::{host, HostInput, HostLink, HostOp};
 pub use multistream::{multistream, Role, PING_PAYLOAD, PROPOSALS, SUPPORTED};
 pub use ops::{ops, ops_tls, LinkChange, Op, OpsInput};
 pub use peer_book::{book_owner, peer_book};

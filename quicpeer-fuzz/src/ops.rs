@@ -214,7 +214,7 @@ fn ops_with(crypto: Crypto, data: &[u8]) {
     harness.finish();
 }
 
-fn identities() -> &'static [Identity; MAX_NODES] {
+pub(super) fn identities() -> &'static [Identity; MAX_NODES] {
     static IDENTITIES: OnceLock<[Identity; MAX_NODES]> = OnceLock::new();
     IDENTITIES
         .get_or_init(|| std::array::from_fn(|i| Identity::from_ed25519_seed([i as u8 + 1; 32])))
@@ -223,7 +223,7 @@ fn identities() -> &'static [Identity; MAX_NODES] {
 /// Each identity's certificate and key, generated once per process: generating a certificate
 /// (a P-256 key and an Ed25519 signature) is most of what building a manager costs, and an
 /// input builds one per node and per (re)start.
-fn certificates() -> &'static [LoadedCertificate; MAX_NODES] {
+pub(super) fn certificates() -> &'static [LoadedCertificate; MAX_NODES] {
     static CERTIFICATES: OnceLock<[LoadedCertificate; MAX_NODES]> = OnceLock::new();
     CERTIFICATES.get_or_init(|| {
         std::array::from_fn(|i| {

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::datagram::{DatagramInput, LocalIp, Mode, Payload, Source, Step};
+use super::host::{HostInput, HostLink, HostOp};
 use super::multistream::{Role, PING_PAYLOAD, PROPOSALS, SUPPORTED};
 use super::ops::{LinkChange, Op, OpsInput, Setup};
 use quicpeer::identity::generate_certificate;
@@ -19,7 +20,7 @@ use quicpeer::{Config, Identity};
 /// One seed: the target it is for, a file name, and its bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Seed {
-    /// `datagram`, `frames`, `ops`, `certificate`, `multistream`, `relay`, `channel`,
+    /// `datagram`, `frames`, `ops`, `host`, `certificate`, `multistream`, `relay`, `channel`,
     /// `address` or `peer_book`.
     pub target: &'static str,
     /// A descriptive file name.
@@ -36,6 +37,7 @@ pub fn all(vectors: &[(String, Vec<u8>)]) -> Vec<Seed> {
     seeds.extend(datagram_seeds());
     seeds.extend(frames_seeds());
     seeds.extend(ops_seeds());
+    seeds.extend(host_seeds());
     seeds.extend(multistream_seeds());
     seeds.extend(relay_seeds());
     seeds.extend(channel_seeds());
@@ -1051,6 +1053,253 @@ pub fn encode_ops(input: &OpsInput) -> Vec<u8> {
         };
     }
     e.0
+}
+
+/// Encodes a `host` input.
+pub fn encode_host(input: &HostInput) -> Vec<u8> {
+    let mut e = Encoder::default();
+    e.u8(input.seed);
+    const OPS: u32 = 15;
+    for op in &input.ops {
+        match op {
+            HostOp::Register { node, protocol } => e.variant(0, OPS).u8(*node).u8(*protocol),
+            HostOp::Unregister { node, protocol } => e.variant(1, OPS).u8(*node).u8(*protocol),
+            HostOp::Open { node, protocols } => e.variant(2, OPS).u8(*node).u8(*protocols),
+            HostOp::Ping { node } => e.variant(3, OPS).u8(*node),
+            HostOp::RawOpen {
+                node,
+                header,
+                proposal,
+                data,
+                finish,
+            } => e
+                .variant(4, OPS)
+                .u8(*node)
+                .bool(*header)
+                .u8(*proposal)
+                .payload(data)
+                .bool(*finish),
+            HostOp::RawWrite { node, index, data } => {
+                e.variant(5, OPS).u8(*node).u8(*index).payload(data)
+            }
+            HostOp::Abandon { node, index, stop } => {
+                e.variant(6, OPS).u8(*node).u8(*index).bool(*stop)
+            }
+            HostOp::Finish { node, index } => e.variant(7, OPS).u8(*node).u8(*index),
+            HostOp::Write { node, index, len } => e.variant(8, OPS).u8(*node).u8(*index).u8(*len),
+            HostOp::Read { node } => e.variant(9, OPS).u8(*node),
+            HostOp::Dial { node } => e.variant(10, OPS).u8(*node),
+            HostOp::Close { node } => e.variant(11, OPS).u8(*node),
+            HostOp::Restart { node } => e.variant(12, OPS).u8(*node),
+            HostOp::SetLink(change) => {
+                e.variant(13, OPS);
+                match change {
+                    HostLink::Healthy => e.variant(0, 4),
+                    HostLink::Down => e.variant(1, 4),
+                    HostLink::Lossy(p) => e.variant(2, 4).u8(*p),
+                    HostLink::Jittery(l, j) => e.variant(3, 4).u8(*l).u8(*j),
+                }
+            }
+            HostOp::Advance { millis } => e.variant(14, OPS).u16(*millis),
+        };
+    }
+    e.0
+}
+
+/// Two hosts that negotiate, echo, ping and fail as applications and peers make them: honest
+/// negotiations (accepted, refused, reversed preferences), raw multistream messages whole,
+/// split and broken, pings on lossy links, restarts and abandoned streams mid-negotiation.
+fn host_seeds() -> Vec<Seed> {
+    use HostOp::*;
+    let wait = |millis| Advance { millis };
+    let raw = |node, header, proposal, data: &[u8], finish| RawOpen {
+        node,
+        header,
+        proposal,
+        data: Payload(data.to_vec()),
+        finish,
+    };
+    let inputs: Vec<(&str, Vec<HostOp>)> = vec![
+        (
+            "negotiate-and-echo",
+            vec![
+                Register {
+                    node: 1,
+                    protocol: 0,
+                },
+                Open {
+                    node: 0,
+                    protocols: 0b1,
+                },
+                wait(100),
+                Write {
+                    node: 0,
+                    index: 0,
+                    len: 40,
+                },
+                wait(50),
+                Read { node: 1 },
+                Write {
+                    node: 1,
+                    index: 0,
+                    len: 40,
+                },
+                Finish { node: 1, index: 0 },
+                wait(50),
+                Read { node: 0 },
+                Finish { node: 0, index: 0 },
+                wait(100),
+            ],
+        ),
+        (
+            "ping-both-ways",
+            vec![
+                Ping { node: 0 },
+                Ping { node: 1 },
+                wait(200),
+                Ping { node: 0 },
+                wait(200),
+            ],
+        ),
+        (
+            "unsupported-and-reversed",
+            vec![
+                Register {
+                    node: 1,
+                    protocol: 1,
+                },
+                Register {
+                    node: 1,
+                    protocol: 2,
+                },
+                Register {
+                    node: 1,
+                    protocol: 4,
+                },
+                Open {
+                    node: 0,
+                    protocols: 0b1000,
+                },
+                Open {
+                    node: 0,
+                    protocols: 0b1000_0011,
+                },
+                Open {
+                    node: 0,
+                    protocols: 0b1_0001,
+                },
+                Open {
+                    node: 0,
+                    protocols: 0b100,
+                },
+                wait(300),
+                Unregister {
+                    node: 1,
+                    protocol: 1,
+                },
+                Open {
+                    node: 0,
+                    protocols: 0b10,
+                },
+                wait(300),
+            ],
+        ),
+        (
+            "raw-proposal-with-leftover",
+            vec![
+                Register {
+                    node: 1,
+                    protocol: 0,
+                },
+                raw(0, true, 0, b"hello", true),
+                wait(100),
+                Read { node: 1 },
+                wait(100),
+            ],
+        ),
+        (
+            "raw-split-and-broken",
+            vec![
+                Register {
+                    node: 0,
+                    protocol: 1,
+                },
+                raw(1, true, 255, &[12, b'/', b'c', b'h'], false),
+                wait(20),
+                RawWrite {
+                    node: 1,
+                    index: 0,
+                    data: Payload(b"at/1.0.0\n".to_vec()),
+                },
+                raw(1, false, 255, &[0xff, 0xff, 0xff, 0xff, 0x0f, 0], false),
+                raw(1, true, 3, b"", false),
+                raw(1, true, 2, &[0; 32], false),
+                raw(1, false, 255, b"\x13/multistream/1.0.0\n\x03ls\n", false),
+                wait(100),
+                Abandon {
+                    node: 1,
+                    index: 1,
+                    stop: false,
+                },
+                Abandon {
+                    node: 1,
+                    index: 2,
+                    stop: true,
+                },
+                wait(3000),
+            ],
+        ),
+        (
+            "restart-mid-negotiation",
+            vec![
+                Register {
+                    node: 1,
+                    protocol: 0,
+                },
+                Open {
+                    node: 0,
+                    protocols: 0b1,
+                },
+                Ping { node: 0 },
+                Restart { node: 1 },
+                wait(3000),
+                Dial { node: 0 },
+                wait(200),
+                Open {
+                    node: 0,
+                    protocols: 0b1,
+                },
+                wait(200),
+            ],
+        ),
+        (
+            "lossy-pings-and-close",
+            vec![
+                SetLink(HostLink::Lossy(40)),
+                Ping { node: 0 },
+                Open {
+                    node: 1,
+                    protocols: 0b11,
+                },
+                wait(2500),
+                SetLink(HostLink::Jittery(30, 20)),
+                Ping { node: 1 },
+                Close { node: 0 },
+                wait(1000),
+                SetLink(HostLink::Down),
+                Ping { node: 0 },
+                wait(4000),
+            ],
+        ),
+    ];
+    inputs
+        .into_iter()
+        .map(|(name, ops)| Seed {
+            target: "host",
+            name: name.into(),
+            data: encode_host(&HostInput { seed: 1, ops }),
+        })
+        .collect()
 }
 
 /// Hop and stop streams as clients and relays write them, a voucher, and the bad inputs the

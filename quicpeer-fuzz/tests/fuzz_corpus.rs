@@ -88,6 +88,11 @@ fn ops_corpus_replays_on_tls() {
 }
 
 #[test]
+fn host_corpus_replays() {
+    replay("host", fuzz::host);
+}
+
+#[test]
 fn multistream_corpus_replays() {
     replay("multistream", fuzz::multistream);
 }
@@ -125,6 +130,7 @@ fn seeds_decode_to_what_was_encoded() {
         let again = match seed.target {
             "datagram" => seeds::encode_datagram(&fuzz::DatagramInput::decode(&seed.data)),
             "ops" => seeds::encode_ops(&fuzz::OpsInput::decode(&seed.data)),
+            "host" => seeds::encode_host(&fuzz::HostInput::decode(&seed.data)),
             "frames" => fuzz::FramesInput::decode(&seed.data).encode(),
             _ => continue,
         };
