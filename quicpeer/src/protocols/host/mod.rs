@@ -497,7 +497,10 @@ impl Host {
                     for queued in &state.queued {
                         self.deadlines.touch(Timed::Queued(conn, queued.key));
                     }
-                    unfinished_streams.retain(|s| !state.streams.contains_key(s));
+                    // Neither the streams the host holds nor those it closed lately (a ping
+                    // stream finished but not yet acknowledged is still open in the manager).
+                    unfinished_streams
+                        .retain(|s| !state.streams.contains_key(s) && !state.closed.contains(s));
                     self.report_lost(conn, state, &cause);
                 }
                 self.events
@@ -755,6 +758,14 @@ impl Host {
 
     /// Abandons a stream: resets it and tells whom it concerns.
     fn fail(&mut self, conn: ConnId, id: StreamId, error: StreamFailure) {
+        if error == StreamFailure::Stream(StreamError::UnknownConnection) {
+            // The manager lost the connection, and its `ConnectionLost` waits in the events
+            // behind the one being handled: that event reports this stream, with the cause of
+            // the loss, and drops it. (Dropped here, with the stream's halves still open in the
+            // manager, the stream would reach the application among the lost connection's
+            // `unfinished_streams`.)
+            return;
+        }
         let Some(state) = self.conns.get(&conn) else {
             return;
         };
