@@ -185,6 +185,15 @@ impl Manager {
         result.map(|status| ChunksRead { bytes, status })
     }
 
+    /// quinn still keeps the state of `stream`'s sending half (until its data or its reset is
+    /// acknowledged, or the peer's stop is seen through): only while it does can the half be
+    /// reported writable, finished or stopped. False once the connection is lost, and for a
+    /// stream without a sending half.
+    pub(crate) fn send_state_kept(&mut self, stream: StreamId) -> bool {
+        self.sending_half(stream)
+            .is_ok_and(|c| c.inner.send_stream(stream.id).stopped().is_ok())
+    }
+
     /// The established connection of a stream that has a sending half here: quinn panics on a
     /// send operation on the peer's unidirectional stream, which a peer may open at will
     /// (announced by `Event::StreamOpened` like any other).

@@ -79,7 +79,10 @@ pub const RESET_CODE: u64 = 0;
 const READ_CHUNK: usize = 1024;
 /// Inbound ping streams kept per connection; the ping spec asks listeners to accept at most two.
 const MAX_INBOUND_PINGS: usize = 2;
-/// Streams the host closed, remembered per connection so their late events are not passed on.
+/// Streams the host closed are remembered per connection so that their late events are not
+/// passed on; past this many, those quinn no longer keeps a sending half for are forgotten
+/// (only a sending half can still be reported: the manager drops a readable event of a stream
+/// the host stopped). What stays is bounded by quinn's own streams.
 const CLOSED_MEMORY: usize = 32;
 
 /// Settings of a [`Host`].
@@ -806,7 +809,10 @@ impl Host {
         self.forget_quietly(conn, id);
         if let Some(state) = self.conns.get_mut(&conn) {
             if state.closed.len() >= CLOSED_MEMORY {
-                state.closed.pop_front();
+                // Not a fixed number: a peer that fails a hundred negotiations at once has a
+                // hundred late `StreamStopped` on their way.
+                let manager = &mut self.manager;
+                state.closed.retain(|s| manager.send_state_kept(*s));
             }
             state.closed.push_back(id);
         }

@@ -154,7 +154,7 @@ pub(super) struct ConnState {
     pub(super) ping: Option<StreamId>,
     /// The peer's ping streams, oldest first.
     pub(super) inbound_pings: VecDeque<StreamId>,
-    /// Streams the host closed lately, newest last.
+    /// Streams the host closed whose late events may still come, oldest first.
     pub(super) closed: VecDeque<StreamId>,
     /// Opens waiting for the peer to allow more streams, oldest first.
     pub(super) queued: VecDeque<Queued>,
