@@ -80,9 +80,8 @@ const READ_CHUNK: usize = 1024;
 /// Inbound ping streams kept per connection; the ping spec asks listeners to accept at most two.
 const MAX_INBOUND_PINGS: usize = 2;
 /// Streams the host closed are remembered per connection so that their late events are not
-/// passed on; past this many, those quinn no longer keeps a sending half for are forgotten
-/// (only a sending half can still be reported: the manager drops a readable event of a stream
-/// the host stopped). What stays is bounded by quinn's own streams.
+/// passed on. Past this many, those whose events can no longer come are forgotten (see
+/// `Host::prune_closed`).
 const CLOSED_MEMORY: usize = 32;
 
 /// Settings of a [`Host`].
@@ -133,6 +132,8 @@ pub struct Host {
     deadlines: TimerIndex<Timed>,
     /// Numbers the application's outbound requests and the queued opens.
     next_key: u64,
+    /// Connections whose memory of closed streams reached its pruning length.
+    prune_due: Vec<ConnId>,
 }
 
 impl Host {
@@ -150,6 +151,7 @@ impl Host {
             chunks: Vec::new(),
             deadlines: TimerIndex::default(),
             next_key: 1,
+            prune_due: Vec::new(),
         }
     }
 
@@ -449,7 +451,32 @@ impl Host {
             took = true;
             self.on_manager_event(event, now);
         }
+        if !self.prune_due.is_empty() {
+            self.prune_closed();
+        }
         took
+    }
+
+    /// Forgets the closed streams no event can come for any more, on the connections whose
+    /// memory of them has grown to its pruning length.
+    ///
+    /// Not a fixed number of them: a peer that fails a hundred negotiations at once has a
+    /// hundred late `StreamStopped` on their way, and quinn reports a stop even of a stream the
+    /// host reset. A closed stream's events can only be about its sending half (the manager
+    /// drops readable events of a stream the host stopped), and quinn reports a sending half
+    /// only while it keeps its state (`Manager::send_state_kept`). Pruned only here, with the
+    /// manager's events drained: quinn may drop the state in the same call that queues the
+    /// half's last event (`StreamFinished`). What stays is bounded by quinn's own live
+    /// streams; the pruning length doubles past that, so pruning costs O(1) per closed
+    /// stream.
+    fn prune_closed(&mut self) {
+        let manager = &mut self.manager;
+        for conn in self.prune_due.drain(..) {
+            if let Some(state) = self.conns.get_mut(&conn) {
+                state.closed.retain(|s| manager.send_state_kept(*s));
+                state.prune_at = CLOSED_MEMORY.max(2 * state.closed.len());
+            }
+        }
     }
 
     fn on_manager_event(&mut self, event: Event, now: Instant) {
@@ -808,13 +835,10 @@ impl Host {
     fn forget(&mut self, conn: ConnId, id: StreamId) {
         self.forget_quietly(conn, id);
         if let Some(state) = self.conns.get_mut(&conn) {
-            if state.closed.len() >= CLOSED_MEMORY {
-                // Not a fixed number: a peer that fails a hundred negotiations at once has a
-                // hundred late `StreamStopped` on their way.
-                let manager = &mut self.manager;
-                state.closed.retain(|s| manager.send_state_kept(*s));
-            }
             state.closed.push_back(id);
+            if state.closed.len() == state.prune_at {
+                self.prune_due.push(conn);
+            }
         }
     }
 

@@ -156,6 +156,8 @@ pub(super) struct ConnState {
     pub(super) inbound_pings: VecDeque<StreamId>,
     /// Streams the host closed whose late events may still come, oldest first.
     pub(super) closed: VecDeque<StreamId>,
+    /// `closed` is pruned once it is this long (see `Host::prune_closed`).
+    pub(super) prune_at: usize,
     /// Opens waiting for the peer to allow more streams, oldest first.
     pub(super) queued: VecDeque<Queued>,
 }
@@ -188,6 +190,7 @@ impl ConnState {
             ping: None,
             inbound_pings: VecDeque::new(),
             closed: VecDeque::new(),
+            prune_at: super::CLOSED_MEMORY,
             queued: VecDeque::new(),
         }
     }
