@@ -760,3 +760,55 @@ fn an_open_that_never_gets_credit_fails_at_its_negotiation_timeout() {
     assert_eq!(failure, (None, StreamFailure::TimedOut));
     assert_eq!(at - start, timeout);
 }
+
+/// A peer that fails many negotiations at once (more than the host's first pruning length of
+/// 32 closed streams): the late stops and acknowledgements of those streams reach neither
+/// application, on either side.
+#[test]
+fn many_failed_negotiations_leave_no_late_events() {
+    let (mut net, a, b) = hosts(11);
+    connect(&mut net, a, b);
+    let (peer_b, now) = (net.peer_id(b), net.now());
+    let (from_a, from_b) = (net.events(a).len(), net.events(b).len());
+    let mut opens = Vec::new();
+    for _ in 0..40 {
+        opens.push(
+            host(&mut net, a)
+                .open_stream(now, peer_b, ["/never/1.0.0"])
+                .expect("open"),
+        );
+    }
+    net.run_for(Duration::from_secs(2));
+    let failed = net.events(a)[from_a..]
+        .iter()
+        .filter(|(_, e)| {
+            matches!(
+                e,
+                HostEvent::OutboundFailed {
+                    error: StreamFailure::Unsupported { .. },
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(failed, opens.len());
+    for node in [a, b] {
+        let from = if node == a { from_a } else { from_b };
+        let stream_events: Vec<_> = net.events(node)[from..]
+            .iter()
+            .filter(|(_, e)| {
+                matches!(
+                    e,
+                    HostEvent::Manager(
+                        Event::StreamReadable { .. }
+                            | Event::StreamWritable { .. }
+                            | Event::StreamFinished { .. }
+                            | Event::StreamStopped { .. }
+                    )
+                )
+            })
+            .collect();
+        assert!(stream_events.is_empty(), "{stream_events:?}");
+        assert_eq!(host(&mut net, node).stream_count(), 0);
+    }
+}
