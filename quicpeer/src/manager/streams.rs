@@ -185,13 +185,18 @@ impl Manager {
         result.map(|status| ChunksRead { bytes, status })
     }
 
-    /// quinn still keeps the state of `stream`'s sending half (until its data or its reset is
-    /// acknowledged, or the peer's stop is seen through): only while it does can the half be
-    /// reported writable, finished or stopped. False once the connection is lost, and for a
-    /// stream without a sending half.
-    pub(crate) fn send_state_kept(&mut self, stream: StreamId) -> bool {
-        self.sending_half(stream)
-            .is_ok_and(|c| c.inner.send_stream(stream.id).stopped().is_ok())
+    /// An event about `stream` may still be reported: quinn keeps its sending half's state (it
+    /// can still become writable, finished or stopped), or its receiving half is open (it can
+    /// still become readable; [`Manager::poll_event`] drops a readable event of a stream whose
+    /// receiving half was read to its end, reset or stopped). False once the connection is
+    /// lost. The host layers use it to forget the streams they closed.
+    pub(crate) fn may_report(&mut self, stream: StreamId) -> bool {
+        let Ok(c) = self.established_mut(stream.conn) else {
+            return false;
+        };
+        let has_send = stream.id.dir() == Dir::Bi || stream.id.initiator() == c.inner.side();
+        c.recv_open.contains(&stream.id)
+            || (has_send && c.inner.send_stream(stream.id).stopped().is_ok())
     }
 
     /// The established connection of a stream that has a sending half here: quinn panics on a

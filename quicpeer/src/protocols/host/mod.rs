@@ -462,18 +462,17 @@ impl Host {
     ///
     /// Not a fixed number of them: a peer that fails a hundred negotiations at once has a
     /// hundred late `StreamStopped` on their way, and quinn reports a stop even of a stream the
-    /// host reset. A closed stream's events can only be about its sending half (the manager
-    /// drops readable events of a stream the host stopped), and quinn reports a sending half
-    /// only while it keeps its state (`Manager::send_state_kept`). Pruned only here, with the
-    /// manager's events drained: quinn may drop the state in the same call that queues the
-    /// half's last event (`StreamFinished`). What stays is bounded by quinn's own live
-    /// streams; the pruning length doubles past that, so pruning costs O(1) per closed
-    /// stream.
+    /// host reset. The manager tells which streams may still be reported
+    /// (`Manager::may_report`: quinn keeps the sending half, or the receiving half is open).
+    /// Pruned only here, with the manager's events drained: quinn may drop a half's state in
+    /// the same call that queues its last event (`StreamFinished`). What stays is bounded by
+    /// quinn's own live streams; the pruning length doubles past that, so pruning costs O(1)
+    /// per closed stream.
     fn prune_closed(&mut self) {
         let manager = &mut self.manager;
         for conn in self.prune_due.drain(..) {
             if let Some(state) = self.conns.get_mut(&conn) {
-                state.closed.retain(|s| manager.send_state_kept(*s));
+                state.closed.retain(|s| manager.may_report(*s));
                 state.prune_at = CLOSED_MEMORY.max(2 * state.closed.len());
             }
         }

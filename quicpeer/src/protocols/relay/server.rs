@@ -31,7 +31,8 @@ use crate::{Cause, ConnId, Event, Keypair, PeerId, Read, SansIo, StreamError, St
 
 /// Bytes read from one side of a circuit at a time: the most a circuit buffers per direction.
 pub const SPLICE_CHUNK: usize = 16 * 1024;
-/// Streams the relay closed, remembered so that their late events are not passed on.
+/// Streams the relay closed are remembered so that their late events are not passed on. Past
+/// this many, those no event can come for any more are forgotten (see `Relay::prune_closed`).
 const CLOSED_MEMORY: usize = 256;
 
 /// Why a [`Relay`] could not be built.
@@ -137,7 +138,10 @@ pub struct Relay {
     circuits: BTreeMap<u64, Circuit>,
     /// Circuits being set up (not yet open), for `max_pending`.
     next_circuit: u64,
+    /// Streams the relay closed whose late events may still come, oldest first.
     closed: VecDeque<StreamId>,
+    /// `closed` is pruned once it is this long.
+    prune_at: usize,
     events: VecDeque<RelayEvent>,
 }
 
@@ -171,6 +175,7 @@ impl Relay {
             circuits: BTreeMap::new(),
             next_circuit: 1,
             closed: VecDeque::new(),
+            prune_at: CLOSED_MEMORY,
             events: VecDeque::new(),
         })
     }
@@ -234,7 +239,21 @@ impl Relay {
             any = true;
             self.on_host_event(now, event);
         }
+        if self.closed.len() >= self.prune_at {
+            self.prune_closed();
+        }
         any
+    }
+
+    /// Forgets the closed streams no event can come for any more (`Manager::may_report`), as
+    /// the host does: not a fixed number of them, since a burst of answered reservations (a
+    /// fleet reconnecting after a restart) has as many late `StreamFinished` on their way.
+    /// Only here, with the host's events drained; the pruning length doubles past what stays,
+    /// which quinn's own live streams bound.
+    fn prune_closed(&mut self) {
+        let manager = self.host.manager_mut();
+        self.closed.retain(|s| manager.may_report(*s));
+        self.prune_at = CLOSED_MEMORY.max(2 * self.closed.len());
     }
 
     fn on_host_event(&mut self, now: Instant, event: HostEvent) {
@@ -888,9 +907,6 @@ impl Relay {
     }
 
     fn remember_closed(&mut self, stream: StreamId) {
-        if self.closed.len() >= CLOSED_MEMORY {
-            self.closed.pop_front();
-        }
         self.closed.push_back(stream);
     }
 
