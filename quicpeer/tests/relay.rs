@@ -713,3 +713,72 @@ fn silent_requests_are_bounded_in_number_and_in_time() {
     ));
     assert_eq!(status_of(&reserve(&mut net, a, relay)), Status::Ok);
 }
+
+/// A fleet asks for reservations at the same moment (as after a relay restart): the relay
+/// answers and finishes hundreds of hop streams at once, and the acknowledgements of those
+/// answers (`StreamFinished`) must not reach the relay's application, which owns no stream.
+/// The relay once remembered only its last 256 closed streams.
+#[test]
+fn a_burst_of_answered_reservations_leaves_no_late_events() {
+    const CLIENTS: u8 = 160;
+    const STREAMS_EACH: usize = 2;
+    let mut config = RelayConfig::default();
+    // Every hop stream waits for its request at once.
+    config.max_pending = STREAMS_EACH * usize::from(CLIENTS);
+    let Setup {
+        mut net,
+        relay,
+        a,
+        b,
+    } = setup(12, config);
+    let plain = (
+        Config::default(),
+        HostConfig::default(),
+        RelayConfig::default(),
+    );
+    let mut clients = vec![a, b];
+    for i in 0..CLIENTS - 2 {
+        let client = net.add_node(&format!("c{i}"), identity(10 + i), plain.clone());
+        client_up(&mut net, client, relay);
+        clients.push(client);
+    }
+    let streams: Vec<(NodeId, StreamId)> = (clients.iter())
+        .flat_map(|&client| std::iter::repeat_n(client, STREAMS_EACH))
+        .map(|client| (client, open_hop(&mut net, client, relay).0))
+        .collect();
+    let from = net.events(relay).len();
+    // Every request written at the same instant.
+    for &(client, stream) in &streams {
+        write(&mut net, client, stream, &HopMessage::Reserve.encode());
+    }
+    net.run_for(Duration::from_secs(2));
+    let events = &net.events(relay)[from..];
+    let late: Vec<_> = (events.iter())
+        .filter(|(_, e)| {
+            matches!(
+                e,
+                RelayEvent::Host(HostEvent::Manager(
+                    Event::StreamReadable { .. }
+                        | Event::StreamWritable { .. }
+                        | Event::StreamFinished { .. }
+                        | Event::StreamStopped { .. }
+                ))
+            )
+        })
+        .collect();
+    assert!(
+        late.is_empty(),
+        "{} late events: {:?}",
+        late.len(),
+        late.first()
+    );
+    // Every request was answered (a reservation, or a refusal past the limits).
+    let mut answered = 0;
+    for &(client, stream) in &streams {
+        let mut buf = Vec::new();
+        if read_frame(&mut net, client, stream, &mut buf).is_ok() {
+            answered += 1;
+        }
+    }
+    assert_eq!(answered, streams.len());
+}
