@@ -28,6 +28,9 @@
 //!   listener and dialer and the ping responder and pinger, whole and in fragments;
 //! - [`relay`]: arbitrary bytes on a circuit relay v2 hop or stop stream, into the framing and
 //!   the message decoders, whole and in fragments, and every body into the voucher opener.
+//! - [`relay_server`]: a circuit relay v2 server with small limits and three clients that
+//!   reserve, connect, write raw hop bytes, answer or break stop streams, crash and redial;
+//!   reservations freed with their connections, limits kept, nothing held at the end;
 //! - [`channel`]: arbitrary bytes on a peer channel stream, into the channel codec, whole and
 //!   in fragments.
 //! - [`address`]: multiaddrs as text and as bytes, into the address parser, round trips and
@@ -48,6 +51,7 @@ mod multistream;
 mod ops;
 mod peer_book;
 mod relay;
+mod relay_server;
 pub mod seeds;
 
 pub use address::address;
@@ -62,6 +66,7 @@ pub use multistream::{multistream, Role, PING_PAYLOAD, PROPOSALS, SUPPORTED};
 pub use ops::{ops, ops_tls, LinkChange, Op, OpsInput};
 pub use peer_book::{book_owner, peer_book};
 pub use relay::{relay, RelayKind};
+pub use relay_server::{relay_server, RelayInput, RelayOp};
 
 /// Reads a whole fuzz input as a `T` the way libFuzzer's `arbitrary` integration does, except
 /// that the caller decides what to do with the bytes left over.

@@ -12,6 +12,7 @@ use super::datagram::{DatagramInput, LocalIp, Mode, Payload, Source, Step};
 use super::host::{HostInput, HostLink, HostOp};
 use super::multistream::{Role, PING_PAYLOAD, PROPOSALS, SUPPORTED};
 use super::ops::{LinkChange, Op, OpsInput, Setup};
+use super::relay_server::{RelayInput, RelayOp};
 use quicpeer::identity::generate_certificate;
 use quicpeer::protocols::multistream::{Dialer, Listener, Progress};
 use quicpeer::sim::Network;
@@ -20,7 +21,7 @@ use quicpeer::{Config, Identity};
 /// One seed: the target it is for, a file name, and its bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Seed {
-    /// `datagram`, `frames`, `ops`, `host`, `certificate`, `multistream`, `relay`, `channel`,
+    /// `datagram`, `frames`, `ops`, `host`, `relay_server`, `certificate`, `multistream`, `relay`, `channel`,
     /// `address` or `peer_book`.
     pub target: &'static str,
     /// A descriptive file name.
@@ -38,6 +39,7 @@ pub fn all(vectors: &[(String, Vec<u8>)]) -> Vec<Seed> {
     seeds.extend(frames_seeds());
     seeds.extend(ops_seeds());
     seeds.extend(host_seeds());
+    seeds.extend(relay_server_seeds());
     seeds.extend(multistream_seeds());
     seeds.extend(relay_seeds());
     seeds.extend(channel_seeds());
@@ -1298,6 +1300,181 @@ fn host_seeds() -> Vec<Seed> {
             target: "host",
             name: name.into(),
             data: encode_host(&HostInput { seed: 1, ops }),
+        })
+        .collect()
+}
+
+/// Encodes a `relay_server` input.
+pub fn encode_relay_server(input: &RelayInput) -> Vec<u8> {
+    let mut e = Encoder::default();
+    e.u8(input.seed);
+    const OPS: u32 = 12;
+    for op in &input.ops {
+        match op {
+            RelayOp::Reserve { client } => e.variant(0, OPS).u8(*client),
+            RelayOp::Connect { client, to } => e.variant(1, OPS).u8(*client).u8(*to),
+            RelayOp::RawHop { client, data } => e.variant(2, OPS).u8(*client).payload(data),
+            RelayOp::AnswerStop { client, index, ok } => {
+                e.variant(3, OPS).u8(*client).u8(*index).bool(*ok)
+            }
+            RelayOp::Write { client, index, len } => {
+                e.variant(4, OPS).u8(*client).u8(*index).u8(*len)
+            }
+            RelayOp::Read { client } => e.variant(5, OPS).u8(*client),
+            RelayOp::Finish { client, index } => e.variant(6, OPS).u8(*client).u8(*index),
+            RelayOp::Reset { client, index } => e.variant(7, OPS).u8(*client).u8(*index),
+            RelayOp::Crash { client } => e.variant(8, OPS).u8(*client),
+            RelayOp::Dial { client } => e.variant(9, OPS).u8(*client),
+            RelayOp::SetLink { client, change } => {
+                e.variant(10, OPS).u8(*client);
+                match change {
+                    HostLink::Healthy => e.variant(0, 4),
+                    HostLink::Down => e.variant(1, 4),
+                    HostLink::Lossy(p) => e.variant(2, 4).u8(*p),
+                    HostLink::Jittery(l, j) => e.variant(3, 4).u8(*l).u8(*j),
+                }
+            }
+            RelayOp::Advance { millis } => e.variant(11, OPS).u16(*millis),
+        };
+    }
+    e.0
+}
+
+/// A relay with small limits and three clients: reservations up to and past the limits, a
+/// circuit that carries data both ways and ends at its data limit, a circuit whose target
+/// refuses, a client crashing with a reservation and a circuit, and raw hop bytes.
+fn relay_server_seeds() -> Vec<Seed> {
+    use RelayOp::*;
+    let wait = |millis| Advance { millis };
+    let inputs: Vec<(&str, Vec<RelayOp>)> = vec![
+        (
+            "reserve-past-the-limits",
+            vec![
+                Reserve { client: 0 },
+                Reserve { client: 0 },
+                Reserve { client: 0 },
+                Reserve { client: 1 },
+                Reserve { client: 2 },
+                wait(300),
+                Read { client: 0 },
+                wait(9000),
+                Reserve { client: 1 },
+                wait(300),
+            ],
+        ),
+        (
+            "circuit-both-ways-to-the-data-limit",
+            vec![
+                Reserve { client: 1 },
+                wait(200),
+                Connect { client: 0, to: 2 },
+                wait(200),
+                AnswerStop {
+                    client: 1,
+                    index: 0,
+                    ok: true,
+                },
+                wait(200),
+                Read { client: 0 },
+                Read { client: 1 },
+                Write {
+                    client: 0,
+                    index: 0,
+                    len: 40,
+                },
+                Write {
+                    client: 1,
+                    index: 1,
+                    len: 40,
+                },
+                wait(200),
+                Read { client: 0 },
+                Read { client: 1 },
+                Write {
+                    client: 0,
+                    index: 0,
+                    len: 255,
+                },
+                wait(500),
+                Read { client: 1 },
+                wait(500),
+            ],
+        ),
+        (
+            "circuit-refused-by-its-target",
+            vec![
+                Reserve { client: 2 },
+                wait(200),
+                Connect { client: 0, to: 3 },
+                wait(200),
+                AnswerStop {
+                    client: 2,
+                    index: 0,
+                    ok: false,
+                },
+                wait(200),
+                Connect { client: 0, to: 0 },
+                Connect { client: 0, to: 1 },
+                wait(3000),
+            ],
+        ),
+        (
+            "client-crashes-with-a-reservation-and-a-circuit",
+            vec![
+                Reserve { client: 1 },
+                wait(200),
+                Connect { client: 2, to: 2 },
+                wait(200),
+                AnswerStop {
+                    client: 1,
+                    index: 0,
+                    ok: true,
+                },
+                wait(200),
+                Crash { client: 1 },
+                wait(100),
+                Dial { client: 1 },
+                wait(200),
+                Reserve { client: 1 },
+                wait(300),
+            ],
+        ),
+        (
+            "raw-hop-bytes-and-lossy-links",
+            vec![
+                RawHop {
+                    client: 0,
+                    data: Payload(vec![2, 0xff, 0xff]),
+                },
+                RawHop {
+                    client: 1,
+                    data: Payload(vec![0x81, 0x20, 0, 0]),
+                },
+                RawHop {
+                    client: 2,
+                    data: Payload(vec![0]),
+                },
+                SetLink {
+                    client: 0,
+                    change: HostLink::Lossy(30),
+                },
+                Reserve { client: 0 },
+                wait(2500),
+                SetLink {
+                    client: 1,
+                    change: HostLink::Down,
+                },
+                Reserve { client: 1 },
+                wait(6000),
+            ],
+        ),
+    ];
+    inputs
+        .into_iter()
+        .map(|(name, ops)| Seed {
+            target: "relay_server",
+            name: name.into(),
+            data: encode_relay_server(&RelayInput { seed: 1, ops }),
         })
         .collect()
 }

@@ -103,6 +103,11 @@ fn relay_corpus_replays() {
 }
 
 #[test]
+fn relay_server_corpus_replays() {
+    replay("relay_server", fuzz::relay_server);
+}
+
+#[test]
 fn channel_corpus_replays() {
     replay("channel", fuzz::channel);
 }
@@ -131,6 +136,7 @@ fn seeds_decode_to_what_was_encoded() {
             "datagram" => seeds::encode_datagram(&fuzz::DatagramInput::decode(&seed.data)),
             "ops" => seeds::encode_ops(&fuzz::OpsInput::decode(&seed.data)),
             "host" => seeds::encode_host(&fuzz::HostInput::decode(&seed.data)),
+            "relay_server" => seeds::encode_relay_server(&fuzz::RelayInput::decode(&seed.data)),
             "frames" => fuzz::FramesInput::decode(&seed.data).encode(),
             _ => continue,
         };
