@@ -12,7 +12,7 @@
 //! of [`SPLICE_CHUNK`] bytes in flight: the relay reads a side only when the other has taken
 //! what was read before, so a fast sender meets QUIC's flow control, not a growing buffer.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -135,6 +135,10 @@ pub struct Relay {
     streams: BTreeMap<StreamId, Role>,
     /// The stop streams being opened, by request.
     opening: BTreeMap<OutboundId, u64>,
+    /// Stop streams still being opened for circuits that ended meanwhile: their outcome is
+    /// the relay's, not the application's (a stream that opens is reset). Each is answered
+    /// within the host's negotiation timeout or with its connection's loss.
+    abandoned: BTreeSet<OutboundId>,
     circuits: BTreeMap<u64, Circuit>,
     /// Circuits being set up (not yet open), for `max_pending`.
     next_circuit: u64,
@@ -172,6 +176,7 @@ impl Relay {
             held: Vec::new(),
             streams: BTreeMap::new(),
             opening: BTreeMap::new(),
+            abandoned: BTreeSet::new(),
             circuits: BTreeMap::new(),
             next_circuit: 1,
             closed: VecDeque::new(),
@@ -280,6 +285,15 @@ impl Relay {
                     self.refuse_circuit(circuit, Status::ConnectionFailed);
                 }
             }
+            HostEvent::OutboundStream { id, stream, .. } if self.abandoned.contains(&id) => {
+                self.abandoned.remove(&id);
+                trace!(%stream, "stop stream of an ended circuit: reset");
+                self.reset(stream);
+                self.remember_closed(stream);
+            }
+            HostEvent::OutboundFailed { id, .. } if self.abandoned.contains(&id) => {
+                self.abandoned.remove(&id);
+            }
             HostEvent::Manager(event) => self.on_manager_event(now, event),
             other => self.events.push_back(RelayEvent::Host(other)),
         }
@@ -299,9 +313,11 @@ impl Relay {
                 cause,
                 mut unfinished_streams,
             } => {
-                self.on_connection_lost(now, conn, &cause);
+                // The relay's streams are kept out before the loss is acted on: ending the
+                // connection's circuits drops their streams from `streams`.
                 unfinished_streams
                     .retain(|s| !self.streams.contains_key(s) && !self.closed.contains(s));
+                self.on_connection_lost(now, conn, &cause);
                 self.streams.retain(|s, _| s.conn() != conn);
                 self.events.push_back(RelayEvent::Host(HostEvent::Manager(
                     Event::ConnectionLost {
@@ -662,12 +678,25 @@ impl Relay {
         self.splice(now, id);
     }
 
+    /// Stops waiting for the stop streams being opened for circuit `id`; their outcome, when
+    /// the host reports it, is dropped (a stream that opened is reset).
+    fn abandon_opening(&mut self, id: u64) {
+        let ids: Vec<OutboundId> = (self.opening.iter())
+            .filter(|(_, circuit)| **circuit == id)
+            .map(|(outbound, _)| *outbound)
+            .collect();
+        for outbound in ids {
+            self.opening.remove(&outbound);
+            self.abandoned.insert(outbound);
+        }
+    }
+
     /// A circuit in setup could not be made: `status` to its source, the stop stream reset.
     fn refuse_circuit(&mut self, id: u64, status: Status) {
         let Some(circuit) = self.circuits.remove(&id) else {
             return;
         };
-        self.opening.retain(|_, c| *c != id);
+        self.abandon_opening(id);
         if let Some(stop) = circuit.dst_stream {
             self.streams.remove(&stop);
             self.reset(stop);
@@ -826,7 +855,7 @@ impl Relay {
         let Some(circuit) = self.circuits.remove(&id) else {
             return;
         };
-        self.opening.retain(|_, c| *c != id);
+        self.abandon_opening(id);
         if !circuit.open {
             // Never opened: the source learns it as a failed CONNECT.
             if let Some(stop) = circuit.dst_stream {
