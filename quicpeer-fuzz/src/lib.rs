@@ -31,6 +31,9 @@
 //! - [`relay_server`]: a circuit relay v2 server with small limits and three clients that
 //!   reserve, connect, write raw hop bytes, answer or break stop streams, crash and redial;
 //!   reservations freed with their connections, limits kept, nothing held at the end;
+//! - [`federation`]: three nodes exchanging messages over peer channels while they crash
+//!   (each keeping its store), lose links and receive raw channel bytes: exactly once, in
+//!   per-origin order, every accepted message delivered everywhere in the end;
 //! - [`channel`]: arbitrary bytes on a peer channel stream, into the channel codec, whole and
 //!   in fragments.
 //! - [`address`]: multiaddrs as text and as bytes, into the address parser, round trips and
@@ -44,6 +47,7 @@ mod address;
 mod certificate;
 mod channel;
 mod datagram;
+mod federation;
 mod frames;
 mod host;
 mod invariants;
@@ -58,6 +62,7 @@ pub use address::address;
 pub use certificate::certificate;
 pub use channel::channel;
 pub use datagram::{datagram, datagram_tls, Crypto, DatagramInput, Mode, Payload, Source, Step};
+pub use federation::{federation, FederationInput, FederationOp, Topology};
 pub use frames::{
     frames, frames_tls, Data, Frame, FramesInput, Step as FrameStep, Value, VARINT_MAX,
 };

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::datagram::{DatagramInput, LocalIp, Mode, Payload, Source, Step};
+use super::federation::{FederationInput, FederationOp, Topology};
 use super::host::{HostInput, HostLink, HostOp};
 use super::multistream::{Role, PING_PAYLOAD, PROPOSALS, SUPPORTED};
 use super::ops::{LinkChange, Op, OpsInput, Setup};
@@ -21,7 +22,7 @@ use quicpeer::{Config, Identity};
 /// One seed: the target it is for, a file name, and its bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Seed {
-    /// `datagram`, `frames`, `ops`, `host`, `relay_server`, `certificate`, `multistream`, `relay`, `channel`,
+    /// `datagram`, `frames`, `ops`, `host`, `relay_server`, `federation`, `certificate`, `multistream`, `relay`, `channel`,
     /// `address` or `peer_book`.
     pub target: &'static str,
     /// A descriptive file name.
@@ -40,6 +41,7 @@ pub fn all(vectors: &[(String, Vec<u8>)]) -> Vec<Seed> {
     seeds.extend(ops_seeds());
     seeds.extend(host_seeds());
     seeds.extend(relay_server_seeds());
+    seeds.extend(federation_seeds());
     seeds.extend(multistream_seeds());
     seeds.extend(relay_seeds());
     seeds.extend(channel_seeds());
@@ -1300,6 +1302,138 @@ fn host_seeds() -> Vec<Seed> {
             target: "host",
             name: name.into(),
             data: encode_host(&HostInput { seed: 1, ops }),
+        })
+        .collect()
+}
+
+/// Encodes a `federation` input.
+pub fn encode_federation(input: &FederationInput) -> Vec<u8> {
+    let mut e = Encoder::default();
+    match input.topology {
+        Topology::Mesh => e.variant(0, 2),
+        Topology::Chain => e.variant(1, 2),
+    };
+    e.u8(input.seed);
+    const OPS: u32 = 6;
+    for op in &input.ops {
+        match op {
+            FederationOp::Accept { node, len } => e.variant(0, OPS).u8(*node).u8(*len),
+            FederationOp::Commit { node } => e.variant(1, OPS).u8(*node),
+            FederationOp::Crash { node } => e.variant(2, OPS).u8(*node),
+            FederationOp::Raw { node, to, data } => {
+                e.variant(3, OPS).u8(*node).u8(*to).payload(data)
+            }
+            FederationOp::SetLink { a, b, change } => {
+                e.variant(4, OPS).u8(*a).u8(*b);
+                match change {
+                    HostLink::Healthy => e.variant(0, 4),
+                    HostLink::Down => e.variant(1, 4),
+                    HostLink::Lossy(p) => e.variant(2, 4).u8(*p),
+                    HostLink::Jittery(l, j) => e.variant(3, 4).u8(*l).u8(*j),
+                }
+            }
+            FederationOp::Advance { millis } => e.variant(5, OPS).u16(*millis),
+        };
+    }
+    e.0
+}
+
+/// Three nodes on a mesh or a chain: messages both ways, a crash right after an accept (the
+/// message lost, its number reused), a crash of the forwarding middle node, a partition that
+/// heals, raw bytes on a channel stream.
+fn federation_seeds() -> Vec<Seed> {
+    use FederationOp::*;
+    let wait = |millis| Advance { millis };
+    let inputs: Vec<(&str, Topology, Vec<FederationOp>)> = vec![
+        (
+            "mesh-messages-every-way",
+            Topology::Mesh,
+            vec![
+                Accept { node: 0, len: 10 },
+                Accept { node: 1, len: 20 },
+                Accept { node: 2, len: 0 },
+                wait(300),
+                Accept { node: 0, len: 200 },
+                wait(300),
+            ],
+        ),
+        (
+            "crash-before-the-commit",
+            Topology::Mesh,
+            vec![
+                Accept { node: 0, len: 5 },
+                Crash { node: 0 },
+                Accept { node: 0, len: 6 },
+                Commit { node: 0 },
+                wait(500),
+            ],
+        ),
+        (
+            "chain-middle-crashes-while-forwarding",
+            Topology::Chain,
+            vec![
+                Accept { node: 0, len: 50 },
+                Accept { node: 0, len: 50 },
+                wait(20),
+                Crash { node: 1 },
+                Accept { node: 2, len: 7 },
+                wait(2000),
+            ],
+        ),
+        (
+            "partition-heals",
+            Topology::Chain,
+            vec![
+                SetLink {
+                    a: 0,
+                    b: 1,
+                    change: HostLink::Down,
+                },
+                Accept { node: 0, len: 1 },
+                Accept { node: 2, len: 2 },
+                wait(3000),
+                SetLink {
+                    a: 1,
+                    b: 2,
+                    change: HostLink::Lossy(50),
+                },
+                SetLink {
+                    a: 0,
+                    b: 1,
+                    change: HostLink::Healthy,
+                },
+                wait(3000),
+            ],
+        ),
+        (
+            "raw-bytes-on-a-channel-stream",
+            Topology::Mesh,
+            vec![
+                Raw {
+                    node: 1,
+                    to: 0,
+                    data: Payload(vec![0xff, 0xff, 0xff, 0xff, 0x0f]),
+                },
+                Raw {
+                    node: 2,
+                    to: 0,
+                    data: Payload(vec![1, 0, 0, 0, 0]),
+                },
+                Accept { node: 0, len: 3 },
+                wait(1500),
+            ],
+        ),
+    ];
+    inputs
+        .into_iter()
+        .map(|(name, topology, ops)| Seed {
+            target: "federation",
+            name: name.into(),
+            data: encode_federation(&FederationInput {
+                topology,
+                seed: 1,
+                ops,
+            }),
         })
         .collect()
 }

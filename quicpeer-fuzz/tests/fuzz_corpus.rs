@@ -108,6 +108,11 @@ fn relay_server_corpus_replays() {
 }
 
 #[test]
+fn federation_corpus_replays() {
+    replay("federation", fuzz::federation);
+}
+
+#[test]
 fn channel_corpus_replays() {
     replay("channel", fuzz::channel);
 }
