@@ -23,8 +23,8 @@
 //! accepted message of every origin (at most 120 s): eventual delivery.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
-use std::time::{Duration, Instant, SystemTime};
+use std::net::SocketAddr;
+use std::time::Duration;
 
 use arbitrary::{Arbitrary, Unstructured};
 use bytes::Bytes;
@@ -32,11 +32,11 @@ use bytes::Bytes;
 use super::datagram::Payload;
 use super::host::HostLink;
 use super::invariants::{check_state, EventLog};
-use super::ops::{certificates, identities};
+use super::node::{identities, Node};
 use quicpeer::protocols::channel::{ChannelConfig, ChannelEvent, Channels, MemoryStore, PROTOCOL};
-use quicpeer::protocols::{Host, HostConfig, HostEvent, OutboundId};
-use quicpeer::sim::{Link, Network, NodeId, Simulated};
-use quicpeer::{Config, Identity, Manager, ManagerError, PeerId, SansIo, StreamId, Transmit};
+use quicpeer::protocols::{HostConfig, HostEvent, OutboundId};
+use quicpeer::sim::{Link, Network, NodeId};
+use quicpeer::{Config, PeerId, StreamId};
 
 /// Operations run from one input at most.
 const MAX_OPS: usize = 128;
@@ -85,7 +85,7 @@ pub enum FederationOp {
         node: u8,
         /// To whom.
         to: u8,
-        /// The bytes (at most [`MAX_RAW`]).
+        /// The bytes (at most 2 KiB).
         data: Payload,
     },
     /// The link between two nodes changes.
@@ -146,87 +146,6 @@ pub fn federation(data: &[u8]) {
     harness.finish();
 }
 
-/// A node: [`Channels`] on a host and a manager built like `ops`'s nodes, whose certificate
-/// comes from [`certificates`] instead of being generated at every (re)start. The store is in
-/// the configuration, so a restart finds what the node committed.
-struct Node(Channels<MemoryStore>);
-
-impl SansIo for Node {
-    type Event = ChannelEvent;
-
-    fn handle_datagram(
-        &mut self,
-        now: Instant,
-        from: SocketAddr,
-        local_ip: Option<IpAddr>,
-        data: &[u8],
-    ) {
-        self.0.handle_datagram(now, from, local_ip, data)
-    }
-
-    fn handle_timeout(&mut self, now: Instant) {
-        self.0.handle_timeout(now)
-    }
-
-    fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
-        self.0.poll_transmit(now, buf)
-    }
-
-    fn poll_event(&mut self) -> Option<ChannelEvent> {
-        self.0.poll_event()
-    }
-
-    fn poll_timeout(&mut self) -> Option<Instant> {
-        self.0.poll_timeout()
-    }
-
-    fn handle_unreachable(&mut self, now: Instant, addr: SocketAddr) {
-        self.0.handle_unreachable(now, addr)
-    }
-
-    fn set_max_datagrams(&mut self, max: usize) {
-        self.0.set_max_datagrams(max)
-    }
-}
-
-impl Simulated for Node {
-    type Config = (Config, HostConfig, ChannelConfig, MemoryStore);
-
-    fn build(
-        identity: Identity,
-        (config, host, channels, store): Self::Config,
-        seed: [u8; 32],
-        now: Instant,
-        wall_now: SystemTime,
-    ) -> Result<Self, ManagerError> {
-        let Some(index) = identities()
-            .iter()
-            .position(|known| known.peer_id() == identity.peer_id())
-        else {
-            panic!("harness: a node with an identity not from identities()");
-        };
-        let manager = Manager::with_loaded_certificate(
-            now,
-            wall_now,
-            identity,
-            config,
-            seed,
-            &certificates()[index],
-        )?;
-        let mut host_seed = seed;
-        host_seed[0] ^= 0x55;
-        let host = Host::new(now, manager, host, host_seed);
-        match Channels::new(now, host, store, channels) {
-            Ok(channels) => Ok(Node(channels)),
-            Err(error) => panic!("harness: a memory store failed: {error}"),
-        }
-    }
-
-    fn manager_mut(&mut self) -> &mut Manager {
-        self.0.host_mut().manager_mut()
-    }
-}
-
 /// What the harness knows of one node, across its restarts.
 #[derive(Default)]
 struct NodeState {
@@ -241,7 +160,7 @@ struct NodeState {
 }
 
 struct Harness {
-    net: Network<Node>,
+    net: Network<Node<Channels<MemoryStore>>>,
     peers: Vec<PeerId>,
     nodes: Vec<NodeState>,
     /// Per origin, the bodies of its accepted messages, `seq` 1 first.
@@ -255,7 +174,7 @@ struct Harness {
 
 impl Harness {
     fn new(topology: Topology, seed: u8) -> Self {
-        let mut net = Network::<Node>::with_seed(u64::from(seed));
+        let mut net = Network::<Node<Channels<MemoryStore>>>::with_seed(u64::from(seed));
         net.record_sent = false;
         let mut config = Config::default();
         config.keep_alive = Some(Duration::from_secs(1));
@@ -287,9 +206,7 @@ impl Harness {
                 identity.clone(),
                 (
                     config.clone(),
-                    host.clone(),
-                    channels,
-                    MemoryStore::default(),
+                    (host.clone(), channels, MemoryStore::default()),
                 ),
             );
             if net.addr(node) != addrs[i] {
@@ -365,22 +282,7 @@ impl Harness {
             FederationOp::SetLink { a, b, change } => {
                 let (a, b) = (node(a), node(b));
                 if a != b {
-                    let percent = |p: u8| f64::from(p % 101) / 100.0;
-                    let link = match change {
-                        HostLink::Healthy => Link::default(),
-                        HostLink::Down => Link::down(),
-                        HostLink::Lossy(p) => {
-                            let mut link = Link::default();
-                            link.loss = percent(*p);
-                            link
-                        }
-                        HostLink::Jittery(latency, jitter) => {
-                            let mut link = Link::default();
-                            link.latency = Duration::from_millis(u64::from(*latency));
-                            link.jitter = Duration::from_millis(u64::from(*jitter));
-                            link
-                        }
-                    };
+                    let link = change.link();
                     self.net.set_link(NodeId(a), NodeId(b), link);
                 }
             }

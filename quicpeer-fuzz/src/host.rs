@@ -26,19 +26,16 @@
 //! stream.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, SocketAddr};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
 use arbitrary::{Arbitrary, Unstructured};
 
 use super::datagram::{Crypto, Payload};
 use super::invariants::{check_state, EventLog};
-use super::ops::{certificates, identities};
+use super::node::{identities, Node};
 use quicpeer::protocols::{Host, HostConfig, HostEvent, OutboundId};
-use quicpeer::sim::{Link, Network, NodeId, Simulated};
-use quicpeer::{
-    Config, ConnId, Event, Identity, Manager, ManagerError, Read, SansIo, StreamId, Transmit,
-};
+use quicpeer::sim::{Link, Network, NodeId};
+use quicpeer::{Config, ConnId, Event, Read, SansIo, StreamId};
 
 /// Operations run from one input at most.
 const MAX_OPS: usize = 128;
@@ -80,10 +77,28 @@ pub enum HostLink {
     Jittery(u8, u8),
 }
 
+impl HostLink {
+    /// The simulator's link.
+    pub(super) fn link(self) -> Link {
+        let percent = |p: u8| f64::from(p % 101) / 100.0;
+        let mut link = Link::default();
+        match self {
+            HostLink::Healthy => {}
+            HostLink::Down => link = Link::down(),
+            HostLink::Lossy(p) => link.loss = percent(p),
+            HostLink::Jittery(latency, jitter) => {
+                link.latency = Duration::from_millis(u64::from(latency));
+                link.jitter = Duration::from_millis(u64::from(jitter));
+            }
+        }
+        link
+    }
+}
+
 /// One operation of a `host` input. `node` is taken modulo 2; the other node is its peer.
 #[derive(Arbitrary, Debug, Clone, PartialEq, Eq)]
 pub enum HostOp {
-    /// The node's application registers a protocol (from [`PROTOCOLS`], modulo).
+    /// The node's application registers a protocol (from the harness's protocol list, modulo).
     Register {
         /// Which node.
         node: u8,
@@ -119,7 +134,7 @@ pub enum HostOp {
         header: bool,
         /// Then a proposal of this protocol (modulo `PROTOCOLS.len()`; past it, none).
         proposal: u8,
-        /// Then these bytes (at most [`MAX_RAW`]).
+        /// Then these bytes (at most 2 KiB).
         data: Payload,
         /// Finished after the write.
         finish: bool,
@@ -130,7 +145,7 @@ pub enum HostOp {
         node: u8,
         /// Which stream.
         index: u8,
-        /// The bytes (at most [`MAX_RAW`]).
+        /// The bytes (at most 2 KiB).
         data: Payload,
     },
     /// The node's application resets (or, with `stop`, stops) one of the streams it owns.
@@ -222,82 +237,6 @@ pub fn host(data: &[u8]) {
     harness.finish();
 }
 
-/// A node: a [`Host`] around a manager built like `ops`'s nodes, whose certificate comes from
-/// [`certificates`] instead of being generated at every (re)start.
-struct Node(Host);
-
-impl SansIo for Node {
-    type Event = HostEvent;
-
-    fn handle_datagram(
-        &mut self,
-        now: Instant,
-        from: SocketAddr,
-        local_ip: Option<IpAddr>,
-        data: &[u8],
-    ) {
-        self.0.handle_datagram(now, from, local_ip, data)
-    }
-
-    fn handle_timeout(&mut self, now: Instant) {
-        self.0.handle_timeout(now)
-    }
-
-    fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
-        self.0.poll_transmit(now, buf)
-    }
-
-    fn poll_event(&mut self) -> Option<HostEvent> {
-        self.0.poll_event()
-    }
-
-    fn poll_timeout(&mut self) -> Option<Instant> {
-        self.0.poll_timeout()
-    }
-
-    fn handle_unreachable(&mut self, now: Instant, addr: SocketAddr) {
-        self.0.handle_unreachable(now, addr)
-    }
-
-    fn set_max_datagrams(&mut self, max: usize) {
-        self.0.set_max_datagrams(max)
-    }
-}
-
-impl Simulated for Node {
-    type Config = (Config, HostConfig);
-
-    fn build(
-        identity: Identity,
-        (config, host): (Config, HostConfig),
-        seed: [u8; 32],
-        now: Instant,
-        wall_now: SystemTime,
-    ) -> Result<Self, ManagerError> {
-        let Some(index) = identities()
-            .iter()
-            .position(|known| known.peer_id() == identity.peer_id())
-        else {
-            panic!("harness: a node with an identity not from identities()");
-        };
-        let manager = Manager::with_loaded_certificate(
-            now,
-            wall_now,
-            identity,
-            config,
-            seed,
-            &certificates()[index],
-        )?;
-        let mut host_seed = seed;
-        host_seed[0] ^= 0x55;
-        Ok(Node(Host::new(now, manager, host, host_seed)))
-    }
-
-    fn manager_mut(&mut self) -> &mut Manager {
-        self.0.manager_mut()
-    }
-}
-
 /// What the harness knows of one node's current incarnation.
 #[derive(Default)]
 struct NodeState {
@@ -317,7 +256,7 @@ struct NodeState {
 }
 
 struct Harness {
-    net: Network<Node>,
+    net: Network<Node<Host>>,
     nodes: [NodeState; 2],
     advance_left: Duration,
 }
@@ -340,7 +279,7 @@ fn protocol(index: u8) -> &'static str {
 
 impl Harness {
     fn new(seed: u8, crypto: Crypto) -> Self {
-        let mut net = Network::<Node>::with_seed(u64::from(seed));
+        let mut net = Network::<Node<Host>>::with_seed(u64::from(seed));
         net.record_sent = false;
         let mut config = Config::default();
         config.keep_alive = Some(Duration::from_secs(1));
@@ -546,22 +485,7 @@ impl Harness {
                 self.nodes[node] = NodeState::default();
             }
             HostOp::SetLink(change) => {
-                let percent = |p: u8| f64::from(p % 101) / 100.0;
-                let link = match change {
-                    HostLink::Healthy => Link::default(),
-                    HostLink::Down => Link::down(),
-                    HostLink::Lossy(p) => {
-                        let mut link = Link::default();
-                        link.loss = percent(*p);
-                        link
-                    }
-                    HostLink::Jittery(latency, jitter) => {
-                        let mut link = Link::default();
-                        link.latency = Duration::from_millis(u64::from(*latency));
-                        link.jitter = Duration::from_millis(u64::from(*jitter));
-                        link
-                    }
-                };
+                let link = change.link();
                 self.net.set_link(NodeId(0), NodeId(1), link);
             }
             HostOp::Advance { millis } => {

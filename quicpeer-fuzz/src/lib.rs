@@ -52,6 +52,7 @@ mod frames;
 mod host;
 mod invariants;
 mod multistream;
+mod node;
 mod ops;
 mod peer_book;
 mod relay;

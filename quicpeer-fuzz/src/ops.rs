@@ -8,26 +8,18 @@
 //! or anything else) unless the observer itself restarted meanwhile.
 
 use std::collections::BTreeSet;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::OnceLock;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
 use arbitrary::{Arbitrary, Unstructured};
 
 use super::datagram::Crypto;
 use super::invariants::{check_state, EventLog};
-use quicpeer::identity::generate_certificate;
-use quicpeer::internals::LoadedCertificate;
-use quicpeer::sim::{Link, Network, NodeId, Simulated};
-use quicpeer::{
-    Config, ConnId, Event, Identity, KeyMode, Manager, ManagerError, Read, SansIo, StreamError,
-    StreamId, Transmit,
-};
+use super::node::{identities, Node};
+use quicpeer::sim::{Link, Network, NodeId};
+use quicpeer::{Config, ConnId, Event, KeyMode, Manager, Read, StreamError, StreamId};
 
 /// Operations run from one input at most; the rest of a longer input is ignored.
 const MAX_OPS: usize = 128;
-/// Nodes at most (identities are built once for all inputs).
-const MAX_NODES: usize = 4;
 /// Bytes written by one [`Op::Send`] at most.
 const MAX_SEND: usize = 4096;
 /// How long the healed network runs at the end at least: the longest timer of these nodes, the
@@ -214,105 +206,6 @@ fn ops_with(crypto: Crypto, data: &[u8]) {
     harness.finish();
 }
 
-pub(super) fn identities() -> &'static [Identity; MAX_NODES] {
-    static IDENTITIES: OnceLock<[Identity; MAX_NODES]> = OnceLock::new();
-    IDENTITIES
-        .get_or_init(|| std::array::from_fn(|i| Identity::from_ed25519_seed([i as u8 + 1; 32])))
-}
-
-/// Each identity's certificate and key, generated once per process: generating a certificate
-/// (a P-256 key and an Ed25519 signature) is most of what building a manager costs, and an
-/// input builds one per node and per (re)start.
-pub(super) fn certificates() -> &'static [LoadedCertificate; MAX_NODES] {
-    static CERTIFICATES: OnceLock<[LoadedCertificate; MAX_NODES]> = OnceLock::new();
-    CERTIFICATES.get_or_init(|| {
-        std::array::from_fn(|i| {
-            match generate_certificate(identities()[i].keypair())
-                .map_err(|e| e.to_string())
-                .and_then(|(c, k)| LoadedCertificate::load(c, k).map_err(|e| e.to_string()))
-            {
-                Ok(loaded) => loaded,
-                Err(error) => panic!("harness: cannot generate a certificate: {error}"),
-            }
-        })
-    })
-}
-
-/// A node of the simulated network: a plain [`Manager`], built like `Network::new`'s nodes
-/// (same identity, configuration and seed) except that it presents its identity's certificate
-/// from [`certificates`] instead of generating a new one at every (re)start.
-struct Node(Manager);
-
-impl SansIo for Node {
-    type Event = Event;
-
-    fn handle_datagram(
-        &mut self,
-        now: Instant,
-        from: SocketAddr,
-        local_ip: Option<IpAddr>,
-        data: &[u8],
-    ) {
-        self.0.handle_datagram(now, from, local_ip, data)
-    }
-
-    fn handle_timeout(&mut self, now: Instant) {
-        self.0.handle_timeout(now)
-    }
-
-    fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
-        self.0.poll_transmit(now, buf)
-    }
-
-    fn poll_event(&mut self) -> Option<Event> {
-        self.0.poll_event()
-    }
-
-    fn poll_timeout(&mut self) -> Option<Instant> {
-        self.0.poll_timeout()
-    }
-
-    fn handle_unreachable(&mut self, now: Instant, addr: SocketAddr) {
-        self.0.handle_unreachable(now, addr)
-    }
-
-    fn set_max_datagrams(&mut self, max: usize) {
-        self.0.set_max_datagrams(max)
-    }
-}
-
-impl Simulated for Node {
-    type Config = Config;
-
-    fn build(
-        identity: Identity,
-        config: Config,
-        seed: [u8; 32],
-        now: Instant,
-        wall_now: SystemTime,
-    ) -> Result<Self, ManagerError> {
-        let index = identities()
-            .iter()
-            .position(|known| known.peer_id() == identity.peer_id());
-        let Some(index) = index else {
-            panic!("harness: a node with an identity not from identities()");
-        };
-        Manager::with_loaded_certificate(
-            now,
-            wall_now,
-            identity,
-            config,
-            seed,
-            &certificates()[index],
-        )
-        .map(Node)
-    }
-
-    fn manager_mut(&mut self) -> &mut Manager {
-        &mut self.0
-    }
-}
-
 /// What the harness knows of one node.
 struct NodeState {
     up: bool,
@@ -332,7 +225,7 @@ struct MustEnd {
 }
 
 struct Harness {
-    net: Network<Node>,
+    net: Network<Node<Manager>>,
     nodes: Vec<NodeState>,
     must_end: Vec<MustEnd>,
     links: BTreeSet<(usize, usize)>,
@@ -343,7 +236,7 @@ struct Harness {
 impl Harness {
     fn new(setup: Setup, crypto: Crypto) -> Self {
         let count = 2 + usize::from(setup.nodes % 3);
-        let mut net = Network::<Node>::with_seed(u64::from(setup.seed));
+        let mut net = Network::<Node<Manager>>::with_seed(u64::from(setup.seed));
         net.record_sent = false;
         net.icmp_unreachable = setup.icmp;
         let mut config = Config::default();
@@ -359,7 +252,7 @@ impl Harness {
         };
         let mut nodes = Vec::new();
         for (i, identity) in identities().iter().take(count).enumerate() {
-            net.add_node(&format!("n{i}"), identity.clone(), config.clone());
+            net.add_node(&format!("n{i}"), identity.clone(), (config.clone(), ()));
             nodes.push(NodeState {
                 up: true,
                 incarnation: 0,

@@ -25,24 +25,21 @@
 //! and every circuit it opened was closed.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, SocketAddr};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
 use arbitrary::{Arbitrary, Unstructured};
 
 use super::datagram::Payload;
 use super::host::HostLink;
 use super::invariants::{check_state, EventLog};
-use super::ops::{certificates, identities};
+use super::node::{identities, Node};
 use quicpeer::protocols::relay::{
     CircuitId, HopMessage, Relay, RelayConfig, RelayEvent, Status, StopMessage, HOP_PROTOCOL,
     STOP_PROTOCOL,
 };
-use quicpeer::protocols::{Host, HostConfig, HostEvent, OutboundId};
-use quicpeer::sim::{Link, Network, NodeId, Simulated};
-use quicpeer::{
-    Config, ConnId, Event, Identity, Manager, ManagerError, Read, SansIo, StreamId, Transmit,
-};
+use quicpeer::protocols::{HostConfig, HostEvent, OutboundId};
+use quicpeer::sim::{Link, Network, NodeId};
+use quicpeer::{Config, ConnId, Event, Read, StreamId};
 
 /// Operations run from one input at most.
 const MAX_OPS: usize = 128;
@@ -93,7 +90,7 @@ pub enum RelayOp {
     RawHop {
         /// Which client.
         client: u8,
-        /// The bytes (at most [`MAX_RAW`]).
+        /// The bytes (at most 2 KiB).
         data: Payload,
     },
     /// The client answers one of the stop streams the relay opened to it: OK, or garbage.
@@ -192,87 +189,6 @@ pub fn relay_server(data: &[u8]) {
     harness.finish();
 }
 
-/// A node: a [`Relay`] around a host and a manager built like `ops`'s nodes, whose certificate
-/// comes from [`certificates`] instead of being generated at every (re)start.
-struct Node(Relay);
-
-impl SansIo for Node {
-    type Event = RelayEvent;
-
-    fn handle_datagram(
-        &mut self,
-        now: Instant,
-        from: SocketAddr,
-        local_ip: Option<IpAddr>,
-        data: &[u8],
-    ) {
-        self.0.handle_datagram(now, from, local_ip, data)
-    }
-
-    fn handle_timeout(&mut self, now: Instant) {
-        self.0.handle_timeout(now)
-    }
-
-    fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
-        self.0.poll_transmit(now, buf)
-    }
-
-    fn poll_event(&mut self) -> Option<RelayEvent> {
-        self.0.poll_event()
-    }
-
-    fn poll_timeout(&mut self) -> Option<Instant> {
-        self.0.poll_timeout()
-    }
-
-    fn handle_unreachable(&mut self, now: Instant, addr: SocketAddr) {
-        self.0.handle_unreachable(now, addr)
-    }
-
-    fn set_max_datagrams(&mut self, max: usize) {
-        self.0.set_max_datagrams(max)
-    }
-}
-
-impl Simulated for Node {
-    type Config = (Config, HostConfig, RelayConfig);
-
-    fn build(
-        identity: Identity,
-        (config, host, relay): (Config, HostConfig, RelayConfig),
-        seed: [u8; 32],
-        now: Instant,
-        wall_now: SystemTime,
-    ) -> Result<Self, ManagerError> {
-        let Some(index) = identities()
-            .iter()
-            .position(|known| known.peer_id() == identity.peer_id())
-        else {
-            panic!("harness: a node with an identity not from identities()");
-        };
-        let keypair = identity.keypair().clone();
-        let manager = Manager::with_loaded_certificate(
-            now,
-            wall_now,
-            identity,
-            config,
-            seed,
-            &certificates()[index],
-        )?;
-        let mut host_seed = seed;
-        host_seed[0] ^= 0x55;
-        let host = Host::new(now, manager, host, host_seed);
-        match Relay::new(now, wall_now, host, keypair, relay) {
-            Ok(relay) => Ok(Node(relay)),
-            Err(error) => panic!("harness: cannot build a relay: {error}"),
-        }
-    }
-
-    fn manager_mut(&mut self) -> &mut Manager {
-        self.0.host_mut().manager_mut()
-    }
-}
-
 /// What the harness knows of a client's current incarnation.
 #[derive(Default)]
 struct ClientState {
@@ -300,7 +216,7 @@ struct RelayState {
 }
 
 struct Harness {
-    net: Network<Node>,
+    net: Network<Node<Relay>>,
     relay: RelayState,
     clients: [ClientState; CLIENTS],
     advance_left: Duration,
@@ -308,7 +224,7 @@ struct Harness {
 
 impl Harness {
     fn new(seed: u8) -> Self {
-        let mut net = Network::<Node>::with_seed(u64::from(seed));
+        let mut net = Network::<Node<Relay>>::with_seed(u64::from(seed));
         net.record_sent = false;
         let mut config = Config::default();
         config.keep_alive = Some(Duration::from_secs(1));
@@ -320,13 +236,13 @@ impl Harness {
         net.add_node(
             "relay",
             ids[0].clone(),
-            (config.clone(), host.clone(), relay_config()),
+            (config.clone(), (host.clone(), relay_config())),
         );
         for (i, identity) in ids.iter().enumerate().skip(1).take(CLIENTS) {
             net.add_node(
                 &format!("c{i}"),
                 identity.clone(),
-                (config.clone(), host.clone(), RelayConfig::default()),
+                (config.clone(), (host.clone(), RelayConfig::default())),
             );
         }
         let mut harness = Self {
@@ -468,22 +384,7 @@ impl Harness {
             }
             RelayOp::Dial { client: c } => self.dial(client(c)),
             RelayOp::SetLink { client: c, change } => {
-                let percent = |p: u8| f64::from(p % 101) / 100.0;
-                let link = match change {
-                    HostLink::Healthy => Link::default(),
-                    HostLink::Down => Link::down(),
-                    HostLink::Lossy(p) => {
-                        let mut link = Link::default();
-                        link.loss = percent(*p);
-                        link
-                    }
-                    HostLink::Jittery(latency, jitter) => {
-                        let mut link = Link::default();
-                        link.latency = Duration::from_millis(u64::from(*latency));
-                        link.jitter = Duration::from_millis(u64::from(*jitter));
-                        link
-                    }
-                };
+                let link = change.link();
                 self.net.set_link(NodeId(0), NodeId(client(c)), link);
             }
             RelayOp::Advance { millis } => {
