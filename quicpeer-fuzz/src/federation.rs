@@ -29,14 +29,14 @@ use std::time::Duration;
 use arbitrary::{Arbitrary, Unstructured};
 use bytes::Bytes;
 
-use super::datagram::Payload;
+use super::datagram::{Crypto, Payload};
 use super::host::HostLink;
 use super::invariants::{check_state, EventLog};
-use super::node::{identities, Node};
+use super::node::{advance, host_config, identities, manager_config, take_events, Node};
 use quicpeer::protocols::channel::{ChannelConfig, ChannelEvent, Channels, MemoryStore, PROTOCOL};
-use quicpeer::protocols::{HostConfig, HostEvent, OutboundId};
+use quicpeer::protocols::{HostEvent, OutboundId};
 use quicpeer::sim::{Link, Network, NodeId};
-use quicpeer::{Config, PeerId, StreamId};
+use quicpeer::{PeerId, StreamId};
 
 /// Operations run from one input at most.
 const MAX_OPS: usize = 128;
@@ -121,13 +121,7 @@ impl FederationInput {
         let mut u = Unstructured::new(data);
         let topology = super::decode(&mut u).unwrap_or(Topology::Mesh);
         let seed = super::decode(&mut u).unwrap_or(0);
-        let mut ops = Vec::new();
-        while !u.is_empty() && ops.len() < MAX_OPS {
-            match super::decode(&mut u) {
-                Some(op) => ops.push(op),
-                None => break,
-            }
-        }
+        let ops = super::decode_ops(&mut u, MAX_OPS);
         Self {
             topology,
             seed,
@@ -176,12 +170,8 @@ impl Harness {
     fn new(topology: Topology, seed: u8) -> Self {
         let mut net = Network::<Node<Channels<MemoryStore>>>::with_seed(u64::from(seed));
         net.record_sent = false;
-        let mut config = Config::default();
-        config.keep_alive = Some(Duration::from_secs(1));
-        config.idle_timeout = Duration::from_secs(5);
-        config.handshake_timeout = Duration::from_secs(2);
-        config.null_crypto = Some(super::datagram::null_crypto());
-        let host = HostConfig::new(Duration::from_secs(2), Duration::from_secs(3));
+        let config = manager_config(Crypto::Null);
+        let host = host_config();
         let ids = identities();
         // The nodes' addresses are known before they are added: the simulator numbers them.
         let addrs: Vec<SocketAddr> = (0..NODES)
@@ -287,9 +277,7 @@ impl Harness {
                 }
             }
             FederationOp::Advance { millis } => {
-                let run = Duration::from_millis(u64::from(*millis)).min(self.advance_left);
-                self.advance_left -= run;
-                self.net.run_for(run);
+                advance(&mut self.net, &mut self.advance_left, *millis);
             }
         }
         if settle {
@@ -300,12 +288,7 @@ impl Harness {
 
     /// Takes a node's new events and checks each.
     fn collect(&mut self, node: usize) {
-        let events: Vec<ChannelEvent> = self
-            .net
-            .take_events(NodeId(node))
-            .into_iter()
-            .map(|(_, event)| event)
-            .collect();
+        let events: Vec<ChannelEvent> = take_events(&mut self.net, node);
         let me = self.peers[node];
         let mut writes: Vec<(StreamId, Vec<u8>)> = Vec::new();
         for event in events {

@@ -32,10 +32,10 @@ use arbitrary::{Arbitrary, Unstructured};
 
 use super::datagram::{Crypto, Payload};
 use super::invariants::{check_state, EventLog};
-use super::node::{identities, Node};
-use quicpeer::protocols::{Host, HostConfig, HostEvent, OutboundId};
+use super::node::{advance, host_config, identities, manager_config, take_events, Node};
+use quicpeer::protocols::{Host, HostEvent, OutboundId};
 use quicpeer::sim::{Link, Network, NodeId};
-use quicpeer::{Config, ConnId, Event, Read, SansIo, StreamId};
+use quicpeer::{ConnId, Event, Read, SansIo, StreamId};
 
 /// Operations run from one input at most.
 const MAX_OPS: usize = 128;
@@ -43,10 +43,6 @@ const MAX_OPS: usize = 128;
 const MAX_ADVANCE: Duration = Duration::from_secs(30);
 /// Bytes of one raw write at most.
 const MAX_RAW: usize = 2048;
-/// How long a negotiation may take (the host's timeout in this harness).
-const NEGOTIATION_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long a ping may take.
-const PING_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long the healed network runs before every request and ping must be answered.
 const SETTLE: Duration = Duration::from_secs(10);
 /// How long the first node may take, at most, to notice that the second stopped (its idle
@@ -216,13 +212,7 @@ impl HostInput {
     pub fn decode(data: &[u8]) -> Self {
         let mut u = Unstructured::new(data);
         let seed = super::decode(&mut u).unwrap_or(0);
-        let mut ops = Vec::new();
-        while !u.is_empty() && ops.len() < MAX_OPS {
-            match super::decode(&mut u) {
-                Some(op) => ops.push(op),
-                None => break,
-            }
-        }
+        let ops = super::decode_ops(&mut u, MAX_OPS);
         Self { seed, ops }
     }
 }
@@ -281,12 +271,8 @@ impl Harness {
     fn new(seed: u8, crypto: Crypto) -> Self {
         let mut net = Network::<Node<Host>>::with_seed(u64::from(seed));
         net.record_sent = false;
-        let mut config = Config::default();
-        config.keep_alive = Some(Duration::from_secs(1));
-        config.idle_timeout = Duration::from_secs(5);
-        config.handshake_timeout = Duration::from_secs(2);
-        config.null_crypto = (crypto == Crypto::Null).then(super::datagram::null_crypto);
-        let host = HostConfig::new(NEGOTIATION_TIMEOUT, PING_TIMEOUT);
+        let config = manager_config(crypto);
+        let host = host_config();
         for (i, identity) in identities().iter().take(2).enumerate() {
             net.add_node(
                 &format!("h{i}"),
@@ -489,9 +475,7 @@ impl Harness {
                 self.net.set_link(NodeId(0), NodeId(1), link);
             }
             HostOp::Advance { millis } => {
-                let run = Duration::from_millis(u64::from(*millis)).min(self.advance_left);
-                self.advance_left -= run;
-                self.net.run_for(run);
+                advance(&mut self.net, &mut self.advance_left, *millis);
             }
         }
         // What the application did past its host reaches the host at its next call, as in a
@@ -503,12 +487,7 @@ impl Harness {
 
     /// Takes a node's new events and checks each against what its application knows.
     fn collect(&mut self, node: usize) {
-        let mut events: Vec<HostEvent> = self
-            .net
-            .take_events(NodeId(node))
-            .into_iter()
-            .map(|(_, event)| event)
-            .collect();
+        let mut events: Vec<HostEvent> = take_events(&mut self.net, node);
         if let Some(host) = self.host(node) {
             while let Some(event) = host.poll_event() {
                 events.push(event);

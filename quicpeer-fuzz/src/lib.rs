@@ -74,6 +74,22 @@ pub use peer_book::{book_owner, peer_book};
 pub use relay::{relay, RelayKind};
 pub use relay_server::{relay_server, RelayInput, RelayOp};
 
+/// Reads operations until the input ends, one fails to decode, or there are `max`: what a
+/// sequence target runs.
+fn decode_ops<'a, T: arbitrary::Arbitrary<'a>>(
+    u: &mut arbitrary::Unstructured<'a>,
+    max: usize,
+) -> Vec<T> {
+    let mut ops = Vec::new();
+    while !u.is_empty() && ops.len() < max {
+        match decode(u) {
+            Some(op) => ops.push(op),
+            None => break,
+        }
+    }
+    ops
+}
+
 /// Reads a whole fuzz input as a `T` the way libFuzzer's `arbitrary` integration does, except
 /// that the caller decides what to do with the bytes left over.
 fn decode<'a, T: arbitrary::Arbitrary<'a>>(u: &mut arbitrary::Unstructured<'a>) -> Option<T> {

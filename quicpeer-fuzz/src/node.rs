@@ -9,14 +9,15 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::OnceLock;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
+use super::datagram::Crypto;
 use quicpeer::identity::generate_certificate;
 use quicpeer::internals::LoadedCertificate;
 use quicpeer::protocols::channel::{ChannelConfig, Channels, MemoryStore};
 use quicpeer::protocols::relay::{Relay, RelayConfig};
 use quicpeer::protocols::{Host, HostConfig};
-use quicpeer::sim::Simulated;
+use quicpeer::sim::{Network, NodeId, Simulated};
 use quicpeer::{Config, Identity, Manager, ManagerError, SansIo, Transmit};
 
 /// Identities the network targets' nodes have, at most.
@@ -138,6 +139,39 @@ impl<L: Layer> Simulated for Node<L> {
     fn manager_mut(&mut self) -> &mut Manager {
         self.0.manager_mut()
     }
+}
+
+/// The managers' configuration of the network targets: keep-alive 1 s, idle timeout 5 s,
+/// handshake timeout 2 s (short, so that an input's 30 s see them all fire), on the null
+/// handshake unless `crypto` says TLS.
+pub(super) fn manager_config(crypto: Crypto) -> Config {
+    let mut config = Config::default();
+    config.keep_alive = Some(Duration::from_secs(1));
+    config.idle_timeout = Duration::from_secs(5);
+    config.handshake_timeout = Duration::from_secs(2);
+    config.null_crypto = (crypto == Crypto::Null).then(super::datagram::null_crypto);
+    config
+}
+
+/// The hosts' configuration of the network targets: 2 s to negotiate a stream, 3 s for a ping.
+pub(super) fn host_config() -> HostConfig {
+    HostConfig::new(Duration::from_secs(2), Duration::from_secs(3))
+}
+
+/// Runs the network `millis` milliseconds on, or what is left of an input's budget of
+/// simulated time (`left`) if less. An execution costs in proportion to the simulated time it
+/// covers, so the sequence targets bound it per input.
+pub(super) fn advance<M: Simulated>(net: &mut Network<M>, left: &mut Duration, millis: u16) {
+    let run = Duration::from_millis(u64::from(millis)).min(*left);
+    *left -= run;
+    net.run_for(run);
+}
+
+/// A node's events since the last call, without their instants.
+pub(super) fn take_events<M: Simulated>(net: &mut Network<M>, node: usize) -> Vec<M::Event> {
+    (net.take_events(NodeId(node)).into_iter())
+        .map(|(_, event)| event)
+        .collect()
 }
 
 /// The seed of a layer's own randomness (ping payloads), apart from the manager's.

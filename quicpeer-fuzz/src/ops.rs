@@ -14,9 +14,9 @@ use arbitrary::{Arbitrary, Unstructured};
 
 use super::datagram::Crypto;
 use super::invariants::{check_state, EventLog};
-use super::node::{identities, Node};
+use super::node::{advance, identities, manager_config, take_events, Node};
 use quicpeer::sim::{Link, Network, NodeId};
-use quicpeer::{Config, ConnId, Event, KeyMode, Manager, Read, StreamError, StreamId};
+use quicpeer::{ConnId, Event, KeyMode, Manager, Read, StreamError, StreamId};
 
 /// Operations run from one input at most; the rest of a longer input is ignored.
 const MAX_OPS: usize = 128;
@@ -176,13 +176,7 @@ impl OpsInput {
             icmp: false,
             seed: 0,
         });
-        let mut ops = Vec::new();
-        while !u.is_empty() && ops.len() < MAX_OPS {
-            match super::decode(&mut u) {
-                Some(op) => ops.push(op),
-                None => break,
-            }
-        }
+        let ops = super::decode_ops(&mut u, MAX_OPS);
         Self { setup, ops }
     }
 }
@@ -239,11 +233,7 @@ impl Harness {
         let mut net = Network::<Node<Manager>>::with_seed(u64::from(setup.seed));
         net.record_sent = false;
         net.icmp_unreachable = setup.icmp;
-        let mut config = Config::default();
-        config.keep_alive = Some(Duration::from_secs(1));
-        config.idle_timeout = Duration::from_secs(5);
-        config.handshake_timeout = Duration::from_secs(2);
-        config.null_crypto = (crypto == Crypto::Null).then(super::datagram::null_crypto);
+        let mut config = manager_config(crypto);
         config.suspicion_ptos = setup.suspicion.then_some(3);
         config.keys = if setup.random_keys {
             KeyMode::RandomPerProcess
@@ -342,9 +332,7 @@ impl Harness {
                 }
             }
             Op::Advance { millis } => {
-                let run = Duration::from_millis(u64::from(millis)).min(self.advance_left);
-                self.advance_left -= run;
-                self.net.run_for(run);
+                advance(&mut self.net, &mut self.advance_left, millis);
             }
             Op::Send {
                 node,
@@ -416,12 +404,7 @@ impl Harness {
 
     /// Feeds a node's new events (the simulator's and those still queued) to its log.
     fn collect(&mut self, node: usize) {
-        let mut events: Vec<Event> = self
-            .net
-            .take_events(NodeId(node))
-            .into_iter()
-            .map(|(_, event)| event)
-            .collect();
+        let mut events: Vec<Event> = take_events(&mut self.net, node);
         if let Some(manager) = self.net.manager(NodeId(node)) {
             while let Some(event) = manager.poll_event() {
                 events.push(event);

@@ -29,17 +29,17 @@ use std::time::Duration;
 
 use arbitrary::{Arbitrary, Unstructured};
 
-use super::datagram::Payload;
+use super::datagram::{Crypto, Payload};
 use super::host::HostLink;
 use super::invariants::{check_state, EventLog};
-use super::node::{identities, Node};
+use super::node::{advance, host_config, identities, manager_config, take_events, Node};
 use quicpeer::protocols::relay::{
     CircuitId, HopMessage, Relay, RelayConfig, RelayEvent, Status, StopMessage, HOP_PROTOCOL,
     STOP_PROTOCOL,
 };
-use quicpeer::protocols::{HostConfig, HostEvent, OutboundId};
+use quicpeer::protocols::{HostEvent, OutboundId};
 use quicpeer::sim::{Link, Network, NodeId};
-use quicpeer::{Config, ConnId, Event, Read, StreamId};
+use quicpeer::{ConnId, Event, Read, StreamId};
 
 /// Operations run from one input at most.
 const MAX_OPS: usize = 128;
@@ -168,13 +168,7 @@ impl RelayInput {
     pub fn decode(data: &[u8]) -> Self {
         let mut u = Unstructured::new(data);
         let seed = super::decode(&mut u).unwrap_or(0);
-        let mut ops = Vec::new();
-        while !u.is_empty() && ops.len() < MAX_OPS {
-            match super::decode(&mut u) {
-                Some(op) => ops.push(op),
-                None => break,
-            }
-        }
+        let ops = super::decode_ops(&mut u, MAX_OPS);
         Self { seed, ops }
     }
 }
@@ -226,12 +220,8 @@ impl Harness {
     fn new(seed: u8) -> Self {
         let mut net = Network::<Node<Relay>>::with_seed(u64::from(seed));
         net.record_sent = false;
-        let mut config = Config::default();
-        config.keep_alive = Some(Duration::from_secs(1));
-        config.idle_timeout = Duration::from_secs(5);
-        config.handshake_timeout = Duration::from_secs(2);
-        config.null_crypto = Some(super::datagram::null_crypto());
-        let host = HostConfig::new(Duration::from_secs(2), Duration::from_secs(3));
+        let config = manager_config(Crypto::Null);
+        let host = host_config();
         let ids = identities();
         net.add_node(
             "relay",
@@ -388,9 +378,7 @@ impl Harness {
                 self.net.set_link(NodeId(0), NodeId(client(c)), link);
             }
             RelayOp::Advance { millis } => {
-                let run = Duration::from_millis(u64::from(*millis)).min(self.advance_left);
-                self.advance_left -= run;
-                self.net.run_for(run);
+                advance(&mut self.net, &mut self.advance_left, *millis);
             }
         }
         // What the applications did past their hosts reaches them at their next call.
@@ -400,12 +388,7 @@ impl Harness {
 
     /// A client's new events: hop streams negotiated get their request written.
     fn collect_client(&mut self, client: usize) {
-        let events: Vec<RelayEvent> = self
-            .net
-            .take_events(NodeId(client))
-            .into_iter()
-            .map(|(_, event)| event)
-            .collect();
+        let events: Vec<RelayEvent> = take_events(&mut self.net, client);
         let mut writes = Vec::new();
         let state = &mut self.clients[client - 1];
         for event in events {
@@ -445,12 +428,7 @@ impl Harness {
 
     /// The relay's new events, each checked against what the harness knows.
     fn collect_relay(&mut self) {
-        let events: Vec<RelayEvent> = self
-            .net
-            .take_events(NodeId(0))
-            .into_iter()
-            .map(|(_, event)| event)
-            .collect();
+        let events: Vec<RelayEvent> = take_events(&mut self.net, 0);
         for event in events {
             self.relay.record(event);
         }

@@ -927,6 +927,15 @@ impl Encoder {
         self
     }
 
+    fn host_link(&mut self, change: &HostLink) -> &mut Self {
+        match change {
+            HostLink::Healthy => self.variant(0, 4),
+            HostLink::Down => self.variant(1, 4),
+            HostLink::Lossy(p) => self.variant(2, 4).u8(*p),
+            HostLink::Jittery(l, j) => self.variant(3, 4).u8(*l).u8(*j),
+        }
+    }
+
     fn payload(&mut self, v: &Payload) -> &mut Self {
         let len = u16::try_from(v.0.len()).unwrap_or(u16::MAX);
         self.u16(len).bytes(&v.0[..usize::from(len)])
@@ -1095,15 +1104,7 @@ pub fn encode_host(input: &HostInput) -> Vec<u8> {
             HostOp::Dial { node } => e.variant(10, OPS).u8(*node),
             HostOp::Close { node } => e.variant(11, OPS).u8(*node),
             HostOp::Restart { node } => e.variant(12, OPS).u8(*node),
-            HostOp::SetLink(change) => {
-                e.variant(13, OPS);
-                match change {
-                    HostLink::Healthy => e.variant(0, 4),
-                    HostLink::Down => e.variant(1, 4),
-                    HostLink::Lossy(p) => e.variant(2, 4).u8(*p),
-                    HostLink::Jittery(l, j) => e.variant(3, 4).u8(*l).u8(*j),
-                }
-            }
+            HostOp::SetLink(change) => e.variant(13, OPS).host_link(change),
             HostOp::Advance { millis } => e.variant(14, OPS).u16(*millis),
         };
     }
@@ -1324,13 +1325,7 @@ pub fn encode_federation(input: &FederationInput) -> Vec<u8> {
                 e.variant(3, OPS).u8(*node).u8(*to).payload(data)
             }
             FederationOp::SetLink { a, b, change } => {
-                e.variant(4, OPS).u8(*a).u8(*b);
-                match change {
-                    HostLink::Healthy => e.variant(0, 4),
-                    HostLink::Down => e.variant(1, 4),
-                    HostLink::Lossy(p) => e.variant(2, 4).u8(*p),
-                    HostLink::Jittery(l, j) => e.variant(3, 4).u8(*l).u8(*j),
-                }
+                e.variant(4, OPS).u8(*a).u8(*b).host_link(change)
             }
             FederationOp::Advance { millis } => e.variant(5, OPS).u16(*millis),
         };
@@ -1459,15 +1454,7 @@ pub fn encode_relay_server(input: &RelayInput) -> Vec<u8> {
             RelayOp::Reset { client, index } => e.variant(7, OPS).u8(*client).u8(*index),
             RelayOp::Crash { client } => e.variant(8, OPS).u8(*client),
             RelayOp::Dial { client } => e.variant(9, OPS).u8(*client),
-            RelayOp::SetLink { client, change } => {
-                e.variant(10, OPS).u8(*client);
-                match change {
-                    HostLink::Healthy => e.variant(0, 4),
-                    HostLink::Down => e.variant(1, 4),
-                    HostLink::Lossy(p) => e.variant(2, 4).u8(*p),
-                    HostLink::Jittery(l, j) => e.variant(3, 4).u8(*l).u8(*j),
-                }
-            }
+            RelayOp::SetLink { client, change } => e.variant(10, OPS).u8(*client).host_link(change),
             RelayOp::Advance { millis } => e.variant(11, OPS).u16(*millis),
         };
     }
