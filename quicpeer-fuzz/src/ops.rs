@@ -36,10 +36,10 @@ const LONG_RUN_OUT: Duration = Duration::from_secs(320);
 /// Simulated time all of an input's [`Op::Advance`]s may pass together; an `Advance` past it
 /// passes what is left (nothing, once it is spent). An execution costs in proportion to the
 /// simulated time it covers (every connection pings each second), and the committed corpus had
-/// grown inputs covering 20 minutes and more that ran 100 times longer than the rest. Two
-/// minutes is twelve times the longest timer of these nodes (dial backoff at most 10 s; idle
-/// timeout 5 s, handshake timeout 2 s, keep-alive 1 s), so everything that happens on a timer
-/// can still happen, and repeat; what an input loses is only hours of steady pinging.
+/// grown inputs covering 20 minutes and more that ran 100 times longer than the rest. 30 s is
+/// three times the longest timer of these nodes (dial backoff at most 10 s; idle timeout 5 s,
+/// handshake timeout 2 s, keep-alive 1 s), so everything that happens on a timer can still
+/// happen, and repeat; what an input loses is minutes of steady pinging.
 const MAX_ADVANCE: Duration = Duration::from_secs(30);
 
 /// How the network and its nodes are configured.
