@@ -15,6 +15,7 @@
 //! The codecs know nothing of QUIC: bytes in, bytes out, typed errors, bounded buffers.
 
 pub mod channel;
+mod closed;
 pub mod host;
 pub mod multistream;
 pub mod ping;

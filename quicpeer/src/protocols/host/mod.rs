@@ -80,8 +80,7 @@ const READ_CHUNK: usize = 1024;
 /// Inbound ping streams kept per connection; the ping spec asks listeners to accept at most two.
 const MAX_INBOUND_PINGS: usize = 2;
 /// Streams the host closed are remembered per connection so that their late events are not
-/// passed on. Past this many, those whose events can no longer come are forgotten (see
-/// `Host::prune_closed`).
+/// passed on; the memory is first pruned at this many (see `protocols::closed`).
 const CLOSED_MEMORY: usize = 32;
 
 /// Settings of a [`Host`].
@@ -457,23 +456,12 @@ impl Host {
         took
     }
 
-    /// Forgets the closed streams no event can come for any more, on the connections whose
-    /// memory of them has grown to its pruning length.
-    ///
-    /// Not a fixed number of them: a peer that fails a hundred negotiations at once has a
-    /// hundred late `StreamStopped` on their way, and quinn reports a stop even of a stream the
-    /// host reset. The manager tells which streams may still be reported
-    /// (`Manager::may_report`: quinn keeps the sending half, or the receiving half is open).
-    /// Pruned only here, with the manager's events drained: quinn may drop a half's state in
-    /// the same call that queues its last event (`StreamFinished`). What stays is bounded by
-    /// quinn's own live streams; the pruning length doubles past that, so pruning costs O(1)
-    /// per closed stream.
+    /// Prunes the memory of closed streams of the connections that reached their pruning
+    /// length; only here, with the manager's events drained (see `protocols::closed`).
     fn prune_closed(&mut self) {
-        let manager = &mut self.manager;
         for conn in self.prune_due.drain(..) {
             if let Some(state) = self.conns.get_mut(&conn) {
-                state.closed.retain(|s| manager.may_report(*s));
-                state.prune_at = CLOSED_MEMORY.max(2 * state.closed.len());
+                state.closed.prune(&mut self.manager);
             }
         }
     }
@@ -834,8 +822,7 @@ impl Host {
     fn forget(&mut self, conn: ConnId, id: StreamId) {
         self.forget_quietly(conn, id);
         if let Some(state) = self.conns.get_mut(&conn) {
-            state.closed.push_back(id);
-            if state.closed.len() == state.prune_at {
+            if state.closed.insert(id) {
                 self.prune_due.push(conn);
             }
         }

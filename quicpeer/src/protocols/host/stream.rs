@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::{OutboundId, StreamFailure};
+use crate::protocols::closed::ClosedStreams;
 use crate::protocols::multistream::{Dialer, Listener, MultistreamError, Negotiated, Progress};
 use crate::protocols::ping::{Payload, Pinger, Responder};
 use crate::{ConnId, PeerId, StreamError, StreamId};
@@ -154,10 +155,8 @@ pub(super) struct ConnState {
     pub(super) ping: Option<StreamId>,
     /// The peer's ping streams, oldest first.
     pub(super) inbound_pings: VecDeque<StreamId>,
-    /// Streams the host closed whose late events may still come, oldest first.
-    pub(super) closed: VecDeque<StreamId>,
-    /// `closed` is pruned once it is this long (see `Host::prune_closed`).
-    pub(super) prune_at: usize,
+    /// Streams the host closed whose late events may still come.
+    pub(super) closed: ClosedStreams,
     /// Opens waiting for the peer to allow more streams, oldest first.
     pub(super) queued: VecDeque<Queued>,
 }
@@ -189,8 +188,7 @@ impl ConnState {
             streams: BTreeMap::new(),
             ping: None,
             inbound_pings: VecDeque::new(),
-            closed: VecDeque::new(),
-            prune_at: super::CLOSED_MEMORY,
+            closed: ClosedStreams::new(super::CLOSED_MEMORY),
             queued: VecDeque::new(),
         }
     }

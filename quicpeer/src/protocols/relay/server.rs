@@ -24,6 +24,7 @@ use super::event::{CircuitEnd, CircuitId, End, FreeCause, RelayEvent};
 use super::voucher::Voucher;
 use super::{HOP_PROTOCOL, STOP_PROTOCOL};
 use crate::address::{Multiaddr, Protocol};
+use crate::protocols::closed::ClosedStreams;
 use crate::protocols::host::RESET_CODE;
 use crate::protocols::multistream::ProtocolNameError;
 use crate::protocols::{Host, HostEvent, OutboundId};
@@ -31,8 +32,8 @@ use crate::{Cause, ConnId, Event, Keypair, PeerId, Read, SansIo, StreamError, St
 
 /// Bytes read from one side of a circuit at a time: the most a circuit buffers per direction.
 pub const SPLICE_CHUNK: usize = 16 * 1024;
-/// Streams the relay closed are remembered so that their late events are not passed on. Past
-/// this many, those no event can come for any more are forgotten (see `Relay::prune_closed`).
+/// Streams the relay closed are remembered so that their late events are not passed on; the
+/// memory is first pruned at this many (see `protocols::closed`).
 const CLOSED_MEMORY: usize = 256;
 
 /// Why a [`Relay`] could not be built.
@@ -142,10 +143,8 @@ pub struct Relay {
     circuits: BTreeMap<u64, Circuit>,
     /// Circuits being set up (not yet open), for `max_pending`.
     next_circuit: u64,
-    /// Streams the relay closed whose late events may still come, oldest first.
-    closed: VecDeque<StreamId>,
-    /// `closed` is pruned once it is this long.
-    prune_at: usize,
+    /// Streams the relay closed whose late events may still come.
+    closed: ClosedStreams,
     events: VecDeque<RelayEvent>,
 }
 
@@ -179,8 +178,7 @@ impl Relay {
             abandoned: BTreeSet::new(),
             circuits: BTreeMap::new(),
             next_circuit: 1,
-            closed: VecDeque::new(),
-            prune_at: CLOSED_MEMORY,
+            closed: ClosedStreams::new(CLOSED_MEMORY),
             events: VecDeque::new(),
         })
     }
@@ -244,21 +242,13 @@ impl Relay {
             any = true;
             self.on_host_event(now, event);
         }
-        if self.closed.len() >= self.prune_at {
-            self.prune_closed();
+        // Only here, with the host's events drained (see `protocols::closed`): a burst of
+        // answered reservations (a fleet reconnecting after a restart) has as many late
+        // `StreamFinished` on their way.
+        if self.closed.is_due() {
+            self.closed.prune(self.host.manager_mut());
         }
         any
-    }
-
-    /// Forgets the closed streams no event can come for any more (`Manager::may_report`), as
-    /// the host does: not a fixed number of them, since a burst of answered reservations (a
-    /// fleet reconnecting after a restart) has as many late `StreamFinished` on their way.
-    /// Only here, with the host's events drained; the pruning length doubles past what stays,
-    /// which quinn's own live streams bound.
-    fn prune_closed(&mut self) {
-        let manager = self.host.manager_mut();
-        self.closed.retain(|s| manager.may_report(*s));
-        self.prune_at = CLOSED_MEMORY.max(2 * self.closed.len());
     }
 
     fn on_host_event(&mut self, now: Instant, event: HostEvent) {
@@ -936,7 +926,7 @@ impl Relay {
     }
 
     fn remember_closed(&mut self, stream: StreamId) {
-        self.closed.push_back(stream);
+        self.closed.insert(stream);
     }
 
     /// Ends what is due: requests not sent in time, setups not answered, circuits at their
