@@ -136,11 +136,8 @@ impl Manager {
     /// (`Limits::peer_book_dials`) allows; when it does not, wakes up when it will.
     pub(super) fn start_book_dials(&mut self, now: Instant) {
         self.book_next = None;
-        // Counted once; each dial this loop starts adds one (a scan per dial made a book of N
-        // peers cost N² peer visits).
-        let mut pending = self.peers.values().filter(|p| p.dial.is_some()).count();
         while !self.book_dials.is_empty() {
-            if pending >= self.config.limits.max_pending_dials || self.shutting_down {
+            if self.pending_dials >= self.config.limits.max_pending_dials || self.shutting_down {
                 return;
             }
             if !self.book_bucket.take(now) {
@@ -153,16 +150,8 @@ impl Manager {
             if record.direction == Direction::Inbound {
                 self.set_reconnect_policy(record.peer, Some(ReconnectPolicy::never()));
             }
-            match self.dial(now, record.peer, record.addrs) {
-                Ok(DialOutcome::Started) => {
-                    let dialing = self
-                        .peers
-                        .get(&record.peer)
-                        .is_some_and(|p| p.dial.is_some());
-                    pending += usize::from(dialing);
-                }
-                Ok(_) => {}
-                Err(error) => debug!(peer = %record.peer, %error, "peer-book dial not started"),
+            if let Err(error) = self.dial(now, record.peer, record.addrs) {
+                debug!(peer = %record.peer, %error, "peer-book dial not started");
             }
         }
     }

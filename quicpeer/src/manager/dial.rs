@@ -85,12 +85,13 @@ impl Manager {
         let Some(entry) = self.peers.get_mut(&peer) else {
             return;
         };
-        entry.dial = Some(Dial {
+        let previous = entry.dial.replace(Dial {
             pending: rank_addresses(&entry.addrs),
             replaces,
             replaces_key,
             ..Dial::default()
         });
+        self.pending_dials += usize::from(previous.is_none());
         self.start_next_attempt(peer, now);
     }
 
@@ -167,6 +168,7 @@ impl Manager {
         let Some(dial) = entry.dial.take() else {
             return;
         };
+        self.pending_dials -= 1;
         if let Some(old) = dial.replaces.filter(|old| entry.established.contains(old)) {
             // A replacement of a connection that is still up failed: the old one stays. If it
             // was a suspicion redial, the connection is still silent, and the peer's port

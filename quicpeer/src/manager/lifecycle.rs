@@ -124,6 +124,7 @@ impl Manager {
             .is_some_and(|d| d.in_flight.contains(&id))
         {
             if let Some(dial) = entry.dial.take() {
+                self.pending_dials -= 1;
                 losers.extend(dial.in_flight.into_iter().filter(|c| *c != id));
                 replaced = dial.replaces;
             }
@@ -144,6 +145,7 @@ impl Manager {
             // (after a reset, or racing a silent connection): this is the connection the dial
             // was for, and its attempts would only make a second one to the same process.
             if let Some(dial) = entry.dial.take() {
+                self.pending_dials -= 1;
                 losers.extend(dial.in_flight);
             }
             debug!(conn = %id, %peer, %lost, "the restarted peer connected first: dial dropped");

@@ -197,6 +197,11 @@ pub struct Manager {
     /// When each peer was last seen connected: the peer book (`book`), bounded by
     /// `Limits::max_peer_book`.
     seen: BTreeMap<PeerId, Seen>,
+    /// Peers with a dial in progress (`Peer::dial` set): what `Limits::max_pending_dials`
+    /// counts. Kept where a dial starts and ends, so that a dial, and a peer-book dial
+    /// started after every datagram, need not visit every peer to count them (debug builds
+    /// check it against a scan in `poll_timeout`).
+    pending_dials: usize,
     /// Peer-book dials waiting for a pending-dial slot or their turn (`Limits::peer_book_dials`).
     book_dials: VecDeque<PeerRecord>,
     book_bucket: TokenBucket,
@@ -407,6 +412,7 @@ impl Manager {
             timed_peers: BTreeSet::new(),
             dialing_conns: BTreeSet::new(),
             seen: BTreeMap::new(),
+            pending_dials: 0,
             book_dials: VecDeque::new(),
             book_bucket,
             book_next: None,
@@ -716,7 +722,7 @@ impl Manager {
         if self.shutting_down {
             return Err(DialError::ShuttingDown);
         }
-        let pending = self.peers.values().filter(|p| p.dial.is_some()).count();
+        let pending = self.pending_dials;
         let entry = self.peers.entry(peer).or_default();
         for addr in addrs {
             if !entry.addrs.contains(&addr) {
@@ -856,7 +862,9 @@ impl Manager {
         if let Some(p) = self.peers.get_mut(&peer) {
             p.retry = None;
             p.addrs.clear();
-            let attempts = p.dial.take().map(|d| d.in_flight).unwrap_or_default();
+            let dial = p.dial.take();
+            self.pending_dials -= usize::from(dial.is_some());
+            let attempts = dial.map(|d| d.in_flight).unwrap_or_default();
             let established: Vec<ConnId> = p.established.iter().copied().collect();
             for id in attempts.into_iter().chain(established) {
                 self.close_conn(id, now, Cause::ClosedLocally);
@@ -988,6 +996,11 @@ impl Manager {
         }
         #[cfg(debug_assertions)]
         debug_assert_eq!(next, self.scan_timeout(), "the timer index lost a deadline");
+        debug_assert_eq!(
+            self.pending_dials,
+            self.peers.values().filter(|p| p.dial.is_some()).count(),
+            "the count of pending dials drifted"
+        );
         min_deadline(next, self.book_next)
     }
 
