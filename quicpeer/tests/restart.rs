@@ -798,6 +798,60 @@ fn peer_book_dials_are_paced() {
     assert_eq!(dialing(&mut net), 5);
 }
 
+/// Inbound handshakes in flight count against the peer book's window: while peers come back by
+/// themselves, the book's dials wait for them instead of adding handshakes.
+#[test]
+fn inbound_handshakes_in_flight_hold_back_peer_book_dials() {
+    use quicpeer::{Direction, PeerRecord};
+    use std::time::UNIX_EPOCH;
+    init_tracing();
+    let mut net = Network::new(23);
+    let mut cfg = config(Duration::from_secs(5), Duration::from_secs(10));
+    cfg.limits.max_pending_dials = 3;
+    let a = net.add_node("a", identity(1), cfg.clone());
+    let clients: Vec<NodeId> = (2..=3u8)
+        .map(|i| net.add_node(&format!("c{i}"), identity(i), cfg.clone()))
+        .collect();
+    // Two clients dial `a`; once their Initials are in, their links go down: `a` holds two
+    // inbound handshakes until its handshake timeout.
+    let (peer_a, addr_a) = (net.peer_id(a), net.addr(a));
+    let now = net.now();
+    for &c in &clients {
+        let outcome = net.manager(c).expect("up").dial(now, peer_a, [addr_a]);
+        assert!(outcome.is_ok(), "{outcome:?}");
+    }
+    net.run_for(Duration::from_millis(7));
+    for &c in &clients {
+        net.set_link(a, c, Link::down());
+    }
+    let dead = |i: u16| std::net::SocketAddr::from(([192, 0, 2, 202], 7000 + i));
+    let book: Vec<PeerRecord> = (1..=4u8)
+        .map(|i| {
+            let seen = UNIX_EPOCH + Duration::from_secs(u64::from(i));
+            let addrs = vec![dead(u16::from(i))];
+            PeerRecord::new(
+                identity(100 + i).peer_id(),
+                addrs,
+                Direction::Outbound,
+                seen,
+            )
+        })
+        .collect();
+    let now = net.now();
+    assert_eq!(net.manager(a).expect("up").dial_peer_book(now, book, 4), 4);
+    let dialing = |net: &mut Network| {
+        let m = net.manager(a).expect("up");
+        (1..=4u8)
+            .filter(|i| m.is_dialing(&identity(100 + i).peer_id()))
+            .collect::<Vec<u8>>()
+    };
+    // Three handshakes at once: two inbound, so one dial, the most recent peer.
+    assert_eq!(dialing(&mut net), vec![4]);
+    // The inbound handshakes and that dial time out together; the other three start.
+    net.run_for(quicpeer::Config::default().handshake_timeout);
+    assert_eq!(dialing(&mut net), vec![1, 2, 3]);
+}
+
 /// With one connection allowed per peer, the new incarnation's connection is not refused for
 /// the stale one's slot: the stale one is leaving, and the new one replaces it.
 #[test]

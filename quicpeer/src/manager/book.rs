@@ -87,9 +87,10 @@ impl Manager {
 
     /// Takes in a peer book (a restarted node's first command) and dials its `max` most
     /// recently seen peers, most recent first; returns how many dials it queued. The others stay
-    /// in the book (within `Limits::max_peer_book`), to be saved again. At most
-    /// `Limits::max_pending_dials` run at once, the rest start as earlier ones end, at the pace
-    /// of `Limits::peer_book_dials`. Peers that
+    /// in the book (within `Limits::max_peer_book`), to be saved again. They start while the
+    /// dials in progress and the inbound handshakes in flight together stay below
+    /// `Limits::max_pending_dials` (peers that come back by themselves hold the book back), the
+    /// rest as earlier ones end, at the pace of `Limits::peer_book_dials`. Peers that
     /// had dialed us are dialed back but not reconnected to afterwards (their reconnect policy
     /// becomes [`ReconnectPolicy::never`]): they come back by themselves, as before.
     ///
@@ -137,7 +138,12 @@ impl Manager {
     pub(super) fn start_book_dials(&mut self, now: Instant) {
         self.book_next = None;
         while !self.book_dials.is_empty() {
-            if self.pending_dials >= self.config.limits.max_pending_dials || self.shutting_down {
+            // Inbound handshakes count against the window too: while peers come back by
+            // themselves (a restart's keep-alives found the reset), the book's dials wait
+            // instead of adding handshakes (a book dial is a full one, with this node as the
+            // client) that a busy node cannot finish before they time out.
+            let handshakes = self.pending_dials + self.inbound_handshakes;
+            if handshakes >= self.config.limits.max_pending_dials || self.shutting_down {
                 return;
             }
             if !self.book_bucket.take(now) {

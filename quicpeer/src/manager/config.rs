@@ -107,7 +107,7 @@ pub struct Limits {
     pub max_peer_book: usize,
     /// How fast a restarted node dials its peer book
     /// ([`Manager::dial_peer_book`](super::Manager::dial_peer_book)), besides
-    /// `max_pending_dials`: a burst of thousands of handshakes at once comes back as more
+    /// `max_pending_dials` (which the book's dials share with inbound handshakes): a burst of thousands of handshakes at once comes back as more
     /// handshake data than a socket buffer holds, and what is dropped waits for a probe
     /// timeout. The default, 2 000 a second after a burst of 64, is about what one core
     /// completes.
